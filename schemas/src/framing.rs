@@ -1,0 +1,286 @@
+//! The two standard framings and the codec every service uses.
+
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+use apache_avro::rabin::Rabin;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::Hex;
+use crate::events::{Anomaly, LateEvents, MinuteAggregate, MinutePartial, Transaction};
+use crate::registry::SchemaRegistry;
+use crate::{avsc, Error, Result};
+
+/// Avro single-object encoding marker (Avro specification, "Single-object encoding").
+const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+/// Confluent wire format magic byte.
+const CONFLUENT_MAGIC: u8 = 0x00;
+
+/// How [`Codec::encode`] frames messages. Decoding accepts both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    SingleObject,
+    Confluent,
+}
+
+/// A schema this build knows, parsed once.
+struct Known {
+    name: &'static str,
+    source: &'static str,
+    schema: Schema,
+    fingerprint: [u8; 8],
+}
+
+fn known() -> &'static [Known] {
+    static KNOWN: OnceLock<Vec<Known>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        avsc::ALL
+            .iter()
+            .map(|(name, source)| {
+                // The .avsc files are part of this crate and covered by its tests.
+                #[allow(clippy::expect_used)]
+                let schema = Schema::parse_str(source).expect("embedded .avsc parses");
+                let fp = schema.fingerprint::<Rabin>().bytes;
+                let mut fingerprint = [0u8; 8];
+                fingerprint.copy_from_slice(&fp[..8]);
+                Known { name, source, schema, fingerprint }
+            })
+            .collect()
+    })
+}
+
+fn known_by_name(name: &str) -> Option<&'static Known> {
+    known().iter().find(|k| k.name == name)
+}
+
+/// An event type with an `.avsc` contract.
+pub trait WireEvent: Serialize + DeserializeOwned + Sized {
+    /// The record's full name in its schema.
+    const NAME: &'static str;
+    /// A short label for messages and metrics.
+    const LABEL: &'static str;
+
+    fn schema() -> &'static Schema {
+        &known_by_name(Self::NAME).unwrap_or_else(|| unreachable!("{} is embedded", Self::NAME)).schema
+    }
+
+    /// The CRC-64-AVRO fingerprint of the schema's canonical form, little-endian.
+    fn fingerprint() -> [u8; 8] {
+        known_by_name(Self::NAME).unwrap_or_else(|| unreachable!("{} is embedded", Self::NAME)).fingerprint
+    }
+
+    fn into_decoded(self) -> Decoded;
+    fn from_decoded(d: Decoded) -> std::result::Result<Self, Decoded>;
+}
+
+/// Any event, for topics that carry several types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Transaction(Transaction),
+    MinutePartial(MinutePartial),
+    MinuteAggregate(MinuteAggregate),
+    LateEvents(LateEvents),
+    Anomaly(Anomaly),
+}
+
+impl Decoded {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decoded::Transaction(_) => Transaction::LABEL,
+            Decoded::MinutePartial(_) => MinutePartial::LABEL,
+            Decoded::MinuteAggregate(_) => MinuteAggregate::LABEL,
+            Decoded::LateEvents(_) => LateEvents::LABEL,
+            Decoded::Anomaly(_) => Anomaly::LABEL,
+        }
+    }
+}
+
+macro_rules! wire_event {
+    ($ty:ident, $name:literal, $label:literal) => {
+        impl WireEvent for $ty {
+            const NAME: &'static str = $name;
+            const LABEL: &'static str = $label;
+            fn into_decoded(self) -> Decoded {
+                Decoded::$ty(self)
+            }
+            fn from_decoded(d: Decoded) -> std::result::Result<Self, Decoded> {
+                match d {
+                    Decoded::$ty(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+wire_event!(Transaction, "io.vigil.v1.Transaction", "transaction");
+wire_event!(MinutePartial, "io.vigil.v1.MinutePartial", "minute_partial");
+wire_event!(MinuteAggregate, "io.vigil.v1.MinuteAggregate", "minute_aggregate");
+wire_event!(LateEvents, "io.vigil.v1.LateEvents", "late_events");
+wire_event!(Anomaly, "io.vigil.v1.Anomaly", "anomaly");
+
+/// Encodes and decodes every Vigil event.
+///
+/// Cheap to share behind an `Arc`; the schema-id table is behind a lock only because a registry
+/// may teach it ids at run time.
+pub struct Codec {
+    framing: Framing,
+    /// Confluent schema id -> (record name, writer schema).
+    ids: RwLock<HashMap<u32, (String, Schema)>>,
+    /// Our own record name -> the id the registry gave it.
+    own_ids: RwLock<HashMap<&'static str, u32>>,
+    registry: Option<SchemaRegistry>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Self::single_object()
+    }
+}
+
+impl Codec {
+    /// Frames as Avro single-object encoding; decodes both framings (Confluent ids only once
+    /// learnt, see [`Codec::learn_schema_id`]).
+    pub fn single_object() -> Self {
+        Codec { framing: Framing::SingleObject, ids: RwLock::default(), own_ids: RwLock::default(), registry: None }
+    }
+
+    /// Registers every schema with the registry and frames in the Confluent wire format.
+    pub async fn with_registry(registry: SchemaRegistry) -> Result<Self> {
+        let codec = Codec {
+            framing: Framing::Confluent,
+            ids: RwLock::default(),
+            own_ids: RwLock::default(),
+            registry: Some(registry),
+        };
+        for k in known() {
+            let registry = codec.registry.as_ref().unwrap_or_else(|| unreachable!());
+            let id = registry.register(k.name, k.source).await?;
+            codec.own_ids.write().unwrap_or_else(|e| e.into_inner()).insert(k.name, id);
+            codec.ids.write().unwrap_or_else(|e| e.into_inner()).insert(id, (k.name.to_owned(), k.schema.clone()));
+        }
+        Ok(codec)
+    }
+
+    /// Frames in the Confluent wire format with ids assigned out of band (tools and tests that
+    /// have no registry): `ids` maps each record full name to its id.
+    pub fn confluent_with_ids(ids: &[(&str, u32)]) -> Self {
+        let codec = Codec::single_object();
+        let mut own = codec.own_ids.write().unwrap_or_else(|e| e.into_inner());
+        for (name, id) in ids {
+            if let Some(k) = known_by_name(name) {
+                own.insert(k.name, *id);
+                codec.insert_schema_id(*id, k.name, k.schema.clone());
+            }
+        }
+        drop(own);
+        Codec { framing: Framing::Confluent, ..codec }
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    pub fn encode<T: WireEvent>(&self, event: &T) -> Result<Vec<u8>> {
+        let value = apache_avro::to_value(event)?.resolve(T::schema())?;
+        let mut out = Vec::with_capacity(128);
+        match self.framing {
+            Framing::SingleObject => {
+                out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+                out.extend_from_slice(&T::fingerprint());
+            }
+            Framing::Confluent => {
+                let id = *self
+                    .own_ids
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(T::NAME)
+                    .ok_or_else(|| Error::Registry(format!("{} was never registered", T::NAME)))?;
+                out.push(CONFLUENT_MAGIC);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&apache_avro::to_avro_datum(T::schema(), value)?);
+        Ok(out)
+    }
+
+    /// Decodes a message that must be of type `T`.
+    pub fn decode<T: WireEvent>(&self, bytes: &[u8]) -> Result<T> {
+        let decoded = self.decode_any(bytes)?;
+        T::from_decoded(decoded).map_err(|other| Error::WrongType { expected: T::LABEL, found: other.label() })
+    }
+
+    /// Decodes a message of any known type, whichever framing it has.
+    pub fn decode_any(&self, bytes: &[u8]) -> Result<Decoded> {
+        let first = *bytes.first().ok_or(Error::Empty)?;
+        match first {
+            0xC3 => {
+                if bytes.len() < 10 {
+                    return Err(Error::Truncated { framing: "single-object", len: bytes.len() });
+                }
+                if bytes[1] != SINGLE_OBJECT_MAGIC[1] {
+                    return Err(Error::UnknownFraming(first));
+                }
+                let fp = &bytes[2..10];
+                let k = known()
+                    .iter()
+                    .find(|k| k.fingerprint == fp)
+                    .ok_or_else(|| Error::UnknownFingerprint(Hex(fp.to_vec())))?;
+                decode_datum(k.name, &k.schema, &bytes[10..])
+            }
+            CONFLUENT_MAGIC => {
+                if bytes.len() < 5 {
+                    return Err(Error::Truncated { framing: "Confluent", len: bytes.len() });
+                }
+                let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+                let ids = self.ids.read().unwrap_or_else(|e| e.into_inner());
+                let (name, writer) = ids.get(&id).ok_or(Error::UnknownSchemaId(id))?;
+                decode_datum(name, writer, &bytes[5..])
+            }
+            other => Err(Error::UnknownFraming(other)),
+        }
+    }
+
+    /// Asks the registry for a schema id seen in a message, so later decodes know it.
+    pub async fn learn_schema_id(&self, id: u32) -> Result<()> {
+        let registry = self.registry.as_ref().ok_or(Error::UnknownSchemaId(id))?;
+        let source = registry.schema_by_id(id).await?;
+        let schema = Schema::parse_str(&source)?;
+        let name = schema.name().map(|n| n.fullname(None)).ok_or_else(|| Error::Registry(format!("schema {id} is not a named record")))?;
+        self.ids.write().unwrap_or_else(|e| e.into_inner()).insert(id, (name, schema));
+        Ok(())
+    }
+
+    /// Teaches the codec a schema id without a registry (tests, tools).
+    pub fn insert_schema_id(&self, id: u32, name: &str, writer: Schema) {
+        self.ids.write().unwrap_or_else(|e| e.into_inner()).insert(id, (name.to_owned(), writer));
+    }
+}
+
+fn decode_datum(name: &str, writer: &Schema, mut datum: &[u8]) -> Result<Decoded> {
+    let reader = known_by_name(name).ok_or_else(|| Error::Registry(format!("no reader schema for {name}")))?;
+    let value: Value = apache_avro::from_avro_datum(writer, &mut datum, Some(&reader.schema))?;
+    if !datum.is_empty() {
+        return Err(Error::TrailingBytes(datum.len()));
+    }
+    Ok(match reader.name {
+        Transaction::NAME => Decoded::Transaction(apache_avro::from_value(&value)?),
+        MinutePartial::NAME => Decoded::MinutePartial(apache_avro::from_value(&value)?),
+        MinuteAggregate::NAME => Decoded::MinuteAggregate(apache_avro::from_value(&value)?),
+        LateEvents::NAME => Decoded::LateEvents(apache_avro::from_value(&value)?),
+        Anomaly::NAME => Decoded::Anomaly(apache_avro::from_value(&value)?),
+        other => return Err(Error::Registry(format!("no Rust type for {other}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests;

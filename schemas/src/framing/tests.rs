@@ -1,0 +1,165 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::events::*;
+
+fn tx() -> Transaction {
+    Transaction {
+        transaction_id: "7d9c5f5e-58f5-4a0e-9d43-3f1f3f0c1a11".into(),
+        occurred_at: 1_765_713_600_000,
+        status: TransactionStatus::Denied,
+        auth_code: "05".into(),
+        amount_minor: 12_345,
+        currency: "EUR".into(),
+        category: "food".into(),
+        merchant_id: "m-1".into(),
+        received_at: 1_765_713_600_123,
+    }
+}
+
+fn anomaly() -> Anomaly {
+    Anomaly {
+        id: "denied_rate:global:all:2025-12-14T12:00:00Z".into(),
+        sequence: 0,
+        rule: AnomalyRule::DeniedRate,
+        dimension: AnomalyDimension::Global,
+        dimension_value: "all".into(),
+        window_start: Some(1_765_713_600_000),
+        window_end: Some(1_765_713_660_000),
+        transaction_id: None,
+        category: None,
+        merchant_id: None,
+        observed: 0.4,
+        observed_count: 40,
+        observed_total: 100,
+        baseline_mean: 0.05,
+        baseline_stddev: 0.02,
+        baseline_n: 30,
+        scored_on: "rate".into(),
+        score: 17.5,
+        p_value: Some(1e-20),
+        threshold: 4.0,
+        severity: Severity::Critical,
+        state: AnomalyState::Firing,
+        message: "Denied rate 40.0% vs 5.0%".into(),
+        first_seen: 1_765_713_600_000,
+        last_updated: 1_765_713_660_000,
+        resolved_at: None,
+    }
+}
+
+fn confluent() -> Codec {
+    let ids: Vec<(&str, u32)> = known().iter().enumerate().map(|(i, k)| (k.name, 100 + i as u32)).collect();
+    Codec::confluent_with_ids(&ids)
+}
+
+#[test]
+fn every_embedded_schema_parses_with_a_distinct_fingerprint() {
+    let fps: Vec<_> = known().iter().map(|k| k.fingerprint).collect();
+    assert_eq!(fps.len(), avsc::ALL.len());
+    for (i, a) in fps.iter().enumerate() {
+        for b in &fps[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+}
+
+#[test]
+fn single_object_frame_starts_with_c301_and_the_rabin_fingerprint() {
+    let codec = Codec::single_object();
+    let bytes = codec.encode(&tx()).unwrap();
+    assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+    assert_eq!(&bytes[2..10], &Transaction::fingerprint());
+    let expected = Transaction::schema().fingerprint::<Rabin>().bytes;
+    assert_eq!(&bytes[2..10], &expected[..]);
+}
+
+#[test]
+fn confluent_frame_starts_with_zero_and_the_big_endian_schema_id() {
+    let bytes = confluent().encode(&tx()).unwrap();
+    assert_eq!(bytes[0], 0);
+    assert_eq!(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]), 100);
+}
+
+#[test]
+fn every_event_type_round_trips_in_both_framings() {
+    let partial = MinutePartial {
+        source_partition: 3,
+        partition_count: 6,
+        kind: PartialKind::Window,
+        watermark: 1_765_713_630_000,
+        minute_start: Some(1_765_713_540_000),
+        approved: 10,
+        denied: 2,
+        failed: 1,
+        reversed: 0,
+        auth_codes: BTreeMap::from([("00".into(), 10), ("05".into(), 3)]),
+        categories: vec![CategoryMinute {
+            category: "food".into(),
+            currency: "EUR".into(),
+            count: 13,
+            amount_sum: 1000,
+            amount_min: 5,
+            amount_max: 500,
+        }],
+    };
+    let agg = MinuteAggregate {
+        minute_start: 1_765_713_540_000,
+        total: 13,
+        approved: 10,
+        denied: 2,
+        failed: 1,
+        reversed: 0,
+        auth_codes: partial.auth_codes.clone(),
+        categories: partial.categories.clone(),
+        source_partitions: 1,
+    };
+    let late = LateEvents { minute_start: 1_765_713_540_000, source: "p3".into(), late_count: 2 };
+    let idle = MinutePartial { kind: PartialKind::Idle, minute_start: None, categories: vec![], ..partial.clone() };
+
+    let so = Codec::single_object();
+    let cf = confluent();
+    for codec in [&so, &cf] {
+        assert_eq!(codec.decode::<Transaction>(&codec.encode(&tx()).unwrap()).unwrap(), tx());
+        assert_eq!(codec.decode::<MinutePartial>(&codec.encode(&partial).unwrap()).unwrap(), partial);
+        assert_eq!(codec.decode::<MinutePartial>(&codec.encode(&idle).unwrap()).unwrap(), idle);
+        assert_eq!(codec.decode::<MinuteAggregate>(&codec.encode(&agg).unwrap()).unwrap(), agg);
+        assert_eq!(codec.decode::<LateEvents>(&codec.encode(&late).unwrap()).unwrap(), late);
+        assert_eq!(codec.decode::<Anomaly>(&codec.encode(&anomaly()).unwrap()).unwrap(), anomaly());
+    }
+    // A decoder without the id cannot read a Confluent frame; one with it reads both framings.
+    assert!(matches!(so.decode::<Transaction>(&cf.encode(&tx()).unwrap()), Err(Error::UnknownSchemaId(100))));
+    assert_eq!(cf.decode::<Transaction>(&so.encode(&tx()).unwrap()).unwrap(), tx());
+}
+
+#[test]
+fn decoding_rejects_garbage_truncation_trailing_bytes_and_the_wrong_type() {
+    let codec = Codec::single_object();
+    assert!(matches!(codec.decode_any(&[]), Err(Error::Empty)));
+    assert!(matches!(codec.decode_any(b"hello"), Err(Error::UnknownFraming(b'h'))));
+    assert!(matches!(codec.decode_any(&[0xC3, 0x01, 1, 2]), Err(Error::Truncated { .. })));
+    assert!(matches!(codec.decode_any(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0]), Err(Error::UnknownFingerprint(_))));
+    let good = codec.encode(&tx()).unwrap();
+    assert!(codec.decode_any(&good[..good.len() - 3]).is_err());
+    let mut long = good.clone();
+    long.push(0);
+    assert!(matches!(codec.decode_any(&long), Err(Error::TrailingBytes(1))));
+    assert!(matches!(codec.decode::<Anomaly>(&good), Err(Error::WrongType { expected: "anomaly", found: "transaction" })));
+}
+
+proptest::proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        let _ = Codec::single_object().decode_any(&bytes);
+        let _ = confluent().decode_any(&bytes);
+    }
+
+    #[test]
+    fn decoding_mutated_frames_never_panics(idx in 0usize..512, val in proptest::num::u8::ANY) {
+        let codec = Codec::single_object();
+        let mut bytes = codec.encode(&anomaly()).unwrap();
+        let i = idx % bytes.len();
+        bytes[i] = val;
+        let _ = codec.decode_any(&bytes);
+    }
+}

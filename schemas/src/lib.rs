@@ -1,0 +1,54 @@
+//! Vigil's wire contracts.
+//!
+//! One `.avsc` file per event type lives beside this crate's manifest and is embedded at compile
+//! time; every service encodes and decodes through [`Codec`], so none defines the wire format
+//! itself. Two framings are supported, both standard:
+//!
+//! * **Avro single-object encoding** (the Avro specification): `C3 01`, the 8-byte little-endian
+//!   CRC-64-AVRO (Rabin) fingerprint of the schema's canonical form, then the binary datum.
+//! * **Confluent wire format** (used with a schema registry): byte `0`, the 4-byte big-endian
+//!   schema id, then the binary datum.
+//!
+//! Decoders accept both, whatever the encoder was configured with.
+
+mod error;
+mod events;
+mod framing;
+mod registry;
+
+pub use error::{Error, Result};
+pub use events::{
+    Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, CategoryMinute, LateEvents, MinuteAggregate, MinutePartial,
+    PartialKind, Severity, Transaction, TransactionStatus,
+};
+pub use framing::{Codec, Decoded, Framing, WireEvent};
+pub use registry::SchemaRegistry;
+
+/// The embedded schema sources, by event type.
+pub mod avsc {
+    pub const TRANSACTION: &str = include_str!("../transaction.avsc");
+    pub const MINUTE_PARTIAL: &str = include_str!("../minute_partial.avsc");
+    pub const MINUTE_AGGREGATE: &str = include_str!("../minute_aggregate.avsc");
+    pub const LATE_EVENTS: &str = include_str!("../late_events.avsc");
+    pub const ANOMALY: &str = include_str!("../anomaly.avsc");
+
+    /// Every schema with the registry subject it is registered under (TopicRecordNameStrategy
+    /// would also do; we use the record's full name so one topic may carry several types).
+    pub const ALL: [(&str, &str); 5] = [
+        ("io.vigil.v1.Transaction", TRANSACTION),
+        ("io.vigil.v1.MinutePartial", MINUTE_PARTIAL),
+        ("io.vigil.v1.MinuteAggregate", MINUTE_AGGREGATE),
+        ("io.vigil.v1.LateEvents", LATE_EVENTS),
+        ("io.vigil.v1.Anomaly", ANOMALY),
+    ];
+}
+
+/// Topic names used by default. Every service lets them be overridden by configuration.
+pub mod topics {
+    pub const TRANSACTIONS: &str = "transactions";
+    pub const PARTIALS: &str = "tx-partials";
+    pub const MINUTES: &str = "tx-minute";
+    pub const ANOMALIES: &str = "anomalies";
+    pub const CHECKPOINTS: &str = "detector-checkpoints";
+    pub const DEAD_LETTER: &str = "vigil-dead-letter";
+}
