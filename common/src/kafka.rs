@@ -1,0 +1,198 @@
+//! Kafka client settings shared by every service, security included.
+//!
+//! Every client (producer, consumers, admin) is built from one [`KafkaConfig`], so SASL and TLS
+//! settings given once reach all of them.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::{Secret, Validator};
+
+/// Broker address and security settings, as environment variables.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap servers (host:port).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
+    pub kafka_security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a sasl_* protocol).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", default_value = "")]
+    pub kafka_sasl_mechanism: String,
+    #[arg(long, env = "KAFKA_SASL_USERNAME", default_value = "")]
+    pub kafka_sasl_username: String,
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", default_value = "", hide_env_values = true)]
+    pub kafka_sasl_password: String,
+    /// CA bundle to verify the brokers' certificates (ssl, sasl_ssl).
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION", default_value = "")]
+    pub kafka_ssl_ca_location: String,
+    /// Client certificate for mutual TLS.
+    #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION", default_value = "")]
+    pub kafka_ssl_certificate_location: String,
+    /// Client private key for mutual TLS.
+    #[arg(long, env = "KAFKA_SSL_KEY_LOCATION", default_value = "")]
+    pub kafka_ssl_key_location: String,
+    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", default_value = "", hide_env_values = true)]
+    pub kafka_ssl_key_password: String,
+}
+
+/// Validated Kafka settings.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// rdkafka properties; secrets wrapped so `Debug` never shows them.
+    security: Vec<(&'static str, Secret)>,
+}
+
+impl KafkaArgs {
+    pub fn validate(&self, v: &mut Validator) -> KafkaConfig {
+        let brokers = v.required("KAFKA_BROKERS", &self.kafka_brokers);
+        for b in brokers.split(',').filter(|b| !b.trim().is_empty()) {
+            let ok = b.trim().rsplit_once(':').map(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()).unwrap_or(false);
+            v.check(ok, "KAFKA_BROKERS", format_args!("{b:?} is not host:port"));
+        }
+        let protocol = self.kafka_security_protocol.trim().to_ascii_lowercase();
+        let mut security = Vec::new();
+        match protocol.as_str() {
+            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => security.push(("security.protocol", Secret::new(&protocol))),
+            _ => v.error("KAFKA_SECURITY_PROTOCOL", format_args!("{protocol:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl")),
+        }
+        if protocol.starts_with("sasl") {
+            let mech = self.kafka_sasl_mechanism.trim().to_ascii_uppercase();
+            v.check(
+                matches!(mech.as_str(), "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"),
+                "KAFKA_SASL_MECHANISM",
+                format_args!("{mech:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+            );
+            v.check(!self.kafka_sasl_username.is_empty(), "KAFKA_SASL_USERNAME", "is required with SASL");
+            v.check(!self.kafka_sasl_password.is_empty(), "KAFKA_SASL_PASSWORD", "is required with SASL");
+            security.push(("sasl.mechanism", Secret::new(mech)));
+            security.push(("sasl.username", Secret::new(&self.kafka_sasl_username)));
+            security.push(("sasl.password", Secret::new(&self.kafka_sasl_password)));
+        }
+        let tls = [
+            ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION", &self.kafka_ssl_ca_location),
+            ("ssl.certificate.location", "KAFKA_SSL_CERTIFICATE_LOCATION", &self.kafka_ssl_certificate_location),
+            ("ssl.key.location", "KAFKA_SSL_KEY_LOCATION", &self.kafka_ssl_key_location),
+        ];
+        for (prop, var, value) in tls {
+            if !value.is_empty() {
+                v.check(std::path::Path::new(value).exists(), var, format_args!("file {value:?} does not exist"));
+                security.push((prop, Secret::new(value.as_str())));
+            }
+        }
+        if !self.kafka_ssl_key_password.is_empty() {
+            security.push(("ssl.key.password", Secret::new(&self.kafka_ssl_key_password)));
+        }
+        KafkaConfig { brokers, security }
+    }
+}
+
+impl KafkaConfig {
+    /// Plaintext settings for a broker address (tests and tools).
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        KafkaConfig { brokers: brokers.into(), security: Vec::new() }
+    }
+
+    /// Settings common to every client.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        // tansu listens on IPv4 only; so does a typical compose network. Avoid ::1 attempts.
+        c.set("broker.address.family", "v4");
+        for (k, v) in &self.security {
+            c.set(*k, v.expose());
+        }
+        c
+    }
+
+    /// A durable producer: acks from all in-sync replicas, idempotent (no duplicates or
+    /// reordering on retry), retrying until `delivery_timeout`.
+    pub fn producer_config(&self, delivery_timeout: Duration) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", delivery_timeout.as_millis().max(1).to_string())
+            .set("linger.ms", "2")
+            .set("queue.buffering.max.messages", "200000");
+        c
+    }
+
+    /// A consumer in `group` that commits explicitly and starts at the beginning when it has
+    /// no committed offset.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("enable.partition.eof", "false");
+        c
+    }
+
+    /// Creates each topic with its partition count; existing topics are left alone.
+    pub async fn ensure_topics(&self, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let new: Vec<NewTopic<'_>> =
+            topics.iter().map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new, &opts).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("Failed to create topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn sasl_settings_reach_the_client_config_and_never_debug_print() {
+        let cli = Cli::parse_from([
+            "x",
+            "--kafka-brokers=b1:9093,b2:9093",
+            "--kafka-security-protocol=SASL_SSL",
+            "--kafka-sasl-mechanism=scram-sha-512",
+            "--kafka-sasl-username=vigil",
+            "--kafka-sasl-password=s3cret",
+        ]);
+        let mut v = Validator::new();
+        let cfg = cli.kafka.validate(&mut v);
+        v.finish().unwrap();
+        let c = cfg.client_config();
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("sasl.username"), Some("vigil"));
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_kafka_settings_are_all_reported() {
+        let cli = Cli::parse_from(["x", "--kafka-brokers=nohost", "--kafka-security-protocol=sasl_plaintext"]);
+        let mut v = Validator::new();
+        cli.kafka.validate(&mut v);
+        let err = v.finish().unwrap_err().to_string();
+        for var in ["KAFKA_BROKERS", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"] {
+            assert!(err.contains(var), "{err}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The producer: Vigil's front door.
+//!
+//! `routes` validates and answers, `validation` holds every rule an event must pass,
+//! `publisher` owns the durable Kafka producer, `startup` wires them into an [`Application`].
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod publisher;
+pub mod routes;
+pub mod startup;
+pub mod validation;
+
+pub use config::{Args, Config};
+pub use error::{Error, Result};
+pub use startup::Application;

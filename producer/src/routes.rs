@@ -1,0 +1,316 @@
+//! HTTP routes. Every error is problem+json; a 2xx means the broker has the event.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde::Serialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use vigil_common::body::{malformed, parse_json, read_limited, require_media_type};
+use vigil_common::problem::{FieldError, Problem};
+use vigil_common::Secret;
+use vigil_schemas::Transaction;
+
+use crate::metrics::ProducerMetrics;
+use crate::publisher::Publisher;
+use crate::validation::{self, check_idempotency_key, id_from_key};
+use crate::{Config, Error};
+
+pub const JSON: &str = "application/json";
+pub const NDJSON: &str = "application/x-ndjson";
+/// Currency assumed for the older clients' body, which had none.
+pub const LEGACY_CURRENCY: &str = "USD";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub publisher: Publisher,
+    pub metrics: ProducerMetrics,
+    pub limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, publisher: Publisher, metrics: ProducerMetrics) -> Self {
+        let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
+            Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
+        });
+        AppState { config, publisher, metrics, limiter }
+    }
+}
+
+/// Answer for one accepted event.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub transaction_id: String,
+    pub status: &'static str,
+}
+
+/// The fate of one batch item.
+#[derive(Debug, Serialize)]
+pub struct ItemResult {
+    pub index: usize,
+    /// accepted, rejected (fix the item) or unavailable (retry it later with the same id).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchResult {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub unavailable: usize,
+    pub items: Vec<ItemResult>,
+}
+
+/// Who the caller is: its API key when keys are configured, else its IP address.
+fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<String, Problem> {
+    if state.config.api_keys.is_empty() {
+        return Ok(addr.ip().to_string());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        state.metrics.count("rejected", "unauthorized", 1);
+        return Err(Problem::unauthorized("Send Authorization: Bearer <API key>."));
+    };
+    // Compare against every key in constant time, so timing reveals neither which key nor how
+    // much of it matched.
+    let mut matched: Option<&Secret> = None;
+    for k in &state.config.api_keys {
+        if bool::from(k.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            matched = Some(k);
+        }
+    }
+    match matched {
+        // The limiter key is a short digest of the API key, never the key itself.
+        Some(k) => Ok(format!("key:{:016x}", fxhash(k.expose()))),
+        None => {
+            state.metrics.count("rejected", "unauthorized", 1);
+            Err(Problem::unauthorized("The API key is not valid."))
+        }
+    }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Takes `n` events from the client's token bucket, or answers 429 with Retry-After.
+fn rate_limit(state: &AppState, client: &str, n: usize) -> Result<(), Problem> {
+    let Some(limiter) = &state.limiter else { return Ok(()) };
+    let Some(n32) = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)) else { return Ok(()) };
+    let too_many = |secs: u64, detail: String| {
+        state.metrics.count("rejected", "rate_limited", n as u64);
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests").detail(detail).retry_after(secs)
+    };
+    match limiter.check_key_n(&client.to_owned(), n32) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Err(too_many(secs.max(1), format!("Rate limit exceeded; retry in {} s.", secs.max(1))))
+        }
+        Err(_) => Err(too_many(1, format!("{n} events exceed the burst size {}; send smaller batches.", state.config.rate_limit_burst))),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let s = v.to_str().map_err(|_| unprocessable(vec![FieldError { field: "Idempotency-Key".into(), message: "must be visible ASCII".into() }]))?;
+    check_idempotency_key(s).map_err(|e| unprocessable(vec![e]))?;
+    Ok(Some(s.to_owned()))
+}
+
+fn unprocessable(errors: Vec<FieldError>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "The event is invalid").with_errors(errors)
+}
+
+fn publish_problem(e: &Error) -> Problem {
+    match e {
+        Error::Overloaded => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Too many events in flight")
+            .detail("The producer is at its in-flight limit; retry shortly with the same ids.")
+            .retry_after(1),
+        Error::AckTimeout(t) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "The broker did not acknowledge")
+            .detail(format!("No acknowledgement within {t:?}; the event is not accepted. Retry with the same id."))
+            .retry_after(2),
+        Error::Broker(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "The broker refused the event")
+            .detail("The event is not accepted. Retry with the same id.")
+            .retry_after(2),
+        Error::Encode(_) => Problem::internal(),
+    }
+}
+
+fn count_failure(metrics: &ProducerMetrics, e: &Error) {
+    let reason = match e {
+        Error::Overloaded => "overloaded",
+        Error::AckTimeout(_) => "broker_timeout",
+        Error::Broker(_) => "broker_error",
+        Error::Encode(_) => "encode_error",
+    };
+    metrics.count("failed", reason, 1);
+    if let Error::Encode(err) = e {
+        tracing::error!(error = %err, "Failed to encode a validated event.");
+    }
+}
+
+/// Publishes one validated event: 202 with its id once acknowledged.
+async fn publish_one(state: &AppState, tx: Transaction) -> Response {
+    let result = state.publisher.publish(std::slice::from_ref(&tx)).await.pop();
+    match result {
+        Some(Ok(())) => {
+            state.metrics.count("accepted", "ok", 1);
+            (StatusCode::ACCEPTED, Json(Accepted { transaction_id: tx.transaction_id, status: "accepted" })).into_response()
+        }
+        Some(Err(e)) => {
+            count_failure(&state.metrics, &e);
+            publish_problem(&e).into_response()
+        }
+        None => Problem::internal().into_response(),
+    }
+}
+
+/// `POST /ingest/transaction`: one event.
+pub async fn ingest_one(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let client = authenticate(&state, &headers, addr)?;
+    let value = read_json(&state, &headers, body).await?;
+    let key = idempotency_key(&headers)?;
+    let tx = validation::validate(&value, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
+        .map_err(|errs| {
+            state.metrics.count("rejected", "validation", 1);
+            unprocessable(errs)
+        })?;
+    rate_limit(&state, &client, 1)?;
+    Ok(publish_one(&state, tx).await)
+}
+
+/// `POST /transactions`: the older clients' body.
+pub async fn ingest_legacy(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let client = authenticate(&state, &headers, addr)?;
+    let value = read_json(&state, &headers, body).await?;
+    let key = idempotency_key(&headers)?;
+    let reject = |errs| {
+        state.metrics.count("rejected", "validation", 1);
+        unprocessable(validation::legacy_field_names(errs))
+    };
+    let mapped = validation::from_legacy(&value, LEGACY_CURRENCY).map_err(reject)?;
+    let tx = validation::validate(&mapped, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
+        .map_err(reject)?;
+    rate_limit(&state, &client, 1)?;
+    Ok(publish_one(&state, tx).await)
+}
+
+/// `POST /ingest/transactions`: a JSON array or NDJSON; every item gets its own verdict.
+pub async fn ingest_batch(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let client = authenticate(&state, &headers, addr)?;
+    let media = require_media_type(&headers, &[JSON, NDJSON]).inspect_err(|_| state.metrics.count("rejected", "media_type", 1))?;
+    let bytes = read_limited(body, state.config.max_body_bytes).await?;
+    let key = idempotency_key(&headers)?;
+    // Each item: a parsed value, or the reason it could not be parsed (NDJSON lines only).
+    let items: Vec<Result<Value, String>> = if media == NDJSON {
+        let text = std::str::from_utf8(&bytes).map_err(|_| malformed("The body is not UTF-8."))?;
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(|e| e.to_string())).collect()
+    } else {
+        match parse_json(&bytes).inspect_err(|_| state.metrics.count("rejected", "malformed", 1))? {
+            Value::Array(a) => a.into_iter().map(Ok).collect(),
+            _ => return Err(malformed("A batch is a JSON array of events (or NDJSON with Content-Type application/x-ndjson).")),
+        }
+    };
+    state.metrics.batch_size.observe(items.len() as f64);
+    if items.is_empty() || items.len() > state.config.max_batch_items {
+        state.metrics.count("rejected", "validation", items.len() as u64);
+        return Err(unprocessable(vec![FieldError {
+            field: "items".into(),
+            message: format!("a batch holds 1 to {} items, this one {}", state.config.max_batch_items, items.len()),
+        }]));
+    }
+
+    let now = Utc::now();
+    let mut results: Vec<ItemResult> = Vec::with_capacity(items.len());
+    let mut valid: Vec<(usize, Transaction)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let key_id = key.as_deref().map(|k| id_from_key(k, Some(i)));
+        let verdict = match item {
+            Ok(v) => validation::validate(v, &state.config.rules, now, key_id),
+            Err(e) => Err(vec![FieldError { field: String::new(), message: format!("malformed JSON: {e}") }]),
+        };
+        match verdict {
+            Ok(tx) => {
+                results.push(ItemResult { index: i, status: "accepted", transaction_id: Some(tx.transaction_id.clone()), errors: vec![] });
+                valid.push((i, tx));
+            }
+            Err(errors) => results.push(ItemResult { index: i, status: "rejected", transaction_id: None, errors }),
+        }
+    }
+    let rejected = results.len() - valid.len();
+    state.metrics.count("rejected", "validation", rejected as u64);
+    rate_limit(&state, &client, valid.len())?;
+
+    let txs: Vec<Transaction> = valid.iter().map(|(_, t)| t.clone()).collect();
+    let outcomes = if txs.is_empty() { Vec::new() } else { state.publisher.publish(&txs).await };
+    let mut unavailable = 0;
+    let mut retry_after = None;
+    for ((i, _), outcome) in valid.iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            count_failure(&state.metrics, &e);
+            unavailable += 1;
+            retry_after = publish_problem(&e).retry_after_secs.or(retry_after);
+            results[*i].status = "unavailable";
+            results[*i].errors = vec![FieldError { field: String::new(), message: e.to_string() }];
+        }
+    }
+    let accepted = valid.len() - unavailable;
+    state.metrics.count("accepted", "ok", accepted as u64);
+    let status = if accepted == results.len() {
+        StatusCode::ACCEPTED
+    } else if accepted > 0 {
+        StatusCode::MULTI_STATUS
+    } else if unavailable > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let mut resp = (status, Json(BatchResult { accepted, rejected, unavailable, items: results })).into_response();
+    if let Some(secs) = retry_after {
+        if let Ok(v) = secs.to_string().parse() {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Problem> {
+    require_media_type(headers, &[JSON]).inspect_err(|_| state.metrics.count("rejected", "media_type", 1))?;
+    let bytes = read_limited(body, state.config.max_body_bytes).await?;
+    parse_json(&bytes).inspect_err(|_| state.metrics.count("rejected", "malformed", 1))
+}

@@ -1,0 +1,117 @@
+//! Wiring: configuration in, a listening [`Application`] out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{BoxError, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use vigil_common::http::{ops_router, serve, ReadyCheck};
+use vigil_common::metrics::{track_http, HttpMetrics, Metrics};
+use vigil_common::problem::{self, Problem};
+use vigil_schemas::{Codec, SchemaRegistry};
+
+use crate::metrics::ProducerMetrics;
+use crate::publisher::Publisher;
+use crate::routes::{self, AppState};
+use crate::Config;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    publisher: Publisher,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let metrics = Metrics::new("producer");
+        let pm = ProducerMetrics::new(&metrics);
+        let codec = match &config.schema_registry_url {
+            Some(url) => Codec::with_registry(SchemaRegistry::new(url))
+                .await
+                .with_context(|| format!("Failed to register the schemas with {url}"))?,
+            None => Codec::single_object(),
+        };
+        let publisher = Publisher::new(
+            &config.kafka,
+            &config.topic,
+            Arc::new(codec),
+            config.produce_timeout,
+            config.max_in_flight,
+            pm.clone(),
+        )
+        .context("Failed to create the Kafka producer")?;
+        let listener = TcpListener::bind(config.bind).await.with_context(|| format!("Failed to bind {}", config.bind))?;
+        let config = Arc::new(config);
+        let state = AppState::new(config.clone(), publisher.clone(), pm);
+        let router = router(state.clone(), &metrics);
+        Ok(Application { listener, router, publisher, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown`, then drains: in-flight requests finish, queued events are flushed.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), topic = %self.state.config.topic, "Producer listening.");
+        if let Some(limiter) = self.state.limiter.clone() {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => limiter.retain_recent(),
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            });
+        }
+        serve(self.listener, self.router, shutdown).await?;
+        let publisher = self.publisher;
+        let timeout = self.state.config.produce_timeout;
+        tokio::task::spawn_blocking(move || publisher.flush(timeout)).await??;
+        tracing::info!("Producer stopped; every acknowledged event is on the broker.");
+        Ok(())
+    }
+}
+
+pub fn router(state: AppState, metrics: &Metrics) -> Router {
+    let http = HttpMetrics::new(metrics);
+    let publisher = state.publisher.clone();
+    let ready: ReadyCheck = Arc::new(move || {
+        let p = publisher.clone();
+        Box::pin(async move { p.ready().await })
+    });
+    let timeout = state.config.request_timeout;
+    let ingest = Router::new()
+        .route("/ingest/transaction", post(routes::ingest_one))
+        .route("/ingest/transactions", post(routes::ingest_batch))
+        .route("/transactions", post(routes::ingest_legacy))
+        .with_state(state);
+    Router::new()
+        .merge(ingest)
+        .merge(ops_router(metrics.clone(), ready))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
+                .layer(TraceLayer::new_for_http())
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    Problem::new(StatusCode::REQUEST_TIMEOUT, "timeout", "Request timed out")
+                }))
+                .timeout(timeout),
+        )
+        .route_layer(from_fn_with_state(http, track_http))
+}
