@@ -45,10 +45,7 @@ pub fn ops_router(metrics: Metrics, ready: ReadyCheck) -> Router {
 }
 
 fn metrics_response(metrics: &Metrics) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
         .into_response()
 }
 

@@ -59,8 +59,13 @@ impl KafkaArgs {
         let protocol = self.kafka_security_protocol.trim().to_ascii_lowercase();
         let mut security = Vec::new();
         match protocol.as_str() {
-            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => security.push(("security.protocol", Secret::new(&protocol))),
-            _ => v.error("KAFKA_SECURITY_PROTOCOL", format_args!("{protocol:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl")),
+            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl" => {
+                security.push(("security.protocol", Secret::new(&protocol)))
+            }
+            _ => v.error(
+                "KAFKA_SECURITY_PROTOCOL",
+                format_args!("{protocol:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"),
+            ),
         }
         if protocol.starts_with("sasl") {
             let mech = self.kafka_sasl_mechanism.trim().to_ascii_uppercase();

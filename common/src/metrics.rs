@@ -90,8 +90,16 @@ impl HttpMetrics {
     pub fn new(metrics: &Metrics) -> Self {
         let requests = Family::<HttpLabels, Counter>::default();
         let duration = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        metrics.register("http_requests", "HTTP requests answered, by method, matched route and status", requests.clone());
-        metrics.register("http_request_duration_seconds", "HTTP request duration, by method and matched route", duration.clone());
+        metrics.register(
+            "http_requests",
+            "HTTP requests answered, by method, matched route and status",
+            requests.clone(),
+        );
+        metrics.register(
+            "http_request_duration_seconds",
+            "HTTP request duration, by method and matched route",
+            duration.clone(),
+        );
         HttpMetrics { requests, duration }
     }
 }
@@ -100,11 +108,8 @@ impl HttpMetrics {
 pub async fn track_http(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     m.duration

@@ -134,7 +134,12 @@ impl Config {
 
     /// Defaults with the given broker and an ephemeral port (tests).
     pub fn for_tests(brokers: &str, topic: &str) -> Self {
-        let args = Args::parse_from(["producer", "--bind=127.0.0.1:0", &format!("--kafka-brokers={brokers}"), &format!("--topic={topic}")]);
+        let args = Args::parse_from([
+            "producer",
+            "--bind=127.0.0.1:0",
+            &format!("--kafka-brokers={brokers}"),
+            &format!("--topic={topic}"),
+        ]);
         match Config::from_args(args) {
             Ok(c) => c,
             Err(e) => panic!("test config: {e}"),

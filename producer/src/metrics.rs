@@ -31,7 +31,11 @@ impl ProducerMetrics {
             in_flight: Gauge::default(),
         };
         m.register("events", "Transaction events by outcome and reason", s.events.clone());
-        m.register("produce_duration_seconds", "Time from send to broker acknowledgement (acks=all)", s.produce_duration.clone());
+        m.register(
+            "produce_duration_seconds",
+            "Time from send to broker acknowledgement (acks=all)",
+            s.produce_duration.clone(),
+        );
         m.register("batch_items", "Items per batch request", s.batch_size.clone());
         m.register("in_flight_events", "Events sent and awaiting acknowledgement", s.in_flight.clone());
         s

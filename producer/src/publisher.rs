@@ -77,10 +77,7 @@ impl Publisher {
 
     async fn send_one(&self, tx: &Transaction) -> Result<()> {
         let payload = self.codec.encode(tx)?;
-        let record = FutureRecord::to(&self.topic)
-            .key(Self::key(tx))
-            .payload(&payload)
-            .timestamp(tx.received_at);
+        let record = FutureRecord::to(&self.topic).key(Self::key(tx)).payload(&payload).timestamp(tx.received_at);
         // The queue wait counts towards the same deadline; the delivery report arrives at the
         // latest at message.timeout.ms. The outer timeout is a guard against a lost report.
         let fut = self.producer.send(record, Timeout::After(self.timeout));

@@ -117,7 +117,9 @@ fn rate_limit(state: &AppState, client: &str, n: usize) -> Result<(), Problem> {
     let Some(n32) = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)) else { return Ok(()) };
     let too_many = |secs: u64, detail: String| {
         state.metrics.count("rejected", "rate_limited", n as u64);
-        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests").detail(detail).retry_after(secs)
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            .detail(detail)
+            .retry_after(secs)
     };
     match limiter.check_key_n(&client.to_owned(), n32) {
         Ok(Ok(())) => Ok(()),
@@ -126,13 +128,18 @@ fn rate_limit(state: &AppState, client: &str, n: usize) -> Result<(), Problem> {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             Err(too_many(secs.max(1), format!("Rate limit exceeded; retry in {} s.", secs.max(1))))
         }
-        Err(_) => Err(too_many(1, format!("{n} events exceed the burst size {}; send smaller batches.", state.config.rate_limit_burst))),
+        Err(_) => Err(too_many(
+            1,
+            format!("{n} events exceed the burst size {}; send smaller batches.", state.config.rate_limit_burst),
+        )),
     }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
-    let s = v.to_str().map_err(|_| unprocessable(vec![FieldError { field: "Idempotency-Key".into(), message: "must be visible ASCII".into() }]))?;
+    let s = v.to_str().map_err(|_| {
+        unprocessable(vec![FieldError { field: "Idempotency-Key".into(), message: "must be visible ASCII".into() }])
+    })?;
     check_idempotency_key(s).map_err(|e| unprocessable(vec![e]))?;
     Ok(Some(s.to_owned()))
 }
@@ -146,12 +153,16 @@ fn publish_problem(e: &Error) -> Problem {
         Error::Overloaded => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Too many events in flight")
             .detail("The producer is at its in-flight limit; retry shortly with the same ids.")
             .retry_after(1),
-        Error::AckTimeout(t) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "The broker did not acknowledge")
-            .detail(format!("No acknowledgement within {t:?}; the event is not accepted. Retry with the same id."))
-            .retry_after(2),
-        Error::Broker(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "The broker refused the event")
-            .detail("The event is not accepted. Retry with the same id.")
-            .retry_after(2),
+        Error::AckTimeout(t) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "The broker did not acknowledge")
+                .detail(format!("No acknowledgement within {t:?}; the event is not accepted. Retry with the same id."))
+                .retry_after(2)
+        }
+        Error::Broker(_) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "The broker refused the event")
+                .detail("The event is not accepted. Retry with the same id.")
+                .retry_after(2)
+        }
         Error::Encode(_) => Problem::internal(),
     }
 }
@@ -175,7 +186,8 @@ async fn publish_one(state: &AppState, tx: Transaction) -> Response {
     match result {
         Some(Ok(())) => {
             state.metrics.count("accepted", "ok", 1);
-            (StatusCode::ACCEPTED, Json(Accepted { transaction_id: tx.transaction_id, status: "accepted" })).into_response()
+            (StatusCode::ACCEPTED, Json(Accepted { transaction_id: tx.transaction_id, status: "accepted" }))
+                .into_response()
         }
         Some(Err(e)) => {
             count_failure(&state.metrics, &e);
@@ -195,11 +207,12 @@ pub async fn ingest_one(
     let client = authenticate(&state, &headers, addr)?;
     let value = read_json(&state, &headers, body).await?;
     let key = idempotency_key(&headers)?;
-    let tx = validation::validate(&value, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
-        .map_err(|errs| {
-            state.metrics.count("rejected", "validation", 1);
-            unprocessable(errs)
-        })?;
+    let tx =
+        validation::validate(&value, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
+            .map_err(|errs| {
+                state.metrics.count("rejected", "validation", 1);
+                unprocessable(errs)
+            })?;
     rate_limit(&state, &client, 1)?;
     Ok(publish_one(&state, tx).await)
 }
@@ -219,8 +232,9 @@ pub async fn ingest_legacy(
         unprocessable(validation::legacy_field_names(errs))
     };
     let mapped = validation::from_legacy(&value, LEGACY_CURRENCY).map_err(reject)?;
-    let tx = validation::validate(&mapped, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
-        .map_err(reject)?;
+    let tx =
+        validation::validate(&mapped, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
+            .map_err(reject)?;
     rate_limit(&state, &client, 1)?;
     Ok(publish_one(&state, tx).await)
 }
@@ -233,17 +247,25 @@ pub async fn ingest_batch(
     body: Body,
 ) -> Result<Response, Problem> {
     let client = authenticate(&state, &headers, addr)?;
-    let media = require_media_type(&headers, &[JSON, NDJSON]).inspect_err(|_| state.metrics.count("rejected", "media_type", 1))?;
+    let media = require_media_type(&headers, &[JSON, NDJSON])
+        .inspect_err(|_| state.metrics.count("rejected", "media_type", 1))?;
     let bytes = read_limited(body, state.config.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
     // Each item: a parsed value, or the reason it could not be parsed (NDJSON lines only).
     let items: Vec<Result<Value, String>> = if media == NDJSON {
         let text = std::str::from_utf8(&bytes).map_err(|_| malformed("The body is not UTF-8."))?;
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(|e| e.to_string())).collect()
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+            .collect()
     } else {
         match parse_json(&bytes).inspect_err(|_| state.metrics.count("rejected", "malformed", 1))? {
             Value::Array(a) => a.into_iter().map(Ok).collect(),
-            _ => return Err(malformed("A batch is a JSON array of events (or NDJSON with Content-Type application/x-ndjson).")),
+            _ => {
+                return Err(malformed(
+                    "A batch is a JSON array of events (or NDJSON with Content-Type application/x-ndjson).",
+                ))
+            }
         }
     };
     state.metrics.batch_size.observe(items.len() as f64);
@@ -266,7 +288,12 @@ pub async fn ingest_batch(
         };
         match verdict {
             Ok(tx) => {
-                results.push(ItemResult { index: i, status: "accepted", transaction_id: Some(tx.transaction_id.clone()), errors: vec![] });
+                results.push(ItemResult {
+                    index: i,
+                    status: "accepted",
+                    transaction_id: Some(tx.transaction_id.clone()),
+                    errors: vec![],
+                });
                 valid.push((i, tx));
             }
             Err(errors) => results.push(ItemResult { index: i, status: "rejected", transaction_id: None, errors }),

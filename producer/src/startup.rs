@@ -51,7 +51,8 @@ impl Application {
             pm.clone(),
         )
         .context("Failed to create the Kafka producer")?;
-        let listener = TcpListener::bind(config.bind).await.with_context(|| format!("Failed to bind {}", config.bind))?;
+        let listener =
+            TcpListener::bind(config.bind).await.with_context(|| format!("Failed to bind {}", config.bind))?;
         let config = Arc::new(config);
         let state = AppState::new(config.clone(), publisher.clone(), pm);
         let router = router(state.clone(), &metrics);

@@ -53,7 +53,12 @@ pub fn check_idempotency_key(key: &str) -> Result<(), FieldError> {
 }
 
 /// Validates one event object. `key_id` is the id derived from an Idempotency-Key, if any.
-pub fn validate(value: &Value, rules: &Rules, now: DateTime<Utc>, key_id: Option<Uuid>) -> Result<Transaction, Vec<FieldError>> {
+pub fn validate(
+    value: &Value,
+    rules: &Rules,
+    now: DateTime<Utc>,
+    key_id: Option<Uuid>,
+) -> Result<Transaction, Vec<FieldError>> {
     let mut errs = Vec::new();
     let Some(obj) = value.as_object() else {
         return Err(vec![fe("", "must be a JSON object")]);
@@ -91,7 +96,10 @@ pub fn validate(value: &Value, rules: &Rules, now: DateTime<Utc>, key_id: Option
                 let skew = chrono::Duration::from_std(rules.max_future_skew).unwrap_or_default();
                 let age = chrono::Duration::from_std(rules.max_event_age).unwrap_or_default();
                 if t > now + skew {
-                    errs.push(fe("occurred_at", &format!("is more than {} in the future", human(rules.max_future_skew))));
+                    errs.push(fe(
+                        "occurred_at",
+                        &format!("is more than {} in the future", human(rules.max_future_skew)),
+                    ));
                 } else if t < now - age {
                     errs.push(fe("occurred_at", &format!("is more than {} in the past", human(rules.max_event_age))));
                 }
@@ -184,7 +192,13 @@ pub fn from_legacy(value: &Value, default_currency: &str) -> Result<Value, Vec<F
         return Err(unknown);
     }
     let mut out = Map::new();
-    let rename = [("amount", "amount_minor"), ("category", "category"), ("merchant", "merchant_id"), ("transaction_date", "occurred_at"), ("transaction_id", "transaction_id")];
+    let rename = [
+        ("amount", "amount_minor"),
+        ("category", "category"),
+        ("merchant", "merchant_id"),
+        ("transaction_date", "occurred_at"),
+        ("transaction_id", "transaction_id"),
+    ];
     for (from, to) in rename {
         if let Some(v) = obj.get(from) {
             out.insert(to.into(), v.clone());
@@ -349,9 +363,13 @@ mod tests {
         let legacy = json!({"amount": 10000, "category": "food", "merchant": "Starbucks", "transaction_date": "2025-12-14T11:00:00Z"});
         let v = from_legacy(&legacy, "USD").unwrap();
         let tx = validate(&v, &rules(), now(), None).unwrap();
-        assert_eq!((tx.amount_minor, tx.status, tx.auth_code.as_str(), tx.currency.as_str()), (10000, TransactionStatus::Approved, "00", "USD"));
+        assert_eq!(
+            (tx.amount_minor, tx.status, tx.auth_code.as_str(), tx.currency.as_str()),
+            (10000, TransactionStatus::Approved, "00", "USD")
+        );
         assert_eq!(tx.merchant_id, "Starbucks");
-        let bad = json!({"amount": -1, "category": "food", "merchant": "S", "transaction_date": "2025-12-14T11:00:00Z"});
+        let bad =
+            json!({"amount": -1, "category": "food", "merchant": "S", "transaction_date": "2025-12-14T11:00:00Z"});
         let errs = legacy_field_names(validate(&from_legacy(&bad, "USD").unwrap(), &rules(), now(), None).unwrap_err());
         assert_eq!(errs[0].field, "amount");
     }

@@ -21,8 +21,12 @@ pub enum TransactionStatus {
 }
 
 impl TransactionStatus {
-    pub const ALL: [TransactionStatus; 4] =
-        [TransactionStatus::Approved, TransactionStatus::Denied, TransactionStatus::Failed, TransactionStatus::Reversed];
+    pub const ALL: [TransactionStatus; 4] = [
+        TransactionStatus::Approved,
+        TransactionStatus::Denied,
+        TransactionStatus::Failed,
+        TransactionStatus::Reversed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

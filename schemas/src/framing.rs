@@ -255,7 +255,10 @@ impl Codec {
         let registry = self.registry.as_ref().ok_or(Error::UnknownSchemaId(id))?;
         let source = registry.schema_by_id(id).await?;
         let schema = Schema::parse_str(&source)?;
-        let name = schema.name().map(|n| n.fullname(None)).ok_or_else(|| Error::Registry(format!("schema {id} is not a named record")))?;
+        let name = schema
+            .name()
+            .map(|n| n.fullname(None))
+            .ok_or_else(|| Error::Registry(format!("schema {id} is not a named record")))?;
         self.ids.write().unwrap_or_else(|e| e.into_inner()).insert(id, (name, schema));
         Ok(())
     }

@@ -144,7 +144,10 @@ fn decoding_rejects_garbage_truncation_trailing_bytes_and_the_wrong_type() {
     let mut long = good.clone();
     long.push(0);
     assert!(matches!(codec.decode_any(&long), Err(Error::TrailingBytes(1))));
-    assert!(matches!(codec.decode::<Anomaly>(&good), Err(Error::WrongType { expected: "anomaly", found: "transaction" })));
+    assert!(matches!(
+        codec.decode::<Anomaly>(&good),
+        Err(Error::WrongType { expected: "anomaly", found: "transaction" })
+    ));
 }
 
 proptest::proptest! {

@@ -1,0 +1,34 @@
+# Vigil — the two commands a new machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+
+.PHONY: run test e2e stack-up stack-down stack-status deps fmt lint clean-state help
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+run: ## Install what is missing, start the local stack and the four services, stream simulated traffic.
+	scripts/run.sh
+
+test: ## Install what is missing, start the test stack on its own ports, run every test.
+	scripts/test.sh
+
+e2e: ## Only the end-to-end suite (whole pipeline, real everything).
+	scripts/test.sh -p vigil-e2e
+
+stack-up: ## Start PostgreSQL and the tansu broker for `make run` (VIGIL_PROFILE=test for the test stack).
+	scripts/install-deps.sh && scripts/stack.sh up
+
+stack-down: ## Stop them.
+	scripts/stack.sh down
+
+stack-status: ## Show whether they are up.
+	scripts/stack.sh status
+
+deps: ## Only install what is missing.
+	scripts/install-deps.sh --with-python --with-prometheus
+
+fmt: ## Format the code.
+	cargo fmt --all
+
+lint: ## Clippy with warnings as errors.
+	cargo clippy --workspace --all-targets -- -D warnings

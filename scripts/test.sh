@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# make test: installs what is missing, starts the test stack on its own ports (never the one
+# `make run` uses), and runs every test of the workspace against it.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p vigil-producer).
+export VIGIL_PROFILE=test
+source "$(dirname "$0")/lib.sh"
+
+start=$(date +%s)
+"$ROOT/scripts/install-deps.sh" --with-python --with-prometheus
+"$ROOT/scripts/stack.sh" up
+
+export VIGIL_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
+export VIGIL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
+export VIGIL_TEST_PYTHON="$CACHE/venv/bin/python"
+export VIGIL_TEST_TANSU_BIN="$TANSU_BIN"
+export RUST_BACKTRACE=1
+
+cd "$ROOT"
+log "Building the workspace and its tests."
+cargo build --workspace --all-targets --locked
+log "Running the tests."
+# Integration tests start real consumers and producers; two at a time fit two cores.
+cargo test --workspace --locked "$@" -- --test-threads="${VIGIL_TEST_THREADS:-4}"
+log "All tests passed in $(( $(date +%s) - start )) s."

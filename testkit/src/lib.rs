@@ -1,0 +1,160 @@
+//! Isolated real resources for integration tests, on the stack `make test` starts
+//! (`scripts/stack.sh` with `VIGIL_PROFILE=test`).
+//!
+//! Each test gets its own database (migrated), its own topics and its own consumer groups, so
+//! tests run in parallel without seeing each other. Missing infrastructure is a failure, never
+//! a skip: a test that cannot reach the broker or the database panics with the reason.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{Connection, PgConnection, PgPool};
+use vigil_common::kafka::KafkaConfig;
+
+/// Environment variable naming the PostgreSQL server for tests (a superuser URL).
+pub const PG_ENV: &str = "VIGIL_TEST_PG_ADMIN_URL";
+/// Environment variable naming the Kafka-compatible broker for tests.
+pub const KAFKA_ENV: &str = "VIGIL_TEST_KAFKA_BROKERS";
+
+fn required_env(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set. Integration tests need the real broker and PostgreSQL: run them with \
+             `make test` (which starts both), or `scripts/stack.sh up` with VIGIL_PROFILE=test and export \
+             the variables from .vigil/test/stack.env."
+        ),
+    }
+}
+
+/// A short unique suffix for resource names.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+pub fn brokers() -> String {
+    required_env(KAFKA_ENV)
+}
+
+pub fn kafka() -> KafkaConfig {
+    KafkaConfig::plaintext(brokers())
+}
+
+pub fn admin_url() -> String {
+    required_env(PG_ENV)
+}
+
+/// A database of its own, migrated, for one test.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+/// Creates a fresh database with every migration applied.
+pub async fn fresh_database() -> TestDb {
+    let admin = admin_url();
+    let name = unique("vigil_test").replace('-', "_");
+    let mut conn =
+        PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {admin}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let url = replace_db(&admin, &name);
+    let pool = PgPool::connect(&url).await.unwrap();
+    vigil_common::db::migrate(&pool).await.unwrap();
+    TestDb { pool, url, name }
+}
+
+/// The same server URL with another database name.
+pub fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Fresh topics named `<base>-<unique>`, created with the given partition counts.
+pub async fn fresh_topics(topics: &[(&str, i32)]) -> Vec<String> {
+    let suffix = unique("t");
+    let names: Vec<String> = topics.iter().map(|(base, _)| format!("{base}-{suffix}")).collect();
+    let specs: Vec<(&str, i32)> = names.iter().map(String::as_str).zip(topics.iter().map(|t| t.1)).collect();
+    kafka().ensure_topics(&specs).await.unwrap_or_else(|e| panic!("cannot create topics on {}: {e:#}", brokers()));
+    names
+}
+
+/// One message as read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads every message of `topic` from the beginning until `expected` are in hand or
+/// `timeout` passes (then returns what it has). Uses no consumer group.
+pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = kafka().consumer_config(&unique("reader")).create().unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter().map(|hd| (hd.key.to_owned(), hd.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Reads a topic for `quiet` and returns everything there is (to prove something is absent).
+pub fn read_topic_all(topic: &str, quiet: Duration) -> Vec<Record> {
+    read_topic(topic, usize::MAX, quiet)
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
