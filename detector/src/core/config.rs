@@ -1,0 +1,142 @@
+//! Every threshold and window of the core. Plain data: the service fills it from the
+//! environment and checks it; tests build it directly.
+
+use serde::{Deserialize, Serialize};
+use vigil_schemas::Severity;
+
+pub const MINUTE_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreConfig {
+    /// Watermark = highest event time seen minus this. Default 30 s.
+    pub allowed_lateness_ms: i64,
+    /// Transaction ids are remembered this long in event time, behind the watermark, to drop
+    /// duplicates. Events older than watermark - horizon cannot be checked and are refused.
+    pub dedup_horizon_ms: i64,
+    /// An event whose time is further than this after the broker's record timestamp is refused
+    /// (a deterministic "from the far future" check: no wall clock involved).
+    pub max_future_skew_ms: i64,
+    pub rate: RateConfig,
+    pub amount: AmountConfig,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            allowed_lateness_ms: 30_000,
+            dedup_horizon_ms: 10 * MINUTE_MS,
+            max_future_skew_ms: 5 * MINUTE_MS,
+            rate: RateConfig::default(),
+            amount: AmountConfig::default(),
+        }
+    }
+}
+
+/// The rate rules (denied, failed, reversed, per auth code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateConfig {
+    /// Rolling baseline length in closed, non-anomalous minutes with traffic. Default 30.
+    pub baseline_minutes: usize,
+    /// No judgement before the baseline has this many minutes. Default 10.
+    pub min_baseline_minutes: usize,
+    /// A minute needs at least this many matching transactions to fire. Default 5.
+    pub min_count: i64,
+    /// z-score (observed rate - baseline mean) / spread at or above which a minute may fire.
+    pub z_threshold: f64,
+    /// z for severity high / critical.
+    pub z_high: f64,
+    pub z_critical: f64,
+    /// One-sided binomial tail probability the minute's count must be at or below.
+    pub max_p_value: f64,
+    /// Floor on the spread of per-minute rates, so a flat history does not make every wiggle
+    /// infinite. The binomial standard error at the minute's volume is a floor too.
+    pub spread_floor: f64,
+    /// Floor on the baseline rate used in the binomial test (a rate of 0 would make one event
+    /// infinitely surprising).
+    pub rate_floor: f64,
+    /// Normal minutes in a row that resolve an anomaly (hysteresis). Default 3.
+    pub resolve_after_minutes: u32,
+    /// Also watch the share of each non-approval auth code.
+    pub auth_codes: bool,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        RateConfig {
+            baseline_minutes: 30,
+            min_baseline_minutes: 10,
+            min_count: 5,
+            z_threshold: 4.0,
+            z_high: 8.0,
+            z_critical: 16.0,
+            max_p_value: 1e-6,
+            spread_floor: 0.005,
+            rate_floor: 0.001,
+            resolve_after_minutes: 3,
+            auth_codes: true,
+        }
+    }
+}
+
+/// The amount rules (per category and per merchant, on ln(1 + amount)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AmountConfig {
+    /// Baseline window, in days of event time. Default 30.
+    pub window_days: u32,
+    /// Width of one time bucket of sufficient statistics. Default 1 day.
+    pub bucket_ms: i64,
+    /// No judgement before a key's baseline holds this many transactions. Default 50.
+    pub min_samples: u64,
+    /// z thresholds of the tiers (in ln space). Defaults 2.5 / 3 / 5; strict mode 2 / 2.5 / 4.
+    pub z_medium: f64,
+    pub z_high: f64,
+    pub z_critical: f64,
+    /// Lowest tier emitted as an anomaly; lower tiers are only counted in metrics.
+    pub min_severity: Severity,
+    /// Below this spread (ln space) the baseline counts as flat and the fallback applies.
+    pub low_variance_spread: f64,
+    /// Fallback: flag an amount at least this many times the baseline (geometric) mean ...
+    pub low_variance_ratio: f64,
+    /// ... whose excess over it is at least this many minor units.
+    pub materiality_minor: i64,
+    pub per_category: bool,
+    pub per_merchant: bool,
+}
+
+impl Default for AmountConfig {
+    fn default() -> Self {
+        AmountConfig {
+            window_days: 30,
+            bucket_ms: 24 * 60 * MINUTE_MS,
+            min_samples: 50,
+            z_medium: 2.5,
+            z_high: 3.0,
+            z_critical: 5.0,
+            min_severity: Severity::High,
+            low_variance_spread: 0.01,
+            low_variance_ratio: 2.0,
+            materiality_minor: 1000,
+            per_category: true,
+            per_merchant: true,
+        }
+    }
+}
+
+impl AmountConfig {
+    /// `ANOMALY_STRICT_MODE=true`: every tier one notch more sensitive.
+    pub fn strict(mut self) -> Self {
+        self.z_medium = 2.0;
+        self.z_high = 2.5;
+        self.z_critical = 4.0;
+        self
+    }
+
+    pub fn window_buckets(&self) -> i64 {
+        ((i64::from(self.window_days) * 24 * 60 * MINUTE_MS) / self.bucket_ms.max(1)).max(1)
+    }
+}
+
+/// Start of the minute containing `t` (inclusive); the window ends 60 s later (exclusive).
+pub fn minute_of(t: i64) -> i64 {
+    t.div_euclid(MINUTE_MS) * MINUTE_MS
+}

@@ -1,0 +1,197 @@
+//! Stage 2: merges the partials of every input partition into final minutes, and runs the
+//! rate rules on them.
+//!
+//! A minute is final when every input partition is either idle or has a watermark at or past
+//! the minute's end. Each partition sends its window partials in strictly increasing minute
+//! order, so a partial for a minute at or below the highest one already received from that
+//! partition is a re-send (a restarted or rebalanced stage 1 repeats what it sent after its last
+//! checkpoint, identically) and counts once. Minutes are finalised strictly in order, so the rate baselines
+//! see the same sequence whatever order partials from different partitions arrived in. A
+//! window partial for an already final minute (only possible from a partition that had been
+//! declared idle) is booked as late for that minute.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, LateEvents, MinuteAggregate, MinutePartial, PartialKind, TransactionStatus};
+
+use super::config::{CoreConfig, MINUTE_MS};
+use super::counts::MinuteCounts;
+use super::rate::{Point, RateSeries};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage2Output {
+    Aggregate(MinuteAggregate),
+    Late(LateEvents),
+    Anomaly(Anomaly),
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Source {
+    watermark: Option<i64>,
+    idle: bool,
+    /// Highest minute a window partial was received for.
+    high_minute: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Pending {
+    counts: MinuteCounts,
+    sources: BTreeSet<i32>,
+}
+
+/// Auth codes that mean "approved"; every other code gets a rate series of its own.
+pub const APPROVAL_CODES: [&str; 1] = ["00"];
+/// At most this many auth-code series (a bound on state whatever codes clients send).
+pub const MAX_AUTH_CODE_SERIES: usize = 200;
+
+/// The merge stage's whole state. Serializable: it is what its checkpoint holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MergeState {
+    partition_count: i32,
+    sources: BTreeMap<i32, Source>,
+    pending: BTreeMap<i64, Pending>,
+    /// Every minute before this is final.
+    frontier: Option<i64>,
+    late: BTreeMap<(i64, i32), i64>,
+    status_series: Vec<RateSeries>,
+    auth_series: BTreeMap<String, RateSeries>,
+    /// Totals of the most recent final minutes, to seed a newly seen auth code's history.
+    recent_totals: VecDeque<(i64, i64)>,
+}
+
+impl MergeState {
+    pub fn new() -> Self {
+        MergeState {
+            status_series: vec![
+                RateSeries::new(AnomalyRule::DeniedRate, AnomalyDimension::Global, "all"),
+                RateSeries::new(AnomalyRule::FailedRate, AnomalyDimension::Global, "all"),
+                RateSeries::new(AnomalyRule::ReversedRate, AnomalyDimension::Global, "all"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    pub fn frontier(&self) -> Option<i64> {
+        self.frontier
+    }
+
+    pub fn pending_minutes(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn active_anomalies(&self) -> usize {
+        self.status_series.iter().chain(self.auth_series.values()).filter(|s| s.is_active()).count()
+    }
+
+    /// Takes one partial; returns whatever became final.
+    pub fn on_partial(&mut self, p: &MinutePartial, cfg: &CoreConfig) -> Vec<Stage2Output> {
+        let mut out = Vec::new();
+        self.partition_count = self.partition_count.max(p.partition_count);
+        let src = self.sources.entry(p.source_partition).or_default();
+        src.watermark = Some(src.watermark.map_or(p.watermark, |w| w.max(p.watermark)));
+        src.idle = p.kind == PartialKind::Idle;
+
+        if let (PartialKind::Window, Some(minute)) = (p.kind, p.minute_start) {
+            let key = (minute, p.source_partition);
+            if src.high_minute.is_none_or(|h| minute > h) {
+                src.high_minute = Some(minute);
+                let counts = MinuteCounts::from_partial(p);
+                if self.frontier.is_some_and(|f| minute < f) {
+                    let n = self.late.entry(key).or_default();
+                    *n += counts.total();
+                    out.push(Stage2Output::Late(LateEvents {
+                        minute_start: minute,
+                        source: format!("merge:p{}", p.source_partition),
+                        late_count: *n,
+                    }));
+                } else {
+                    let pending = self.pending.entry(minute).or_default();
+                    pending.counts.merge(&counts);
+                    pending.sources.insert(p.source_partition);
+                }
+            }
+        }
+        self.finalise(cfg, &mut out);
+        out
+    }
+
+    /// The time up to which every partition is complete: +∞ when all are idle.
+    fn global_watermark(&self) -> Option<i64> {
+        let mut wm = i64::MAX;
+        for part in 0..self.partition_count {
+            match self.sources.get(&part) {
+                Some(s) if s.idle => {}
+                Some(Source { watermark: Some(w), .. }) => wm = wm.min(*w),
+                _ => return None,
+            }
+        }
+        Some(wm)
+    }
+
+    fn finalise(&mut self, cfg: &CoreConfig, out: &mut Vec<Stage2Output>) {
+        let Some(wm) = self.global_watermark() else { return };
+        while let Some(entry) = self.pending.first_entry() {
+            let minute = *entry.key();
+            if minute.saturating_add(MINUTE_MS) > wm {
+                break;
+            }
+            let pending = entry.remove();
+            self.frontier = Some(self.frontier.map_or(minute + MINUTE_MS, |f| f.max(minute + MINUTE_MS)));
+            out.push(Stage2Output::Aggregate(pending.counts.to_aggregate(minute, pending.sources.len() as i32)));
+            self.judge(minute, &pending.counts, cfg, out);
+        }
+        if wm != i64::MAX {
+            // Minutes before the one holding the watermark are final, with data or without.
+            let f = super::config::minute_of(wm);
+            if self.frontier.is_none_or(|old| f > old) {
+                self.frontier = Some(f);
+            }
+        }
+        if let Some(f) = self.frontier {
+            let keep_from = f - cfg.dedup_horizon_ms.max(60 * MINUTE_MS);
+            while self.late.first_key_value().is_some_and(|((m, _), _)| *m < keep_from) {
+                self.late.pop_first();
+            }
+        }
+    }
+
+    fn judge(&mut self, minute: i64, c: &MinuteCounts, cfg: &CoreConfig, out: &mut Vec<Stage2Output>) {
+        let total = c.total();
+        if total == 0 {
+            return;
+        }
+        let statuses = [TransactionStatus::Denied, TransactionStatus::Failed, TransactionStatus::Reversed];
+        for (series, status) in self.status_series.iter_mut().zip(statuses) {
+            if let Some(a) = series.observe(minute, c.count(status), total, &cfg.rate) {
+                out.push(Stage2Output::Anomaly(a));
+            }
+        }
+        if cfg.rate.auth_codes {
+            for code in c.auth_codes.keys() {
+                if APPROVAL_CODES.contains(&code.as_str())
+                    || self.auth_series.contains_key(code)
+                    || self.auth_series.len() >= MAX_AUTH_CODE_SERIES
+                {
+                    continue;
+                }
+                let history = self.recent_totals.iter().map(|(m, n)| Point { minute: *m, count: 0, total: *n });
+                let series = RateSeries::new(AnomalyRule::AuthCodeRate, AnomalyDimension::AuthCode, code).with_history(history, &cfg.rate);
+                self.auth_series.insert(code.clone(), series);
+            }
+            for (code, series) in &mut self.auth_series {
+                let count = c.auth_codes.get(code).copied().unwrap_or(0);
+                if let Some(a) = series.observe(minute, count, total, &cfg.rate) {
+                    out.push(Stage2Output::Anomaly(a));
+                }
+            }
+        }
+        self.recent_totals.push_back((minute, total));
+        while self.recent_totals.len() > cfg.rate.baseline_minutes.max(1) {
+            self.recent_totals.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

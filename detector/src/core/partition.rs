@@ -1,0 +1,244 @@
+//! Stage 1: everything one input partition decides on its own.
+//!
+//! Per partition: duplicate check, amount rules (baselines are partition-local because the
+//! topic is keyed by category), one-minute tumbling windows on event time with a watermark,
+//! and partial minute counts for the merge stage.
+//!
+//! * A window is `[start, start + 60 s)`: start inclusive, end exclusive.
+//! * Watermark = highest event time seen − allowed lateness. A window is final (emitted once,
+//!   as a `window` partial) when the watermark reaches its end.
+//! * An event for a window that is already final is **late**: it does not amend the emitted
+//!   counts; it is booked in a cumulative late counter for its minute (a `LateEvents` output)
+//!   and in a metric, so the books still balance. Its amount is still judged.
+//! * Whenever the watermark enters a new minute, a `progress` partial tells the merge stage this
+//!   partition is complete up to there (after the window partials it closed, which each claim
+//!   only their own end).
+//! * [`PartitionState::go_idle`] is called by the service when no record arrived for the idle
+//!   timeout (wall clock). It closes every open window (watermark := end of the minute of the
+//!   highest event time) and sends an `idle` marker, so the merge stage stops waiting for this
+//!   partition. The next event makes it active again.
+//!
+//! All of it is a deterministic function of the partition's records in offset order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vigil_schemas::{Anomaly, LateEvents, MinutePartial, PartialKind, Transaction};
+
+use super::amount::{AmountBaselines, AmountScore};
+use super::config::{minute_of, CoreConfig, MINUTE_MS};
+use super::counts::{marker, MinuteCounts};
+use super::dedup::{id_key, Dedup};
+
+/// What stage 1 emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage1Output {
+    Partial(MinutePartial),
+    Late(LateEvents),
+    Anomaly(Anomaly),
+}
+
+/// Why an event was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Event time further after the record timestamp than the allowed skew.
+    FromTheFuture,
+    /// Older than watermark − dedup horizon: cannot be checked for duplicates.
+    TooOld,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::FromTheFuture => "occurred_at is further in the future than MAX_FUTURE_SKEW allows",
+            Refusal::TooOld => "occurred_at is older than the watermark minus DEDUP_HORIZON",
+        }
+    }
+}
+
+/// The fate of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Counted,
+    /// Counted as late for its (already final) minute.
+    Late,
+    Duplicate,
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub verdict: Verdict,
+    pub outputs: Vec<Stage1Output>,
+    pub amount_scores: Vec<AmountScore>,
+    pub windows_closed: usize,
+}
+
+/// The state of one input partition. Serializable: it is what a checkpoint holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub partition: i32,
+    pub partition_count: i32,
+    max_event_time: Option<i64>,
+    /// `i64::MIN` until the first event.
+    watermark: i64,
+    /// The watermark last told to the merge stage.
+    reported: i64,
+    open: BTreeMap<i64, MinuteCounts>,
+    /// Cumulative late counts of final minutes, kept for the dedup horizon.
+    late: BTreeMap<i64, i64>,
+    dedup: Dedup,
+    amounts: AmountBaselines,
+    idle: bool,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32, partition_count: i32) -> Self {
+        PartitionState {
+            partition,
+            partition_count,
+            max_event_time: None,
+            watermark: i64::MIN,
+            reported: i64::MIN,
+            open: BTreeMap::new(),
+            late: BTreeMap::new(),
+            dedup: Dedup::default(),
+            amounts: AmountBaselines::default(),
+            idle: false,
+        }
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn dedup_entries(&self) -> usize {
+        self.dedup.len()
+    }
+
+    pub fn amount_keys(&self) -> usize {
+        self.amounts.key_count()
+    }
+
+    /// Processes one event. `record_ts` is the broker record's timestamp (set by the producer
+    /// when it accepted the event); it bounds event time from above deterministically.
+    pub fn process(&mut self, tx: &Transaction, record_ts: i64, cfg: &CoreConfig) -> Step {
+        let mut step = Step { verdict: Verdict::Counted, outputs: Vec::new(), amount_scores: Vec::new(), windows_closed: 0 };
+        let t = tx.occurred_at;
+        if t > record_ts.saturating_add(cfg.max_future_skew_ms) {
+            step.verdict = Verdict::Refused(Refusal::FromTheFuture);
+            return step;
+        }
+        if self.watermark != i64::MIN && t < self.watermark.saturating_sub(cfg.dedup_horizon_ms) {
+            step.verdict = Verdict::Refused(Refusal::TooOld);
+            return step;
+        }
+        if !self.dedup.insert(id_key(&tx.transaction_id), t) {
+            step.verdict = Verdict::Duplicate;
+            return step;
+        }
+        self.idle = false;
+
+        let (anomalies, scores) = self.amounts.judge(tx, &cfg.amount);
+        step.outputs.extend(anomalies.into_iter().map(Stage1Output::Anomaly));
+        step.amount_scores = scores;
+
+        let minute = minute_of(t);
+        if self.watermark != i64::MIN && minute + MINUTE_MS <= self.watermark {
+            let n = self.late.entry(minute).or_default();
+            *n += 1;
+            step.outputs.push(Stage1Output::Late(LateEvents {
+                minute_start: minute,
+                source: format!("p{}", self.partition),
+                late_count: *n,
+            }));
+            step.verdict = Verdict::Late;
+        } else {
+            self.open.entry(minute).or_default().add(tx);
+        }
+
+        if self.max_event_time.is_none_or(|m| t > m) {
+            self.max_event_time = Some(t);
+            let wm = t - cfg.allowed_lateness_ms;
+            step.windows_closed = self.advance(wm, &mut step.outputs);
+        }
+        self.evict(cfg);
+        step
+    }
+
+    /// Moves the watermark to `wm` (if later), closing windows it passes.
+    ///
+    /// Each window partial claims completeness only up to its own end, and a progress marker
+    /// follows when the watermark is in a later minute still: the merge stage must never learn
+    /// of a watermark before the windows it covers.
+    fn advance(&mut self, wm: i64, out: &mut Vec<Stage1Output>) -> usize {
+        if wm <= self.watermark {
+            return 0;
+        }
+        self.watermark = wm;
+        let closed = self.close_until(wm, out);
+        if self.reported == i64::MIN || minute_of(wm) > minute_of(self.reported) {
+            self.reported = wm;
+            out.push(Stage1Output::Partial(marker(PartialKind::Progress, self.partition, self.partition_count, wm)));
+        }
+        closed
+    }
+
+    /// Emits every open window ending at or before `wm`, oldest first.
+    fn close_until(&mut self, wm: i64, out: &mut Vec<Stage1Output>) -> usize {
+        let mut closed = 0;
+        while let Some(entry) = self.open.first_entry() {
+            let minute = *entry.key();
+            if minute + MINUTE_MS > wm {
+                break;
+            }
+            let counts = entry.remove();
+            self.reported = self.reported.max(minute + MINUTE_MS);
+            out.push(Stage1Output::Partial(counts.to_partial(self.partition, self.partition_count, minute, minute + MINUTE_MS)));
+            closed += 1;
+        }
+        closed
+    }
+
+    /// The partition saw nothing for the idle timeout: close every open window and tell the
+    /// merge stage not to wait for it. Returns nothing when already idle.
+    pub fn go_idle(&mut self) -> Vec<Stage1Output> {
+        if self.idle {
+            return Vec::new();
+        }
+        self.idle = true;
+        let mut out = Vec::new();
+        if let Some(max) = self.max_event_time {
+            let end = minute_of(max) + MINUTE_MS;
+            if end > self.watermark {
+                self.watermark = end;
+                self.close_until(end, &mut out);
+            }
+        }
+        self.reported = self.reported.max(self.watermark);
+        out.push(Stage1Output::Partial(marker(PartialKind::Idle, self.partition, self.partition_count, self.watermark)));
+        out
+    }
+
+    fn evict(&mut self, cfg: &CoreConfig) {
+        if self.watermark == i64::MIN {
+            return;
+        }
+        let cutoff = self.watermark.saturating_sub(cfg.dedup_horizon_ms);
+        self.dedup.evict_before(cutoff);
+        while self.late.first_key_value().is_some_and(|(m, _)| *m + MINUTE_MS < cutoff) {
+            self.late.pop_first();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

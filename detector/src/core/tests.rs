@@ -1,0 +1,219 @@
+//! Properties of the whole core (both stages).
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use vigil_schemas::{AnomalyRule, AnomalyState, Transaction, TransactionStatus};
+
+use super::*;
+
+const T0: i64 = 1_765_713_600_000;
+const CATEGORIES: [&str; 5] = ["food", "travel", "electronics", "fuel", "grocery"];
+
+/// Minute-by-minute traffic: `rates[i]` = (per minute, denied, failed, reversed) for minute i.
+fn generate(seed: u64, rates: &[(usize, f64, f64, f64)]) -> Vec<Transaction> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut id = 0u64;
+    for (m, (n, d, f, r)) in rates.iter().enumerate() {
+        for _ in 0..*n {
+            id += 1;
+            let u: f64 = rng.gen();
+            let status = if u < *d {
+                TransactionStatus::Denied
+            } else if u < d + f {
+                TransactionStatus::Failed
+            } else if u < d + f + r {
+                TransactionStatus::Reversed
+            } else {
+                TransactionStatus::Approved
+            };
+            out.push(Transaction {
+                transaction_id: uuid::Uuid::from_u64_pair(7, id).to_string(),
+                occurred_at: T0 + m as i64 * MINUTE_MS + rng.gen_range(0..MINUTE_MS),
+                status,
+                auth_code: match status {
+                    TransactionStatus::Approved => "00".into(),
+                    TransactionStatus::Denied => "05".into(),
+                    TransactionStatus::Failed => "91".into(),
+                    TransactionStatus::Reversed => "00".into(),
+                },
+                amount_minor: rng.gen_range(500..5000),
+                currency: "EUR".into(),
+                category: CATEGORIES[rng.gen_range(0..CATEGORIES.len())].into(),
+                merchant_id: format!("m{}", rng.gen_range(0..20)),
+                received_at: 0,
+            });
+        }
+    }
+    out.sort_by_key(|t| t.occurred_at);
+    out
+}
+
+fn run(cfg: &CoreConfig, partitions: i32, txs: &[Transaction]) -> Vec<Output> {
+    let mut p = Pipeline::new(cfg.clone(), partitions);
+    let mut out = Vec::new();
+    for tx in txs {
+        out.extend(p.push(tx).1);
+    }
+    out.extend(p.finish());
+    out
+}
+
+/// Outputs as a comparable set of strings (order between partitions is not part of the contract).
+fn as_set(out: &[Output]) -> BTreeSet<String> {
+    out.iter().map(|o| format!("{o:?}")).collect()
+}
+
+fn rate_anomalies(out: &[Output]) -> Vec<&vigil_schemas::Anomaly> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Anomaly(a) if a.window_start.is_some() => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn normal(minutes: usize) -> Vec<(usize, f64, f64, f64)> {
+    vec![(200, 0.05, 0.02, 0.01); minutes]
+}
+
+#[test]
+fn spikes_of_each_outcome_fire_once_within_two_windows_and_resolve() {
+    let cfg = CoreConfig { rate: RateConfig { auth_codes: false, ..RateConfig::default() }, ..CoreConfig::default() };
+    let mut plan = normal(30);
+    plan.extend(vec![(200, 0.30, 0.02, 0.01); 5]); // denied spike at minute 30
+    plan.extend(normal(15));
+    plan.extend(vec![(200, 0.05, 0.20, 0.01); 5]); // failed spike at minute 50
+    plan.extend(normal(15));
+    plan.extend(vec![(200, 0.05, 0.02, 0.15); 5]); // reversed spike at minute 70
+    plan.extend(normal(15));
+    let out = run(&cfg, 6, &generate(11, &plan));
+    let rates = rate_anomalies(&out);
+    for (rule, onset) in [(AnomalyRule::DeniedRate, 30), (AnomalyRule::FailedRate, 50), (AnomalyRule::ReversedRate, 70)] {
+        let mine: Vec<_> = rates.iter().filter(|a| a.rule == rule).collect();
+        let firing: Vec<_> = mine.iter().filter(|a| a.state == AnomalyState::Firing).collect();
+        assert_eq!(firing.len(), 1, "{rule:?}: {mine:#?}");
+        let start = firing[0].window_start.unwrap();
+        let delay = (start - (T0 + onset * MINUTE_MS)) / MINUTE_MS;
+        assert!((0..2).contains(&delay), "{rule:?} detected {delay} windows after onset");
+        assert_eq!(mine.iter().filter(|a| a.state == AnomalyState::Resolved).count(), 1, "{rule:?} resolves");
+        let ids: BTreeSet<_> = mine.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids.len(), 1);
+    }
+    assert_eq!(rates.iter().filter(|a| a.state == AnomalyState::Firing).count(), 3, "no other rate anomaly");
+}
+
+#[test]
+fn the_same_spike_at_five_transactions_a_minute_fires_nothing() {
+    let cfg = CoreConfig::default();
+    let mut plan = vec![(5, 0.05, 0.02, 0.01); 30];
+    plan.extend(vec![(5, 0.30, 0.02, 0.01); 5]);
+    let out = run(&cfg, 1, &generate(12, &plan));
+    assert!(rate_anomalies(&out).is_empty());
+}
+
+#[test]
+fn auth_code_surges_are_watched_per_code() {
+    let cfg = CoreConfig::default();
+    let mut plan = normal(30);
+    plan.extend(vec![(200, 0.30, 0.02, 0.01); 3]);
+    let out = run(&cfg, 1, &generate(13, &plan));
+    let rules: BTreeSet<_> =
+        rate_anomalies(&out).iter().filter(|a| a.state == AnomalyState::Firing).map(|a| (a.rule, a.dimension_value.clone())).collect();
+    assert!(rules.contains(&(AnomalyRule::AuthCodeRate, "05".to_string())), "{rules:?}");
+}
+
+#[test]
+fn aggregates_count_every_event_exactly_once() {
+    let txs = generate(14, &normal(10));
+    let out = run(&CoreConfig::default(), 3, &txs);
+    let total: i64 = out.iter().filter_map(|o| if let Output::Aggregate(a) = o { Some(a.total) } else { None }).sum();
+    assert_eq!(total, txs.len() as i64);
+    let minutes: Vec<i64> = out.iter().filter_map(|o| if let Output::Aggregate(a) = o { Some(a.minute_start) } else { None }).collect();
+    let mut sorted = minutes.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(minutes, sorted, "each minute once, in order");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Any number of partitions, any assignment by key: the same outputs.
+    #[test]
+    fn outputs_do_not_depend_on_the_partition_count(seed in 0u64..1000, parts in 2i32..7) {
+        let mut plan = normal(12);
+        plan.extend(vec![(200, 0.35, 0.02, 0.01); 2]);
+        let txs = generate(seed, &plan);
+        let one = run(&CoreConfig::default(), 1, &txs);
+        let many = run(&CoreConfig::default(), parts, &txs);
+        let strip = |o: &[Output]| -> BTreeSet<String> {
+            // Amount anomalies and late bookings are per partition by design; compare final minutes and rate anomalies.
+            o.iter().filter(|x| !matches!(x, Output::Late(_))).map(|x| match x {
+                Output::Aggregate(a) => format!("{:?}", vigil_schemas::MinuteAggregate { source_partitions: 0, ..a.clone() }),
+                other => format!("{other:?}"),
+            }).collect()
+        };
+        prop_assert_eq!(strip(&one), strip(&many));
+    }
+
+    /// Disorder within the allowed lateness changes nothing.
+    #[test]
+    fn out_of_order_input_within_the_lateness_equals_sorted_input(seed in 0u64..1000, parts in 1i32..4) {
+        let cfg = CoreConfig::default();
+        let txs = generate(seed, &normal(6));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabc);
+        // Shuffle within blocks of 25 s of event time: never later than 30 s behind the max.
+        let mut shuffled = Vec::new();
+        let mut block: Vec<Transaction> = Vec::new();
+        for t in &txs {
+            if block.first().is_some_and(|b| t.occurred_at - b.occurred_at > 25_000) {
+                shuffle(&mut block, &mut rng);
+                shuffled.append(&mut block);
+            }
+            block.push(t.clone());
+        }
+        shuffle(&mut block, &mut rng);
+        shuffled.append(&mut block);
+        let sorted_out = run(&cfg, parts, &txs);
+        let shuffled_out = run(&cfg, parts, &shuffled);
+        prop_assert!(!shuffled_out.iter().any(|o| matches!(o, Output::Late(_))));
+        prop_assert_eq!(as_set(&sorted_out), as_set(&shuffled_out));
+    }
+
+    /// Each event lands in the window of its own minute: [start, start + 60 s).
+    #[test]
+    fn every_event_is_counted_in_the_minute_that_contains_it(offsets in prop::collection::vec(0i64..600_000, 1..200)) {
+        let mut txs: Vec<Transaction> = offsets.iter().enumerate().map(|(i, o)| Transaction {
+            transaction_id: uuid::Uuid::from_u64_pair(9, i as u64).to_string(),
+            occurred_at: T0 + o,
+            status: TransactionStatus::Approved,
+            auth_code: "00".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+            category: "food".into(),
+            merchant_id: "m".into(),
+            received_at: 0,
+        }).collect();
+        txs.sort_by_key(|t| t.occurred_at);
+        let out = run(&CoreConfig::default(), 1, &txs);
+        for o in &out {
+            if let Output::Aggregate(a) = o {
+                let expected = offsets.iter().filter(|o| (T0 + **o).div_euclid(MINUTE_MS) * MINUTE_MS == a.minute_start).count();
+                prop_assert_eq!(a.total, expected as i64);
+            }
+        }
+        let total: i64 = out.iter().filter_map(|o| if let Output::Aggregate(a) = o { Some(a.total) } else { None }).sum();
+        prop_assert_eq!(total, offsets.len() as i64);
+    }
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut rand::rngs::StdRng) {
+    for i in (1..v.len()).rev() {
+        let j = rng.gen_range(0..=i);
+        v.swap(i, j);
+    }
+}
+

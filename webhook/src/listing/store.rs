@@ -1,0 +1,150 @@
+//! The two list queries: newest first, keyset on `(time, id)` so that rows inserted while a
+//! client walks the pages never shift it (they are newer than every cursor) and every older row
+//! is returned exactly once.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use utoipa::ToSchema;
+
+use super::cursor::Cursor;
+
+/// One detector anomaly (its latest state), as the sink stored it.
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
+pub struct AnomalyItem {
+    /// Deterministic anomaly id.
+    pub id: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub row_id: i64,
+    /// Rule that fired: denied_rate, failed_rate, reversed_rate, auth_code_rate, amount_zscore, amount_low_variance.
+    pub rule: String,
+    /// global, category, merchant or auth_code.
+    pub dimension: String,
+    /// `all` for global, else the category, merchant id or auth code.
+    pub dimension_value: String,
+    /// Amount rules: the transaction judged.
+    pub transaction_id: Option<String>,
+    /// Rate rules: the minute observed (inclusive).
+    pub window_start: Option<DateTime<Utc>>,
+    /// Rate rules: window_start + 60 s (exclusive).
+    pub window_end: Option<DateTime<Utc>>,
+    pub category: Option<String>,
+    pub merchant_id: Option<String>,
+    pub score: f64,
+    pub threshold: f64,
+    /// medium, high or critical.
+    pub severity: String,
+    /// firing, updated or resolved.
+    pub state: String,
+    /// One human sentence explaining the anomaly.
+    pub message: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_updated: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// When the sink first stored it; the list's order.
+    pub created_at: DateTime<Utc>,
+}
+
+impl AnomalyItem {
+    pub fn cursor(&self) -> Cursor {
+        Cursor { at: self.created_at, id: self.row_id }
+    }
+}
+
+/// One received alert state change.
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
+pub struct ReceivedAlertItem {
+    pub id: i64,
+    /// grafana or alertmanager.
+    pub source: String,
+    /// firing or resolved.
+    pub status: String,
+    pub fingerprint: String,
+    pub alertname: Option<String>,
+    pub severity: Option<String>,
+    #[schema(value_type = Object)]
+    pub labels: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub annotations: serde_json::Value,
+    /// Grafana's query values; null when none were sent.
+    #[schema(value_type = Option<Object>)]
+    pub values: Option<serde_json::Value>,
+    pub value_string: Option<String>,
+    /// null when the sender did not know (Go's zero time).
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: Option<String>,
+    /// When this state change was received; the list's order.
+    pub received_at: DateTime<Utc>,
+    /// On a firing row: when the alert resolved, once the resolved notification arrived.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The raw notification it came in.
+    pub notification_id: i64,
+}
+
+impl ReceivedAlertItem {
+    pub fn cursor(&self) -> Cursor {
+        Cursor { at: self.received_at, id: self.id }
+    }
+}
+
+pub struct AnomalyFilter {
+    pub severities: Option<Vec<String>>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+pub struct ReceivedFilter {
+    pub status: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Up to `limit` rows strictly after `cursor`, plus one more to tell whether a next page exists.
+pub async fn anomalies(
+    pool: &PgPool,
+    filter: &AnomalyFilter,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<AnomalyItem>, sqlx::Error> {
+    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "SELECT id, row_id, rule, dimension, dimension_value, transaction_id, window_start, window_end, \
+         category, merchant_id, score, threshold, severity, state, message, first_seen, last_updated, \
+         resolved_at, created_at FROM anomalies WHERE true",
+    );
+    if let Some(sev) = &filter.severities {
+        q.push(" AND severity = ANY(").push_bind(sev.clone()).push(")");
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND created_at >= ").push_bind(since);
+    }
+    if let Some(c) = cursor {
+        q.push(" AND (created_at, row_id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
+    }
+    q.push(" ORDER BY created_at DESC, row_id DESC LIMIT ").push_bind(limit + 1);
+    q.build_query_as().fetch_all(pool).await
+}
+
+/// Up to `limit` received alerts strictly after `cursor`, plus one more.
+pub async fn received_alerts(
+    pool: &PgPool,
+    filter: &ReceivedFilter,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<ReceivedAlertItem>, sqlx::Error> {
+    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        r#"SELECT id, source, status, fingerprint, alertname, severity, labels, annotations, "values",
+           value_string, starts_at, ends_at, generator_url, received_at, resolved_at, notification_id
+           FROM received_alerts WHERE true"#,
+    );
+    if let Some(status) = &filter.status {
+        q.push(" AND status = ").push_bind(status.clone());
+    }
+    if let Some(source) = &filter.source {
+        q.push(" AND source = ").push_bind(source.clone());
+    }
+    if let Some(c) = cursor {
+        q.push(" AND (received_at, id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
+    }
+    q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(limit + 1);
+    q.build_query_as().fetch_all(pool).await
+}
