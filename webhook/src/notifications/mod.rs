@@ -205,6 +205,7 @@ pub fn parse(source: Source, value: &Value) -> Result<Notification, Vec<FieldErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

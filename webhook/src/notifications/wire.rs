@@ -5,7 +5,7 @@
 //! are accepted (they stay in the stored raw payload). A field that is present must have its
 //! documented type; otherwise the request is answered 422 naming it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,23 @@
+use clap::Parser;
+use vigil_webhook::{Application, Args, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let check_only = args.check_config;
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if check_only {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    vigil_common::telemetry::init("webhook");
+    let shutdown = vigil_common::shutdown::on_signal();
+    let app = Application::build(config).await?;
+    app.run(shutdown).await
+}

@@ -1,0 +1,185 @@
+//! Reads anomalies from Kafka and queues the ones to forward as pending deliveries.
+//!
+//! At least once: an offset is stored only after the anomaly's delivery rows are written (or the
+//! anomaly is known not to need any); librdkafka commits stored offsets every second and once
+//! more at shutdown. A crash in between replays a few messages, which add no rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use vigil_common::kafka::KafkaConfig;
+use vigil_schemas::{Anomaly, AnomalyState, Codec, Severity};
+
+use super::payload::OutboundAnomaly;
+use super::store;
+use super::worker::pause;
+use crate::metrics::WebhookMetrics;
+
+/// Whether an anomaly is forwarded: firing (not updated or resolved), at or above `min`.
+pub fn eligible(a: &Anomaly, min: Severity) -> bool {
+    a.state == AnomalyState::Firing && a.severity >= min
+}
+
+/// A consumer in `group` subscribed to `topic`, storing offsets by hand.
+pub fn subscribe(kafka: &KafkaConfig, group: &str, topic: &str) -> crate::Result<StreamConsumer> {
+    let mut config = kafka.consumer_config(group);
+    config.set("enable.auto.commit", "true").set("auto.commit.interval.ms", "1000");
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+pub struct AnomalyConsumer {
+    pub consumer: StreamConsumer,
+    pub pool: PgPool,
+    /// Every receiver URL, in the form stored in `outbound_deliveries.url`.
+    pub urls: Vec<String>,
+    pub min_severity: Severity,
+    /// One per worker: rung when new deliveries are queued.
+    pub wakes: Vec<Arc<Notify>>,
+    pub metrics: WebhookMetrics,
+    pub codec: Codec,
+}
+
+enum Handled {
+    Done,
+    Stopped,
+}
+
+impl AnomalyConsumer {
+    pub async fn run(self, stop: CancellationToken) -> crate::Result<()> {
+        tracing::info!(urls = self.urls.len(), min_severity = self.min_severity.as_str(), "Anomaly forwarder started.");
+        loop {
+            let received = tokio::select! {
+                _ = stop.cancelled() => break,
+                m = self.consumer.recv() => m,
+            };
+            let message = match received {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Failed to read from Kafka; retrying.");
+                    pause(&stop, Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match self.handle(&message, &stop).await {
+                Handled::Done => {
+                    if let Err(e) = self.consumer.store_offset_from_message(&message) {
+                        // The partition moved to another member, which will see the message again.
+                        tracing::warn!(error = %e, "Failed to store an offset.");
+                    }
+                }
+                Handled::Stopped => break,
+            }
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(e) => tracing::debug!(error = %e, "No offsets committed at shutdown."),
+        }
+        tracing::info!("Anomaly forwarder stopped.");
+        Ok(())
+    }
+
+    async fn handle(&self, message: &BorrowedMessage<'_>, stop: &CancellationToken) -> Handled {
+        let anomaly = match message.payload().map(|p| self.codec.decode::<Anomaly>(p)) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                tracing::warn!(partition = message.partition(), offset = message.offset(), error = %e, "Skipped a message that is not an anomaly.");
+                self.metrics.consumed("undecodable");
+                return Handled::Done;
+            }
+            None => {
+                self.metrics.consumed("undecodable");
+                return Handled::Done;
+            }
+        };
+        if !eligible(&anomaly, self.min_severity) {
+            self.metrics.consumed("filtered");
+            return Handled::Done;
+        }
+        let payload = match serde_json::to_value(OutboundAnomaly::from(&anomaly)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(anomaly_id = %anomaly.id, error = %e, "Failed to encode an anomaly as JSON.");
+                self.metrics.consumed("undecodable");
+                return Handled::Done;
+            }
+        };
+        // The offset must not move past this anomaly before its rows exist: retry until the
+        // database answers or we are told to stop (then the message is read again next time).
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match store::insert_pending(&self.pool, &anomaly.id, anomaly.severity.as_str(), &payload, &self.urls).await {
+                Ok(new) => {
+                    for w in &self.wakes {
+                        w.notify_one();
+                    }
+                    self.metrics.consumed("queued");
+                    tracing::info!(anomaly_id = %anomaly.id, severity = anomaly.severity.as_str(), new, "Queued an anomaly for delivery.");
+                    return Handled::Done;
+                }
+                Err(e) => {
+                    tracing::warn!(anomaly_id = %anomaly.id, error = %e, "Failed to queue an anomaly; retrying.");
+                    pause(stop, wait).await;
+                    if stop.is_cancelled() {
+                        return Handled::Stopped;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigil_schemas::{AnomalyDimension, AnomalyRule};
+
+    fn anomaly(severity: Severity, state: AnomalyState) -> Anomaly {
+        Anomaly {
+            id: "a".into(),
+            sequence: 0,
+            rule: AnomalyRule::DeniedRate,
+            dimension: AnomalyDimension::Global,
+            dimension_value: "all".into(),
+            window_start: None,
+            window_end: None,
+            transaction_id: None,
+            category: None,
+            merchant_id: None,
+            observed: 0.5,
+            observed_count: 50,
+            observed_total: 100,
+            baseline_mean: 0.1,
+            baseline_stddev: 0.01,
+            baseline_n: 60,
+            scored_on: "rate".into(),
+            score: 9.0,
+            p_value: None,
+            threshold: 4.0,
+            severity,
+            state,
+            message: "m".into(),
+            first_seen: 0,
+            last_updated: 0,
+            resolved_at: None,
+        }
+    }
+
+    #[test]
+    fn only_firing_anomalies_at_or_above_the_minimum_severity_are_forwarded() {
+        assert!(eligible(&anomaly(Severity::Critical, AnomalyState::Firing), Severity::Critical));
+        assert!(eligible(&anomaly(Severity::Critical, AnomalyState::Firing), Severity::High));
+        assert!(eligible(&anomaly(Severity::High, AnomalyState::Firing), Severity::High));
+        assert!(!eligible(&anomaly(Severity::High, AnomalyState::Firing), Severity::Critical));
+        assert!(!eligible(&anomaly(Severity::Critical, AnomalyState::Updated), Severity::Medium));
+        assert!(!eligible(&anomaly(Severity::Critical, AnomalyState::Resolved), Severity::Medium));
+    }
+}
