@@ -133,7 +133,8 @@ pub fn verify_grafana_signature(secrets: &[Secret], signature_hex: &str, timesta
 impl AuthConfig {
     /// Checks the bearer token for `access`.
     pub fn check_bearer(&self, headers: &HeaderMap, access: Access) -> Result<(), AuthFailure> {
-        let tokens_configured = !self.write_tokens.is_empty() || (access == Access::Read && !self.read_tokens.is_empty());
+        let tokens_configured =
+            !self.write_tokens.is_empty() || (access == Access::Read && !self.read_tokens.is_empty());
         if !tokens_configured {
             return Err(AuthFailure::NoTokenConfigured);
         }
@@ -262,7 +263,10 @@ mod tests {
         assert_eq!(c.check_signature(&h, BODY, 1_700_000_301), Err(AuthFailure::StaleTimestamp));
         assert_eq!(c.check_signature(&h, BODY, 1_699_999_699), Err(AuthFailure::StaleTimestamp));
         assert_eq!(c.check_signature(&h, BODY, 1_700_000_300), Ok(()));
-        let h = headers(&[("x-grafana-alerting-signature", SIGNED_WITH_TS), ("x-grafana-alerting-signature-timestamp", "soon")]);
+        let h = headers(&[
+            ("x-grafana-alerting-signature", SIGNED_WITH_TS),
+            ("x-grafana-alerting-signature-timestamp", "soon"),
+        ]);
         assert_eq!(c.check_signature(&h, BODY, 1_700_000_000), Err(AuthFailure::BadTimestamp));
     }
 

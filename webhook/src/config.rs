@@ -223,11 +223,7 @@ impl Config {
         let initial = v.parse_positive_duration("OUTBOUND_RETRY_INITIAL", &a.outbound_retry_initial);
         let max = v.parse_positive_duration("OUTBOUND_RETRY_MAX", &a.outbound_retry_max);
         let give_up_after = v.parse_positive_duration("OUTBOUND_GIVE_UP_AFTER", &a.outbound_give_up_after);
-        v.check(
-            initial <= max,
-            "OUTBOUND_RETRY_INITIAL",
-            format_args!("must not exceed OUTBOUND_RETRY_MAX ({max:?})"),
-        );
+        v.check(initial <= max, "OUTBOUND_RETRY_INITIAL", format_args!("must not exceed OUTBOUND_RETRY_MAX ({max:?})"));
         let outbound = if urls.is_empty() {
             None
         } else {

@@ -68,7 +68,11 @@ impl WebhookMetrics {
             deliveries: Family::default(),
             delivery_duration: latency_histogram(),
         };
-        m.register("notifications", "Notifications accepted, by source and notification status", s.notifications.clone());
+        m.register(
+            "notifications",
+            "Notifications accepted, by source and notification status",
+            s.notifications.clone(),
+        );
         m.register(
             "notifications_rejected",
             "Notifications refused for their body, by source and reason (too_large, malformed, invalid)",

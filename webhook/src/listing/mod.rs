@@ -121,7 +121,10 @@ fn limit(params: &HashMap<&'static str, String>, errors: &mut Vec<FieldError>) -
         Some(raw) => match raw.trim().parse::<i64>() {
             Ok(n) if n >= 1 => n.min(MAX_LIMIT),
             _ => {
-                errors.push(err("limit", format!("must be a whole number of at least 1 (at most {MAX_LIMIT} are returned)")));
+                errors.push(err(
+                    "limit",
+                    format!("must be a whole number of at least 1 (at most {MAX_LIMIT} are returned)"),
+                ));
                 DEFAULT_LIMIT
             }
         },
@@ -182,7 +185,9 @@ pub async fn list_anomalies(
     let since = params.get("since").and_then(|raw| {
         DateTime::parse_from_rfc3339(raw.trim())
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| errors.push(err("since", format!("must be an RFC 3339 time such as 2026-11-22T10:00:00Z ({e})"))))
+            .map_err(|e| {
+                errors.push(err("since", format!("must be an RFC 3339 time such as 2026-11-22T10:00:00Z ({e})")))
+            })
             .ok()
     });
     if !errors.is_empty() {

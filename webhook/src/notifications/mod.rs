@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn a_grafana_payload_is_normalised() {
-        let v = json!({"receiver": "vigil", "status": "firing", "version": "1", "alerts": [grafana_alert()], "extra": 1});
+        let v =
+            json!({"receiver": "vigil", "status": "firing", "version": "1", "alerts": [grafana_alert()], "extra": 1});
         let n = parse(Source::Grafana, &v).unwrap();
         let a = &n.alerts[0];
         assert_eq!(a.fingerprint, "0a1b2c3d4e5f6071");
@@ -265,7 +266,10 @@ mod tests {
     fn a_wrong_shape_names_the_offending_field() {
         let mut a = grafana_alert();
         a["status"] = json!("pending");
-        assert_eq!(field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})), "alerts[0].status");
+        assert_eq!(
+            field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})),
+            "alerts[0].status"
+        );
         let mut a = grafana_alert();
         a.as_object_mut().unwrap().remove("labels");
         assert_eq!(
@@ -274,10 +278,16 @@ mod tests {
         );
         let mut a = grafana_alert();
         a["startsAt"] = json!("yesterday");
-        assert_eq!(field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})), "alerts[0].startsAt");
+        assert_eq!(
+            field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})),
+            "alerts[0].startsAt"
+        );
         let mut a = grafana_alert();
         a["labels"] = json!({"n": 5});
-        assert_eq!(field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})), "alerts[0].labels.n");
+        assert_eq!(
+            field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})),
+            "alerts[0].labels.n"
+        );
         assert_eq!(field_of(Source::Grafana, json!({"receiver": "r", "status": "firing"})), "alerts");
         assert_eq!(field_of(Source::Grafana, json!([])), "body");
         assert_eq!(

@@ -67,7 +67,11 @@ fn unprocessable(errors: Vec<FieldError>) -> Problem {
     ),
     security(("bearer" = []), ("grafana_hmac" = []))
 )]
-pub async fn grafana(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Accepted>, ApiError> {
+pub async fn grafana(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
     receive(&state, Source::Grafana, &headers, body).await
 }
 
@@ -99,7 +103,12 @@ pub async fn alertmanager(
     receive(&state, Source::Alertmanager, &headers, body).await
 }
 
-async fn receive(state: &AppState, source: Source, headers: &HeaderMap, body: Body) -> Result<Json<Accepted>, ApiError> {
+async fn receive(
+    state: &AppState,
+    source: Source,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
     let auth = &state.config.auth;
     let name = source.as_str();
     let bearer = match source {

@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(decide(&Attempt::Status(204), 1, young, &POLICY, 0.5), Decision::Delivered);
         assert!(matches!(decide(&Attempt::Status(503), 1, young, &POLICY, 0.5), Decision::RetryAfter(_)));
         assert!(matches!(decide(&Attempt::Status(429), 1, young, &POLICY, 0.5), Decision::RetryAfter(_)));
-        assert!(matches!(decide(&Attempt::Transport("refused".into()), 3, young, &POLICY, 0.5), Decision::RetryAfter(_)));
+        assert!(matches!(
+            decide(&Attempt::Transport("refused".into()), 3, young, &POLICY, 0.5),
+            Decision::RetryAfter(_)
+        ));
         assert_eq!(decide(&Attempt::Status(400), 1, young, &POLICY, 0.5), Decision::GiveUp);
         assert_eq!(decide(&Attempt::Status(404), 1, young, &POLICY, 0.5), Decision::GiveUp);
     }

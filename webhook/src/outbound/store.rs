@@ -70,6 +70,15 @@ pub async fn claim_due(pool: &PgPool, url: &str, batch: i64, lease: Duration) ->
     .await
 }
 
+/// Gives a claimed delivery back (at shutdown, mid-attempt): due again at once.
+pub async fn release(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbound_deliveries SET next_attempt_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// When the next pending delivery of `url` falls due, if any is pending.
 pub async fn next_due(pool: &PgPool, url: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar("SELECT min(next_attempt_at) FROM outbound_deliveries WHERE url = $1 AND status = 'pending'")

@@ -55,7 +55,7 @@ impl Worker {
         let receiver = redacted(&self.url);
         let url = self.url.as_str().to_owned();
         // A claim outlives the attempt it covers, so no other worker takes the row meanwhile.
-        let lease = self.timeout + Duration::from_secs(30);
+        let lease = self.timeout + Duration::from_secs(5);
         tracing::info!(%receiver, "Outbound worker started.");
         while !stop.is_cancelled() {
             let claimed = match store::claim_due(&self.pool, &url, BATCH, lease).await {
@@ -80,11 +80,17 @@ impl Worker {
                 continue;
             }
             for d in claimed {
-                // Stopping mid-attempt is safe: the row stays pending and is retried once the
-                // claim lapses.
+                let id = d.id;
+                // Stopping mid-attempt is safe: the row stays pending; releasing the claim lets
+                // the next run attempt it at once rather than when the claim lapses.
                 tokio::select! {
                     _ = self.deliver(&receiver, d) => {}
-                    _ = stop.cancelled() => break,
+                    _ = stop.cancelled() => {
+                        if let Err(e) = store::release(&self.pool, id).await {
+                            tracing::debug!(%receiver, error = %e, "Failed to release a claim at shutdown.");
+                        }
+                        break;
+                    }
                 }
             }
         }

@@ -1,0 +1,215 @@
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::helpers::{fields, problem, spawn_app, TestApp, READ_TOKEN};
+
+/// Inserts `n` anomalies as the sink would, `created_at` spread over the last minutes with ties
+/// (so the id breaks them), and returns their ids.
+async fn insert_anomalies(pool: &PgPool, prefix: &str, n: i32, severity: &str, minutes_ago: bool) -> Vec<String> {
+    sqlx::query_scalar(
+        "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, observed, observed_count,
+             observed_total, baseline_mean, baseline_stddev, baseline_n, scored_on, score, threshold, severity,
+             state, message, first_seen, last_updated, created_at)
+         SELECT $1 || '-' || g, 0, 'denied_rate', 'global', 'all', 0.5, 50, 100, 0.1, 0.01, 60, 'rate', 9.5, 4,
+             $3, 'firing', 'Denied rate 50% against a baseline of 10%', now(), now(),
+             CASE WHEN $4 THEN now() - (g % 5) * interval '1 minute' ELSE now() END
+         FROM generate_series(1, $2) AS g
+         RETURNING id",
+    )
+    .bind(prefix)
+    .bind(n)
+    .bind(severity)
+    .bind(minutes_ago)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Walks every page of `route` with `limit`, calling `between` after each page.
+async fn walk<F, Fut>(app: &TestApp, route: &str, limit: u32, mut between: F) -> Vec<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if route.contains('?') { '&' } else { '?' };
+        let url = match &cursor {
+            Some(c) => format!("{route}{sep}limit={limit}&cursor={c}"),
+            None => format!("{route}{sep}limit={limit}"),
+        };
+        let page = app.get_json(&url).await;
+        let got = page["items"].as_array().unwrap();
+        assert!(got.len() <= limit as usize);
+        items.extend(got.iter().cloned());
+        between().await;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(items.len() < 10_000, "the walk does not end");
+    }
+    items
+}
+
+#[tokio::test]
+async fn walking_every_page_of_anomalies_while_new_ones_arrive_returns_each_older_one_exactly_once() {
+    let app = spawn_app().await;
+    let pool = app.db.pool.clone();
+    let mut older = insert_anomalies(&pool, "old", 53, "critical", true).await;
+    older.extend(insert_anomalies(&pool, "tie", 6, "high", false).await);
+    // The expected order: newest first, ties broken by the row id, descending.
+    let expected: Vec<String> = sqlx::query_scalar("SELECT id FROM anomalies ORDER BY created_at DESC, row_id DESC")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut batch = 0;
+    let items = walk(&app, "/alerts", 7, || {
+        batch += 1;
+        let pool = pool.clone();
+        async move {
+            insert_anomalies(&pool, &format!("new{batch}"), 3, "critical", false).await;
+        }
+    })
+    .await;
+    let ids: Vec<String> = items.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, expected, "every older anomaly exactly once, newest first");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), older.len());
+    let first = &items[0];
+    for key in
+        ["id", "rule", "dimension", "dimension_value", "message", "severity", "state", "created_at", "window_start"]
+    {
+        assert!(first.get(key).is_some(), "{key} missing from {first}");
+    }
+    assert!(first.get("row_id").is_none());
+    app.stop().await;
+}
+
+fn am_notification(i: usize, alerts: usize) -> String {
+    let alerts: Vec<Value> = (0..alerts)
+        .map(|k| {
+            json!({
+                "status": "firing",
+                "labels": {"alertname": "VigilPagination", "n": format!("{i}-{k}")},
+                "annotations": {},
+                "startsAt": "2026-11-22T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z"
+            })
+        })
+        .collect();
+    json!({"version": "4", "receiver": "vigil", "status": "firing", "alerts": alerts}).to_string()
+}
+
+#[tokio::test]
+async fn walking_every_page_of_received_alerts_while_notifications_arrive_returns_each_older_one_exactly_once() {
+    let app = spawn_app().await;
+    for i in 0..15 {
+        assert_eq!(app.post_alertmanager(am_notification(i, 1 + i % 3)).await.status(), 200);
+    }
+    let expected: Vec<i64> = sqlx::query_scalar("SELECT id FROM received_alerts ORDER BY received_at DESC, id DESC")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(expected.len(), 30);
+    let mut n = 100;
+    let items = walk(&app, "/grafana/alerts", 4, || {
+        n += 1;
+        let body = am_notification(n, 2);
+        let app = &app;
+        async move {
+            assert_eq!(app.post_alertmanager(body).await.status(), 200);
+        }
+    })
+    .await;
+    let ids: Vec<i64> = items.iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, expected, "every older alert exactly once, newest first");
+    assert_eq!(items[0]["source"], "alertmanager");
+    assert_eq!(items[0]["labels"]["alertname"], "VigilPagination");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_lists_filter_by_severity_since_status_and_source() {
+    let app = spawn_app().await;
+    let pool = app.db.pool.clone();
+    insert_anomalies(&pool, "crit", 4, "critical", false).await;
+    insert_anomalies(&pool, "high", 3, "high", false).await;
+    insert_anomalies(&pool, "med", 2, "medium", false).await;
+    sqlx::query("UPDATE anomalies SET created_at = now() - interval '2 hours' WHERE id LIKE 'med-%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let count = |v: &Value| v["items"].as_array().unwrap().len();
+    assert_eq!(count(&app.get_json("/alerts?severity=critical").await), 4);
+    assert_eq!(count(&app.get_json("/alerts?severity=high,critical").await), 7);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(count(&app.get_json(&format!("/alerts?since={since}")).await), 7);
+    assert_eq!(count(&app.get_json(&format!("/alerts?since={since}&severity=medium")).await), 0);
+
+    let firing = crate::helpers::fixture("alertmanager-firing-v4.json");
+    let resolved = crate::helpers::fixture("alertmanager-resolved-v4.json");
+    app.post_alertmanager(firing).await;
+    app.post_alertmanager(resolved).await;
+    app.post_grafana(crate::helpers::fixture("grafana-firing-one-alert.json")).await;
+    assert_eq!(count(&app.get_json("/grafana/alerts?status=resolved").await), 1);
+    assert_eq!(count(&app.get_json("/grafana/alerts?status=firing").await), 3);
+    assert_eq!(count(&app.get_json("/grafana/alerts?source=grafana").await), 1);
+    let closed = app.get_json("/grafana/alerts?status=firing&source=alertmanager").await;
+    let with_resolution = closed["items"].as_array().unwrap().iter().filter(|i| !i["resolved_at"].is_null()).count();
+    assert_eq!(with_resolution, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_size_defaults_to_50_and_is_capped_at_500() {
+    let app = spawn_app().await;
+    insert_anomalies(&app.db.pool, "many", 620, "critical", true).await;
+    let page = app.get_json("/alerts").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 50);
+    let page = app.get_json("/alerts?limit=100000").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 500);
+    assert!(page["next_cursor"].is_string());
+    let rest = app.get_json(&format!("/alerts?limit=500&cursor={}", page["next_cursor"].as_str().unwrap())).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 120);
+    assert!(rest["next_cursor"].is_null());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_list_parameters_are_refused_with_422_naming_the_parameter() {
+    let app = spawn_app().await;
+    let received_cursor = {
+        for i in 0..2 {
+            app.post_alertmanager(am_notification(i, 1)).await;
+        }
+        let page = app.get_json("/grafana/alerts?limit=1").await;
+        page["next_cursor"].as_str().unwrap().to_owned()
+    };
+    let cases = [
+        ("/alerts?limit=0", vec!["limit"]),
+        ("/alerts?limit=-3", vec!["limit"]),
+        ("/alerts?limit=ten", vec!["limit"]),
+        ("/alerts?cursor=zz", vec!["cursor"]),
+        ("/alerts?severity=apocalyptic", vec!["severity"]),
+        ("/alerts?since=yesterday", vec!["since"]),
+        ("/alerts?sevrity=high", vec!["sevrity"]),
+        ("/alerts?limit=5&limit=6", vec!["limit"]),
+        ("/alerts?limit=0&since=soon&severity=x", vec!["limit", "severity", "since"]),
+        ("/grafana/alerts?status=pending", vec!["status"]),
+        ("/grafana/alerts?source=pagerduty", vec!["source"]),
+        ("/grafana/alerts?severity=high", vec!["severity"]),
+    ];
+    for (url, expected) in cases {
+        let p = problem(app.get(url, Some(READ_TOKEN)).await, 422).await;
+        let mut got = fields(&p);
+        got.sort();
+        assert_eq!(got, expected, "{url}: {p}");
+    }
+    // A cursor of one list is refused by the other.
+    let p = problem(app.get(&format!("/alerts?cursor={received_cursor}"), Some(READ_TOKEN)).await, 422).await;
+    assert_eq!(fields(&p), vec!["cursor"]);
+    app.stop().await;
+}

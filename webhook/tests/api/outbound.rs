@@ -1,0 +1,246 @@
+//! The forwarder: anomalies produced to a real broker reach local receivers, signed, retried.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use hmac::{Hmac, Mac};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Codec, Severity};
+use vigil_webhook::outbound::payload::OutboundAnomaly;
+
+use crate::helpers::{spawn_app_on, spawn_app_with, TestApp};
+
+const SECRET: &str = "test-outbound-secret-0001";
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Vec<u8>,
+    answered: u16,
+}
+
+/// A local webhook receiver that answers 503 to its first `fail_first` requests, then 200.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    fail_first: usize,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    async fn start_on(listener: TcpListener, fail_first: usize) -> Self {
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let r = Receiver { url, fail_first, got: Arc::default() };
+        async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+            let mut got = r.got.lock().unwrap();
+            let status = if got.len() < r.fail_first { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            got.push(Received { headers, body: body.to_vec(), answered: status.as_u16() });
+            status
+        }
+        let app = Router::new().route("/hook", post(hook)).with_state(r.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        r
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn delivered(&self) -> Vec<Received> {
+        self.requests().into_iter().filter(|r| r.answered == 200).collect()
+    }
+}
+
+fn anomaly(id: &str, severity: Severity, state: AnomalyState) -> Anomaly {
+    Anomaly {
+        id: id.to_owned(),
+        sequence: if state == AnomalyState::Firing { 0 } else { 3 },
+        rule: AnomalyRule::DeniedRate,
+        dimension: AnomalyDimension::Merchant,
+        dimension_value: "m-42".into(),
+        window_start: Some(1_795_000_000_000),
+        window_end: Some(1_795_000_060_000),
+        transaction_id: None,
+        category: None,
+        merchant_id: Some("m-42".into()),
+        observed: 0.62,
+        observed_count: 62,
+        observed_total: 100,
+        baseline_mean: 0.08,
+        baseline_stddev: 0.02,
+        baseline_n: 120,
+        scored_on: "rate".into(),
+        score: 27.0,
+        p_value: Some(1e-12),
+        threshold: 4.0,
+        severity,
+        state,
+        message: "Merchant m-42 denied 62% of 100 transactions against a baseline of 8%.".into(),
+        first_seen: 1_795_000_000_000,
+        last_updated: 1_795_000_060_000,
+        resolved_at: None,
+    }
+}
+
+async fn produce(topic: &str, anomalies: &[Anomaly]) {
+    let producer: FutureProducer = vigil_testkit::kafka().producer_config(Duration::from_secs(10)).create().unwrap();
+    let codec = Codec::single_object();
+    for a in anomalies {
+        let bytes = codec.encode(a).unwrap();
+        producer
+            .send(FutureRecord::to(topic).key(&a.id).payload(&bytes), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+fn forwarder_args(topic: &str, urls: &[String]) -> Vec<String> {
+    vec![
+        format!("--outbound-urls={}", urls.join(",")),
+        format!("--outbound-hmac-secret={SECRET}"),
+        format!("--anomalies-topic={topic}"),
+        format!("--consumer-group={}", vigil_testkit::unique("webhook")),
+        "--outbound-timeout=30s".to_owned(),
+        "--outbound-retry-initial=100ms".to_owned(),
+        "--outbound-retry-max=400ms".to_owned(),
+    ]
+}
+
+/// The signature, recomputed independently of the service's code.
+fn signature_verifies(r: &Received) -> bool {
+    let ts = r.headers["x-vigil-timestamp"].to_str().unwrap();
+    let sig = r.headers["x-vigil-signature"].to_str().unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&r.body);
+    sig == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn delivery_rows(app: &TestApp) -> Vec<(String, String, String, i32)> {
+    sqlx::query_as("SELECT anomaly_id, url, status, attempts FROM outbound_deliveries ORDER BY url")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_critical_anomaly_reaches_a_recovering_receiver_signed_while_a_dead_receiver_delays_nothing() {
+    let topic = vigil_testkit::fresh_topics(&[("anomalies", 1)]).await.remove(0);
+    let live = Receiver::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), 2).await;
+    // A receiver that accepts connections (the kernel's backlog) and never answers: each attempt
+    // hangs until the 30 s timeout.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    let live_url = live.url.clone();
+    let app = spawn_app_with(&forwarder_args(&topic, &[dead_url.clone(), live_url.clone()])).await;
+
+    let started = Instant::now();
+    let critical = anomaly("an-critical", Severity::Critical, AnomalyState::Firing);
+    produce(
+        &topic,
+        &[
+            anomaly("an-medium", Severity::Medium, AnomalyState::Firing),
+            anomaly("an-resolved", Severity::Critical, AnomalyState::Resolved),
+            critical.clone(),
+            // Kafka redelivers: the same anomaly again.
+            critical.clone(),
+        ],
+    )
+    .await;
+
+    let delivered = vigil_testkit::eventually(Duration::from_secs(25), || {
+        let live = live.clone();
+        async move { live.delivered().first().cloned() }
+    })
+    .await
+    .expect("the live receiver did not get the anomaly");
+    assert!(started.elapsed() < Duration::from_secs(25), "the dead receiver held up the live one");
+
+    let sent: OutboundAnomaly = serde_json::from_slice(&delivered.body).unwrap();
+    assert_eq!(sent, OutboundAnomaly::from(&critical));
+    assert_eq!(sent.state, "firing");
+    assert!(signature_verifies(&delivered), "the signature does not verify");
+    assert_eq!(delivered.headers["x-vigil-anomaly-id"], "an-critical");
+    assert_eq!(delivered.headers["content-type"], "application/json");
+
+    // Give a duplicate delivery the chance to happen, then check there was none.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requests = live.requests();
+    assert_eq!(requests.iter().map(|r| r.answered).collect::<Vec<_>>(), [503, 503, 200]);
+    assert!(requests.iter().all(signature_verifies));
+    assert!(requests.iter().all(|r| r.headers["x-vigil-anomaly-id"] == "an-critical"));
+
+    let mut rows = delivery_rows(&app).await;
+    rows.sort_by_key(|r| r.1 == live_url);
+    assert_eq!(rows.len(), 2, "one row per (anomaly, URL), the redelivered message added none: {rows:?}");
+    assert_eq!(rows[0], ("an-critical".to_owned(), dead_url, "pending".to_owned(), 0));
+    assert_eq!(rows[1], ("an-critical".to_owned(), live_url, "delivered".to_owned(), 3));
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    for line in [
+        r#"vigil_webhook_outbound_deliveries_total{outcome="retried"} 2"#,
+        r#"vigil_webhook_outbound_deliveries_total{outcome="delivered"} 1"#,
+        r#"vigil_webhook_anomalies_consumed_total{outcome="filtered"} 2"#,
+        r#"vigil_webhook_anomalies_consumed_total{outcome="queued"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    // Shutting down does not wait for the hanging attempt.
+    let stopping = Instant::now();
+    app.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(10));
+    drop(dead);
+}
+
+#[tokio::test]
+async fn deliveries_pending_when_the_service_stops_are_delivered_after_a_restart() {
+    let topic = vigil_testkit::fresh_topics(&[("anomalies", 1)]).await.remove(0);
+    // The receiver is down at first: its port refuses connections.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut args = forwarder_args(&topic, std::slice::from_ref(&url));
+    for a in &mut args {
+        if a.starts_with("--outbound-timeout=") {
+            *a = "--outbound-timeout=2s".to_owned();
+        }
+    }
+    let app = spawn_app_with(&args).await;
+    produce(&topic, &[anomaly("an-restart", Severity::Critical, AnomalyState::Firing)]).await;
+    let pool = app.db.pool.clone();
+    let attempted = vigil_testkit::eventually(Duration::from_secs(25), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT attempts FROM outbound_deliveries WHERE status = 'pending' AND attempts >= 1",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    assert!(attempted.is_some(), "the delivery was never attempted");
+    let db = app.stop().await;
+
+    let receiver = Receiver::start_on(TcpListener::bind(("127.0.0.1", port)).await.unwrap(), 0).await;
+    let app = spawn_app_on(db, &args).await;
+    let delivered = vigil_testkit::eventually(Duration::from_secs(20), || {
+        let r = receiver.clone();
+        async move { r.delivered().first().cloned() }
+    })
+    .await
+    .expect("the pending delivery was not resumed after the restart");
+    assert_eq!(delivered.headers["x-vigil-anomaly-id"], "an-restart");
+    let rows = delivery_rows(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].2, "delivered");
+    app.stop().await;
+}
