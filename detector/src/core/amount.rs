@@ -62,10 +62,17 @@ impl BucketedStats {
 /// different currencies are never mixed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BaselineKey {
-    Category { category: String, currency: String },
+    Category {
+        category: String,
+        currency: String,
+    },
     /// A merchant's baseline is per category it trades in (transactions are partitioned by
     /// category, so this baseline lives in one partition).
-    Merchant { category: String, merchant: String, currency: String },
+    Merchant {
+        category: String,
+        merchant: String,
+        currency: String,
+    },
 }
 
 /// Every amount baseline of one partition.
@@ -201,7 +208,21 @@ fn judge_one(
             base.n,
             severity.as_str()
         );
-        let a = amount_anomaly(tx, AnomalyRule::AmountLowVariance, dimension, value, base, typical, sd, "amount", ratio, None, cfg.low_variance_ratio, severity, message);
+        let a = amount_anomaly(
+            tx,
+            AnomalyRule::AmountLowVariance,
+            dimension,
+            value,
+            base,
+            typical,
+            sd,
+            "amount",
+            ratio,
+            None,
+            cfg.low_variance_ratio,
+            severity,
+            message,
+        );
         return (score, Some(a));
     }
 
@@ -222,7 +243,21 @@ fn judge_one(
         tier_threshold(severity, cfg),
     );
     let threshold = tier_threshold(cfg.min_severity, cfg);
-    let a = amount_anomaly(tx, AnomalyRule::AmountZscore, dimension, value, base, base.mean, sd, "ln(1+amount)", z, Some(p), threshold, severity, message);
+    let a = amount_anomaly(
+        tx,
+        AnomalyRule::AmountZscore,
+        dimension,
+        value,
+        base,
+        base.mean,
+        sd,
+        "ln(1+amount)",
+        z,
+        Some(p),
+        threshold,
+        severity,
+        message,
+    );
     (score, Some(a))
 }
 

@@ -126,7 +126,13 @@ impl MinuteCounts {
         }
     }
 
-    pub fn to_partial(&self, source_partition: i32, partition_count: i32, minute: i64, watermark: i64) -> MinutePartial {
+    pub fn to_partial(
+        &self,
+        source_partition: i32,
+        partition_count: i32,
+        minute: i64,
+        watermark: i64,
+    ) -> MinutePartial {
         MinutePartial {
             source_partition,
             partition_count,

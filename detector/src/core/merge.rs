@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, LateEvents, MinuteAggregate, MinutePartial, PartialKind, TransactionStatus};
+use vigil_schemas::{
+    Anomaly, AnomalyDimension, AnomalyRule, LateEvents, MinuteAggregate, MinutePartial, PartialKind, TransactionStatus,
+};
 
 use super::config::{CoreConfig, MINUTE_MS};
 use super::counts::MinuteCounts;
@@ -176,7 +178,8 @@ impl MergeState {
                     continue;
                 }
                 let history = self.recent_totals.iter().map(|(m, n)| Point { minute: *m, count: 0, total: *n });
-                let series = RateSeries::new(AnomalyRule::AuthCodeRate, AnomalyDimension::AuthCode, code).with_history(history, &cfg.rate);
+                let series = RateSeries::new(AnomalyRule::AuthCodeRate, AnomalyDimension::AuthCode, code)
+                    .with_history(history, &cfg.rate);
                 self.auth_series.insert(code.clone(), series);
             }
             for (code, series) in &mut self.auth_series {

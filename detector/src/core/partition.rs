@@ -131,7 +131,8 @@ impl PartitionState {
     /// Processes one event. `record_ts` is the broker record's timestamp (set by the producer
     /// when it accepted the event); it bounds event time from above deterministically.
     pub fn process(&mut self, tx: &Transaction, record_ts: i64, cfg: &CoreConfig) -> Step {
-        let mut step = Step { verdict: Verdict::Counted, outputs: Vec::new(), amount_scores: Vec::new(), windows_closed: 0 };
+        let mut step =
+            Step { verdict: Verdict::Counted, outputs: Vec::new(), amount_scores: Vec::new(), windows_closed: 0 };
         let t = tx.occurred_at;
         if t > record_ts.saturating_add(cfg.max_future_skew_ms) {
             step.verdict = Verdict::Refused(Refusal::FromTheFuture);
@@ -202,7 +203,12 @@ impl PartitionState {
             }
             let counts = entry.remove();
             self.reported = self.reported.max(minute + MINUTE_MS);
-            out.push(Stage1Output::Partial(counts.to_partial(self.partition, self.partition_count, minute, minute + MINUTE_MS)));
+            out.push(Stage1Output::Partial(counts.to_partial(
+                self.partition,
+                self.partition_count,
+                minute,
+                minute + MINUTE_MS,
+            )));
             closed += 1;
         }
         closed
@@ -224,7 +230,12 @@ impl PartitionState {
             }
         }
         self.reported = self.reported.max(self.watermark);
-        out.push(Stage1Output::Partial(marker(PartialKind::Idle, self.partition, self.partition_count, self.watermark)));
+        out.push(Stage1Output::Partial(marker(
+            PartialKind::Idle,
+            self.partition,
+            self.partition_count,
+            self.watermark,
+        )));
         out
     }
 

@@ -46,11 +46,17 @@ pub struct Judgement {
 
 /// Scores `count` of `total` (or a bare rate when `total` is `None`) against `history`.
 /// `None` while the baseline is shorter than `min_baseline_minutes`.
-pub fn score(history: &VecDeque<Point>, rate: f64, count_total: Option<(i64, i64)>, cfg: &RateConfig) -> Option<Judgement> {
+pub fn score(
+    history: &VecDeque<Point>,
+    rate: f64,
+    count_total: Option<(i64, i64)>,
+    cfg: &RateConfig,
+) -> Option<Judgement> {
     if history.len() < cfg.min_baseline_minutes.max(1) {
         return None;
     }
-    let rates = RunningStats::of(history.iter().map(|p| if p.total > 0 { p.count as f64 / p.total as f64 } else { 0.0 }));
+    let rates =
+        RunningStats::of(history.iter().map(|p| if p.total > 0 { p.count as f64 / p.total as f64 } else { 0.0 }));
     let (sum_c, sum_n) = history.iter().fold((0i64, 0i64), |(c, n), p| (c + p.count, n + p.total));
     let pooled = if sum_n > 0 { sum_c as f64 / sum_n as f64 } else { rates.mean };
     let mut spread = rates.stddev().max(cfg.spread_floor);
@@ -159,10 +165,17 @@ impl RateSeries {
             (None, false) => None,
             (None, true) => {
                 let sev = severity(j.z, cfg);
-                let id = format!("{}:{}:{}:{}", self.rule.as_str(), self.dimension.as_str(), self.value, minute_id(minute));
+                let id =
+                    format!("{}:{}:{}:{}", self.rule.as_str(), self.dimension.as_str(), self.value, minute_id(minute));
                 let a = self.anomaly(&id, 0, AnomalyState::Firing, minute, minute, count, total, &j, sev, cfg);
-                self.active =
-                    Some(Active { id, first_seen: minute, sequence: 0, normal_streak: 0, severity: sev, last: a.clone() });
+                self.active = Some(Active {
+                    id,
+                    first_seen: minute,
+                    sequence: 0,
+                    normal_streak: 0,
+                    severity: sev,
+                    last: a.clone(),
+                });
                 Some(a)
             }
             (Some(act), true) => {
@@ -282,7 +295,11 @@ fn capitalise(s: &str) -> String {
 /// Minute start as `YYYY-MM-DDTHH:MMZ`, for ids.
 pub fn minute_id(minute: i64) -> String {
     use chrono::TimeZone;
-    chrono::Utc.timestamp_millis_opt(minute).single().map(|t| t.format("%Y-%m-%dT%H:%MZ").to_string()).unwrap_or_default()
+    chrono::Utc
+        .timestamp_millis_opt(minute)
+        .single()
+        .map(|t| t.format("%Y-%m-%dT%H:%MZ").to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -91,7 +91,8 @@ fn spikes_of_each_outcome_fire_once_within_two_windows_and_resolve() {
     plan.extend(normal(15));
     let out = run(&cfg, 6, &generate(11, &plan));
     let rates = rate_anomalies(&out);
-    for (rule, onset) in [(AnomalyRule::DeniedRate, 30), (AnomalyRule::FailedRate, 50), (AnomalyRule::ReversedRate, 70)] {
+    for (rule, onset) in [(AnomalyRule::DeniedRate, 30), (AnomalyRule::FailedRate, 50), (AnomalyRule::ReversedRate, 70)]
+    {
         let mine: Vec<_> = rates.iter().filter(|a| a.rule == rule).collect();
         let firing: Vec<_> = mine.iter().filter(|a| a.state == AnomalyState::Firing).collect();
         assert_eq!(firing.len(), 1, "{rule:?}: {mine:#?}");
@@ -120,8 +121,11 @@ fn auth_code_surges_are_watched_per_code() {
     let mut plan = normal(30);
     plan.extend(vec![(200, 0.30, 0.02, 0.01); 3]);
     let out = run(&cfg, 1, &generate(13, &plan));
-    let rules: BTreeSet<_> =
-        rate_anomalies(&out).iter().filter(|a| a.state == AnomalyState::Firing).map(|a| (a.rule, a.dimension_value.clone())).collect();
+    let rules: BTreeSet<_> = rate_anomalies(&out)
+        .iter()
+        .filter(|a| a.state == AnomalyState::Firing)
+        .map(|a| (a.rule, a.dimension_value.clone()))
+        .collect();
     assert!(rules.contains(&(AnomalyRule::AuthCodeRate, "05".to_string())), "{rules:?}");
 }
 
@@ -131,7 +135,8 @@ fn aggregates_count_every_event_exactly_once() {
     let out = run(&CoreConfig::default(), 3, &txs);
     let total: i64 = out.iter().filter_map(|o| if let Output::Aggregate(a) = o { Some(a.total) } else { None }).sum();
     assert_eq!(total, txs.len() as i64);
-    let minutes: Vec<i64> = out.iter().filter_map(|o| if let Output::Aggregate(a) = o { Some(a.minute_start) } else { None }).collect();
+    let minutes: Vec<i64> =
+        out.iter().filter_map(|o| if let Output::Aggregate(a) = o { Some(a.minute_start) } else { None }).collect();
     let mut sorted = minutes.clone();
     sorted.sort_unstable();
     sorted.dedup();
@@ -216,4 +221,3 @@ fn shuffle<T>(v: &mut [T], rng: &mut rand::rngs::StdRng) {
         v.swap(i, j);
     }
 }
-

@@ -48,7 +48,13 @@ fn amount_at_z(mu: f64, sigma: f64, z: f64) -> i64 {
 fn severity_tiers_fire_at_their_z_scores() {
     let cfg = AmountConfig { min_severity: Severity::Medium, ..category_only() };
     let (mu, sigma) = (7.0, 0.5);
-    let cases = [(2.3, None), (2.6, Some(Severity::Medium)), (3.2, Some(Severity::High)), (4.9, Some(Severity::High)), (5.2, Some(Severity::Critical))];
+    let cases = [
+        (2.3, None),
+        (2.6, Some(Severity::Medium)),
+        (3.2, Some(Severity::High)),
+        (4.9, Some(Severity::High)),
+        (5.2, Some(Severity::Critical)),
+    ];
     for (z, expected) in cases {
         let mut b = seeded(200, mu, sigma, &cfg);
         let (anoms, scores) = b.judge(&tx(1000, amount_at_z(mu, sigma, z), "m"), &cfg);

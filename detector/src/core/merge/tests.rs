@@ -22,7 +22,15 @@ fn window(src: i32, parts: i32, minute: i64, wm: i64, approved: i64, denied: i64
 }
 
 fn aggregates(out: &[Stage2Output]) -> Vec<(i64, i64, i32)> {
-    out.iter().filter_map(|o| if let Stage2Output::Aggregate(a) = o { Some((a.minute_start, a.total, a.source_partitions)) } else { None }).collect()
+    out.iter()
+        .filter_map(|o| {
+            if let Stage2Output::Aggregate(a) = o {
+                Some((a.minute_start, a.total, a.source_partitions))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -51,7 +59,10 @@ fn re_sent_partials_count_once_and_truly_late_ones_are_booked() {
     let out = m.on_partial(&window(0, 2, T0 + 60_000, T0 + 185_000, 3, 0), &cfg);
     assert_eq!(aggregates(&out), vec![(T0 + 60_000, 3, 1)]);
     let late = m.on_partial(&window(1, 2, T0 + 120_000, T0 + 200_000, 4, 0), &cfg);
-    assert_eq!(late, vec![Stage2Output::Late(LateEvents { minute_start: T0 + 120_000, source: "merge:p1".into(), late_count: 4 })]);
+    assert_eq!(
+        late,
+        vec![Stage2Output::Late(LateEvents { minute_start: T0 + 120_000, source: "merge:p1".into(), late_count: 4 })]
+    );
 }
 
 #[test]
@@ -59,11 +70,8 @@ fn minutes_are_final_in_order_whatever_order_partials_arrive_in() {
     let cfg = CoreConfig::default();
     let a = [window(0, 2, T0, T0 + 60_000, 1, 0), window(0, 2, T0 + 60_000, T0 + 120_000, 2, 0)];
     let b = [window(1, 2, T0, T0 + 60_000, 3, 0), window(1, 2, T0 + 60_000, T0 + 120_000, 4, 0)];
-    let orders: [Vec<&MinutePartial>; 3] = [
-        vec![&a[0], &a[1], &b[0], &b[1]],
-        vec![&b[0], &b[1], &a[0], &a[1]],
-        vec![&a[0], &b[0], &b[1], &a[1]],
-    ];
+    let orders: [Vec<&MinutePartial>; 3] =
+        [vec![&a[0], &a[1], &b[0], &b[1]], vec![&b[0], &b[1], &a[0], &a[1]], vec![&a[0], &b[0], &b[1], &a[1]]];
     let mut results = Vec::new();
     for order in orders {
         let mut m = MergeState::new();

@@ -50,7 +50,8 @@ fn the_window_start_is_inclusive_and_the_end_exclusive() {
     s.process(&tx(2, 119_999, TransactionStatus::Approved), T0 + 119_999, &cfg);
     s.process(&tx(3, 120_000, TransactionStatus::Approved), T0 + 120_000, &cfg);
     let out = s.go_idle();
-    let counts: Vec<(Option<i64>, i64)> = partials(&out).iter().filter(|p| p.kind == PartialKind::Window).map(|p| (p.minute_start, p.approved)).collect();
+    let counts: Vec<(Option<i64>, i64)> =
+        partials(&out).iter().filter(|p| p.kind == PartialKind::Window).map(|p| (p.minute_start, p.approved)).collect();
     assert_eq!(counts, vec![(Some(T0 + 60_000), 2), (Some(T0 + 120_000), 1)]);
 }
 
@@ -62,7 +63,10 @@ fn a_late_event_is_booked_against_its_final_minute_without_amending_it() {
     s.process(&tx(2, 95_000, TransactionStatus::Approved), T0 + 95_000, &cfg); // closes 12:00
     let step = s.process(&tx(3, 20_000, TransactionStatus::Denied), T0 + 95_000, &cfg);
     assert_eq!(step.verdict, Verdict::Late);
-    assert_eq!(step.outputs, vec![Stage1Output::Late(LateEvents { minute_start: T0, source: "p3".into(), late_count: 1 })]);
+    assert_eq!(
+        step.outputs,
+        vec![Stage1Output::Late(LateEvents { minute_start: T0, source: "p3".into(), late_count: 1 })]
+    );
     let step = s.process(&tx(4, 30_000, TransactionStatus::Denied), T0 + 95_000, &cfg);
     assert!(matches!(&step.outputs[0], Stage1Output::Late(l) if l.late_count == 2));
 }
@@ -76,7 +80,10 @@ fn duplicates_count_once_and_future_or_ancient_events_are_refused() {
     let future = tx(2, 10 * 60_000, TransactionStatus::Approved);
     assert_eq!(s.process(&future, T0, &cfg).verdict, Verdict::Refused(Refusal::FromTheFuture));
     s.process(&tx(3, 3_600_000, TransactionStatus::Approved), T0 + 3_600_000, &cfg);
-    assert_eq!(s.process(&tx(4, 60_000, TransactionStatus::Approved), T0 + 3_600_000, &cfg).verdict, Verdict::Refused(Refusal::TooOld));
+    assert_eq!(
+        s.process(&tx(4, 60_000, TransactionStatus::Approved), T0 + 3_600_000, &cfg).verdict,
+        Verdict::Refused(Refusal::TooOld)
+    );
     // The dedup set forgot ids older than the horizon: memory stays bounded.
     assert_eq!(s.dedup_entries(), 1);
 }
@@ -89,7 +96,10 @@ fn going_idle_flushes_every_open_window_and_marks_the_partition() {
     s.process(&tx(2, 65_000, TransactionStatus::Failed), T0, &cfg);
     let out = s.go_idle();
     let kinds: Vec<(PartialKind, Option<i64>)> = partials(&out).iter().map(|p| (p.kind, p.minute_start)).collect();
-    assert_eq!(kinds, vec![(PartialKind::Window, Some(T0)), (PartialKind::Window, Some(T0 + 60_000)), (PartialKind::Idle, None)]);
+    assert_eq!(
+        kinds,
+        vec![(PartialKind::Window, Some(T0)), (PartialKind::Window, Some(T0 + 60_000)), (PartialKind::Idle, None)]
+    );
     assert!(s.is_idle());
     assert!(s.go_idle().is_empty(), "idle is announced once");
     // The next event wakes it; an event for a flushed minute is late.

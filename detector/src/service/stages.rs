@@ -1,0 +1,171 @@
+//! The two stages as [`Stage`]s: thin adapters from Kafka messages to the pure core.
+
+use std::sync::Arc;
+
+use vigil_schemas::{Codec, MinutePartial, Transaction};
+
+use super::metrics::{DeadLetterLabels, DetectorMetrics, VerdictLabels};
+use super::outputs::{Origin, Outputs};
+use super::stage::Stage;
+use crate::core::{CoreConfig, MergeState, PartitionState, Refusal, Stage1Output, Stage2Output, Verdict};
+use crate::error::Result;
+
+/// Stage 1: transactions in, partials, late bookings and amount anomalies out.
+pub struct PartitionStage {
+    pub cfg: Arc<CoreConfig>,
+    pub codec: Arc<Codec>,
+    pub metrics: DetectorMetrics,
+}
+
+impl PartitionStage {
+    fn verdict(&self, v: &'static str) {
+        self.metrics.events.get_or_create(&VerdictLabels { verdict: v }).inc();
+    }
+
+    fn dead_letter(&self, out: &mut Outputs, origin: &Origin<'_>, label: &'static str, reason: &str) -> Result<()> {
+        self.metrics.dead_letters.get_or_create(&DeadLetterLabels { stage: Self::NAME, reason: label }).inc();
+        tracing::warn!(
+            stage = Self::NAME,
+            partition = origin.partition,
+            offset = origin.offset,
+            reason,
+            "Message dead-lettered."
+        );
+        out.dead_letter(origin, reason)
+    }
+}
+
+impl Stage for PartitionStage {
+    type State = PartitionState;
+    const NAME: &'static str = "partition";
+
+    fn new_state(&self, partition: i32, partition_count: i32) -> PartitionState {
+        PartitionState::new(partition, partition_count)
+    }
+
+    fn process(
+        &self,
+        state: &mut PartitionState,
+        msg: &Origin<'_>,
+        timestamp: Option<i64>,
+        out: &mut Outputs,
+    ) -> Result<()> {
+        let tx: Transaction = match self.codec.decode(msg.payload) {
+            Ok(t) => t,
+            Err(e) => {
+                self.verdict("undecodable");
+                return self.dead_letter(out, msg, "undecodable", &format!("not a Transaction: {e}"));
+            }
+        };
+        let record_ts = timestamp.unwrap_or(tx.received_at);
+        let now = chrono::Utc::now().timestamp_millis();
+        self.metrics.processing_latency.observe(((now - record_ts).max(0) as f64) / 1000.0);
+        let step = state.process(&tx, record_ts, &self.cfg);
+        match step.verdict {
+            Verdict::Counted => self.verdict("counted"),
+            Verdict::Late => {
+                self.verdict("late");
+                self.metrics.late_events.inc();
+            }
+            Verdict::Duplicate => self.verdict("duplicate"),
+            Verdict::Refused(r) => {
+                let label = match r {
+                    Refusal::FromTheFuture => "refused_future",
+                    Refusal::TooOld => "refused_old",
+                };
+                self.verdict(label);
+                return self.dead_letter(out, msg, label, r.reason());
+            }
+        }
+        self.metrics.windows_closed.inc_by(step.windows_closed as u64);
+        route_stage1(step.outputs, out, &self.metrics)
+    }
+
+    fn on_idle(&self, state: &mut PartitionState, out: &mut Outputs) -> Result<()> {
+        let outputs = state.go_idle();
+        if !outputs.is_empty() {
+            tracing::debug!(partition = state.partition, "Partition idle: its open windows are closed.");
+        }
+        route_stage1(outputs, out, &self.metrics)
+    }
+
+    fn observe(&self, states: &mut dyn Iterator<Item = &PartitionState>) {
+        let (mut dedup, mut keys, mut open) = (0, 0, 0);
+        for s in states {
+            dedup += s.dedup_entries();
+            keys += s.amount_keys();
+            open += s.open_windows();
+        }
+        self.metrics.dedup_entries.set(dedup as i64);
+        self.metrics.amount_baseline_keys.set(keys as i64);
+        self.metrics.open_windows.set(open as i64);
+    }
+}
+
+fn route_stage1(outputs: Vec<Stage1Output>, out: &mut Outputs, metrics: &DetectorMetrics) -> Result<()> {
+    for o in outputs {
+        match o {
+            Stage1Output::Partial(p) => out.partial(&p)?,
+            Stage1Output::Late(l) => out.late(&l)?,
+            Stage1Output::Anomaly(a) => {
+                metrics.anomaly(&a);
+                out.anomaly(&a)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stage 2: partials in, final minutes, late bookings and rate anomalies out.
+pub struct MergeStage {
+    pub cfg: Arc<CoreConfig>,
+    pub codec: Arc<Codec>,
+    pub metrics: DetectorMetrics,
+}
+
+impl Stage for MergeStage {
+    type State = MergeState;
+    const NAME: &'static str = "merge";
+
+    fn new_state(&self, _partition: i32, _partition_count: i32) -> MergeState {
+        MergeState::new()
+    }
+
+    fn process(
+        &self,
+        state: &mut MergeState,
+        msg: &Origin<'_>,
+        _timestamp: Option<i64>,
+        out: &mut Outputs,
+    ) -> Result<()> {
+        let p: MinutePartial = match self.codec.decode(msg.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&DeadLetterLabels { stage: Self::NAME, reason: "undecodable" })
+                    .inc();
+                tracing::warn!(offset = msg.offset, error = %e, "Undecodable partial dead-lettered.");
+                return out.dead_letter(msg, &format!("not a MinutePartial: {e}"));
+            }
+        };
+        for o in state.on_partial(&p, &self.cfg) {
+            match o {
+                Stage2Output::Aggregate(a) => {
+                    self.metrics.minutes_final.inc();
+                    out.aggregate(&a)?;
+                }
+                Stage2Output::Late(l) => out.late(&l)?,
+                Stage2Output::Anomaly(a) => {
+                    self.metrics.anomaly(&a);
+                    out.anomaly(&a)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&self, states: &mut dyn Iterator<Item = &MergeState>) {
+        self.metrics.pending_minutes.set(states.map(|s| s.pending_minutes() as i64).sum());
+    }
+}

@@ -1,0 +1,175 @@
+//! Starts the whole pipeline in-process, each service through its own `Application`, on
+//! fresh topics and a fresh database, for end-to-end tests.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vigil_testkit::{fresh_database, fresh_topics, unique, TestDb};
+
+/// Topic names of one pipeline.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub transactions: String,
+    pub partials: String,
+    pub minutes: String,
+    pub anomalies: String,
+    pub checkpoints: String,
+    pub merge_checkpoints: String,
+    pub dead_letter: String,
+}
+
+impl Topics {
+    pub async fn fresh(transaction_partitions: i32) -> Self {
+        let names = fresh_topics(&[
+            ("transactions", transaction_partitions),
+            ("tx-partials", 1),
+            ("tx-minute", 3),
+            ("anomalies", 3),
+            ("detector-checkpoints", transaction_partitions),
+            ("detector-merge-checkpoints", 1),
+            ("dead-letter", 1),
+        ])
+        .await;
+        Topics {
+            transactions: names[0].clone(),
+            partials: names[1].clone(),
+            minutes: names[2].clone(),
+            anomalies: names[3].clone(),
+            checkpoints: names[4].clone(),
+            merge_checkpoints: names[5].clone(),
+            dead_letter: names[6].clone(),
+        }
+    }
+}
+
+/// A running service: its port, its stop token and its task.
+pub struct Running {
+    pub port: u16,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Graceful stop (as SIGTERM would), waiting for the service to finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
+
+pub async fn start_producer(topics: &Topics, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "producer".to_string(),
+        "--bind=127.0.0.1:0".into(),
+        format!("--kafka-brokers={}", vigil_testkit::brokers()),
+        format!("--topic={}", topics.transactions),
+        "--max-event-age=30d".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = vigil_producer::Config::from_args(vigil_producer::Args::parse_from(args)).unwrap();
+    let app = vigil_producer::Application::build(config).await.unwrap();
+    let port = app.port();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone()));
+    Running { port, stop, task }
+}
+
+/// Detector with test-friendly timings: idle partitions close their windows after 1 s.
+pub async fn start_detector(topics: &Topics, group: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "detector".to_string(),
+        "--bind=127.0.0.1:0".into(),
+        format!("--kafka-brokers={}", vigil_testkit::brokers()),
+        format!("--transactions-topic={}", topics.transactions),
+        format!("--partials-topic={}", topics.partials),
+        format!("--minutes-topic={}", topics.minutes),
+        format!("--anomalies-topic={}", topics.anomalies),
+        format!("--checkpoint-topic={}", topics.checkpoints),
+        format!("--merge-checkpoint-topic={}", topics.merge_checkpoints),
+        format!("--dead-letter-topic={}", topics.dead_letter),
+        format!("--consumer-group={group}"),
+        "--idle-timeout=1s".into(),
+        "--commit-interval=200ms".into(),
+        "--checkpoint-interval=2s".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let parsed = vigil_detector::Args::parse_from(args);
+    let config = vigil_detector::Config::from_args(&parsed).unwrap();
+    let app = vigil_detector::Application::build(config).await.unwrap();
+    let port = app.port();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone()));
+    Running { port, stop, task }
+}
+
+pub async fn start_sink(topics: &Topics, db: &TestDb, group: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "sink".to_string(),
+        "--bind=127.0.0.1:0".into(),
+        format!("--database-url={}", db.url),
+        format!("--kafka-brokers={}", vigil_testkit::brokers()),
+        format!("--minutes-topic={}", topics.minutes),
+        format!("--anomalies-topic={}", topics.anomalies),
+        format!("--dead-letter-topic={}", topics.dead_letter),
+        format!("--consumer-group={group}"),
+        "--linger=100ms".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let parsed = vigil_sink::Args::parse_from(args);
+    let config = vigil_sink::Config::from_args(&parsed).unwrap();
+    let app = vigil_sink::Application::build(config).await.unwrap();
+    let port = app.port();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone()));
+    Running { port, stop, task }
+}
+
+/// Producer, detector and sink on fresh topics and a fresh database.
+pub struct Pipeline {
+    pub topics: Topics,
+    pub db: TestDb,
+    pub producer: Running,
+    pub detector: Running,
+    pub sink: Running,
+    pub http: reqwest::Client,
+}
+
+impl Pipeline {
+    pub async fn start(transaction_partitions: i32) -> Self {
+        vigil_common::telemetry::init("e2e");
+        let topics = Topics::fresh(transaction_partitions).await;
+        let db = fresh_database().await;
+        let producer = start_producer(&topics, &[]).await;
+        let detector = start_detector(&topics, &unique("detector"), &[]).await;
+        let sink = start_sink(&topics, &db, &unique("sink"), &[]).await;
+        let p = Pipeline { topics, db, producer, detector, sink, http: reqwest::Client::new() };
+        p.wait_ready(Duration::from_secs(60)).await;
+        p
+    }
+
+    /// Waits until every service answers /ready with 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        for svc in [&self.producer, &self.detector, &self.sink] {
+            let url = format!("{}/ready", svc.url());
+            let ok = vigil_testkit::eventually(timeout, || async {
+                let r = self.http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await;
+            assert!(ok.is_some(), "{url} never became ready");
+        }
+    }
+
+    pub async fn stop(self) {
+        self.producer.stop().await.unwrap();
+        self.detector.stop().await.unwrap();
+        self.sink.stop().await.unwrap();
+    }
+}

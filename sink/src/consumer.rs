@@ -1,0 +1,286 @@
+//! The consume loop: decode, batch, write in one transaction, then commit offsets.
+//!
+//! * Offsets are committed only after the transaction that wrote their messages committed.
+//! * A message that does not decode, or that the database refuses as data, goes to the
+//!   dead-letter topic with the reason in its headers, and the loop goes on.
+//! * When the database is unreachable the partitions are paused (the consumer keeps polling,
+//!   so it stays in its group), the batch is retried with backoff until it lands, and
+//!   consumption resumes by itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use vigil_schemas::{Codec, Decoded};
+
+use crate::config::Config;
+use crate::metrics::{KindLabels, LagLabels, SinkMetrics};
+use crate::writer::{write_batch, Row};
+use crate::{retry, Error, Result};
+
+/// One consumed message awaiting its batch.
+struct Item {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    row: Row,
+}
+
+pub struct Loop {
+    pub cfg: Arc<Config>,
+    pub pool: PgPool,
+    pub consumer: StreamConsumer,
+    pub dlq: FutureProducer,
+    pub codec: Arc<Codec>,
+    pub metrics: SinkMetrics,
+}
+
+impl Loop {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        self.consumer.subscribe(&[&self.cfg.minutes_topic, &self.cfg.anomalies_topic])?;
+        tracing::info!(group = %self.cfg.consumer_group, "Sink consuming {} and {}.", self.cfg.minutes_topic, self.cfg.anomalies_topic);
+        let mut batch: Vec<Item> = Vec::new();
+        // Highest offset seen per partition, including dead-lettered ones.
+        let mut seen: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut first_at: Option<Instant> = None;
+        let mut last_lag = Instant::now();
+        loop {
+            let wait = first_at.map(|t| self.cfg.linger.saturating_sub(t.elapsed())).unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(wait, self.consumer.recv()) => match r {
+                    Ok(Ok(m)) => {
+                        seen.insert((m.topic().to_owned(), m.partition()), m.offset());
+                        if let Some(item) = self.decode(&m).await? {
+                            batch.push(item);
+                            first_at.get_or_insert_with(Instant::now);
+                        } else if batch.is_empty() {
+                            // Only dead letters since the last write: commit past them now.
+                            self.commit(&seen, CommitMode::Async);
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "Consumer error."),
+                    Err(_) => {}
+                }
+            }
+            let due = first_at.is_some_and(|t| t.elapsed() >= self.cfg.linger);
+            if batch.len() >= self.cfg.batch_size || (due && !batch.is_empty()) {
+                self.write(&mut batch, &shutdown).await?;
+                self.commit(&seen, CommitMode::Async);
+                first_at = None;
+            }
+            if last_lag.elapsed() >= Duration::from_secs(5) {
+                self.update_lag(&seen);
+                last_lag = Instant::now();
+            }
+        }
+        if !batch.is_empty() {
+            self.write(&mut batch, &CancellationToken::new()).await?;
+        }
+        self.commit(&seen, CommitMode::Sync);
+        tracing::info!("Sink stopped after writing and committing what it held.");
+        Ok(())
+    }
+
+    async fn decode(&self, m: &BorrowedMessage<'_>) -> Result<Option<Item>> {
+        let payload = m.payload().unwrap_or_default();
+        let expected_minutes = m.topic() == self.cfg.minutes_topic;
+        let mut decoded = self.codec.decode_any(payload);
+        if let Err(vigil_schemas::Error::UnknownSchemaId(id)) = decoded {
+            // A Confluent-framed message from a writer whose schema id we have not seen yet.
+            if self.codec.learn_schema_id(id).await.is_ok() {
+                decoded = self.codec.decode_any(payload);
+            }
+        }
+        let row = match decoded {
+            Ok(Decoded::MinuteAggregate(a)) if expected_minutes => Row::Aggregate(a),
+            Ok(Decoded::LateEvents(l)) if expected_minutes => Row::Late(l),
+            Ok(Decoded::Anomaly(a)) if !expected_minutes => Row::Anomaly(a),
+            Ok(other) => {
+                self.dead_letter(m, "wrong_type", &format!("a {} does not belong on {}", other.label(), m.topic()))
+                    .await?;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.dead_letter(m, "undecodable", &format!("undecodable: {e}")).await?;
+                return Ok(None);
+            }
+        };
+        let kind = match &row {
+            Row::Aggregate(_) => "minute_aggregate",
+            Row::Late(_) => "late_events",
+            Row::Anomaly(_) => "anomaly",
+        };
+        self.metrics.messages.get_or_create(&KindLabels { kind }).inc();
+        Ok(Some(Item { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), row }))
+    }
+
+    async fn dead_letter(&self, m: &BorrowedMessage<'_>, kind: &'static str, reason: &str) -> Result<()> {
+        self.dead_letter_raw(
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            m.key(),
+            m.payload().unwrap_or_default(),
+            kind,
+            reason,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter_raw(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        kind: &'static str,
+        reason: &str,
+    ) -> Result<()> {
+        tracing::warn!(topic, partition, offset, reason, "Message dead-lettered.");
+        self.metrics.dead_letters.get_or_create(&KindLabels { kind }).inc();
+        let (p, o) = (partition.to_string(), offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "vigil.error", value: Some(reason) })
+            .insert(Header { key: "vigil.stage", value: Some("sink") })
+            .insert(Header { key: "vigil.source.topic", value: Some(topic) })
+            .insert(Header { key: "vigil.source.partition", value: Some(&p) })
+            .insert(Header { key: "vigil.source.offset", value: Some(&o) });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.cfg.dead_letter_topic).payload(payload).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.dlq
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| Error::DeadLetter(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Writes the batch, retrying what is retryable until it lands (or shutdown); rows the
+    /// database refuses as data are dead-lettered one by one.
+    async fn write(&self, batch: &mut Vec<Item>, shutdown: &CancellationToken) -> Result<()> {
+        let rows: Vec<Row> = batch.iter().map(|i| i.row.clone()).collect();
+        let mut attempt = 0u32;
+        let mut paused = false;
+        let result = loop {
+            let start = Instant::now();
+            match write_batch(&self.pool, &rows).await {
+                Ok(w) => {
+                    self.metrics.batch_duration.observe(start.elapsed().as_secs_f64());
+                    self.metrics.batch_messages.observe(rows.len() as f64);
+                    self.metrics.written(&w);
+                    if attempt > 0 {
+                        tracing::info!(attempts = attempt + 1, "The database is back; the held batch is written.");
+                    }
+                    break Ok(());
+                }
+                Err(e) if retry::is_retryable(&e) => {
+                    self.metrics.db_errors.get_or_create(&KindLabels { kind: retry::kind(&e) }).inc();
+                    if !paused {
+                        if let Ok(a) = self.consumer.assignment() {
+                            let _ = self.consumer.pause(&a);
+                        }
+                        paused = true;
+                    }
+                    let wait = retry::backoff(attempt, self.cfg.max_backoff);
+                    tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "Database write failed; holding the batch and retrying.");
+                    attempt += 1;
+                    if shutdown.is_cancelled() && attempt > 3 {
+                        break Err(Error::Db(e));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    self.metrics.db_errors.get_or_create(&KindLabels { kind: retry::kind(&e) }).inc();
+                    tracing::warn!(error = %e, "The database refused a batch; writing its rows one by one.");
+                    break self.isolate(batch).await;
+                }
+            }
+        };
+        if paused {
+            if let Ok(a) = self.consumer.assignment() {
+                let _ = self.consumer.resume(&a);
+            }
+        }
+        if result.is_ok() {
+            batch.clear();
+        }
+        result
+    }
+
+    async fn isolate(&self, batch: &[Item]) -> Result<()> {
+        for item in batch {
+            let mut attempt = 0;
+            loop {
+                match write_batch(&self.pool, std::slice::from_ref(&item.row)).await {
+                    Ok(w) => {
+                        self.metrics.written(&w);
+                        break;
+                    }
+                    Err(e) if retry::is_retryable(&e) => {
+                        tokio::time::sleep(retry::backoff(attempt, self.cfg.max_backoff)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        let payload = match &item.row {
+                            Row::Aggregate(a) => self.codec.encode(a),
+                            Row::Late(l) => self.codec.encode(l),
+                            Row::Anomaly(a) => self.codec.encode(a),
+                        }
+                        .unwrap_or_default();
+                        self.dead_letter_raw(
+                            &item.topic,
+                            item.partition,
+                            item.offset,
+                            None,
+                            &payload,
+                            "rejected",
+                            &format!("database refused the row: {e}"),
+                        )
+                        .await?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, seen: &BTreeMap<(String, i32), i64>, mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), offset) in seen {
+            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(offset + 1));
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::debug!(error = %e, "Offset commit failed (will be retried with the next batch).");
+        }
+    }
+
+    fn update_lag(&self, seen: &BTreeMap<(String, i32), i64>) {
+        let consumer = &self.consumer;
+        tokio::task::block_in_place(|| {
+            for ((topic, p), offset) in seen {
+                if let Ok((_, high)) = consumer.fetch_watermarks(topic, *p, Duration::from_millis(500)) {
+                    self.metrics
+                        .lag
+                        .get_or_create(&LagLabels { topic: topic.clone(), partition: *p })
+                        .set((high - offset - 1).max(0));
+                }
+            }
+        });
+    }
+}

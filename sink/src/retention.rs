@@ -1,0 +1,84 @@
+//! Retention: old minute aggregates and long-resolved anomalies are deleted in small batches
+//! (10 000 rows per statement, each its own short transaction), so no lock is held for long and
+//! Grafana's readers never wait. Runs every RETENTION_INTERVAL.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{SinkMetrics, TableLabels};
+
+const BATCH: i64 = 10_000;
+
+/// Minute tables and the column their retention is measured on.
+const MINUTE_TABLES: [&str; 4] =
+    ["transactions", "transactions_auth_codes", "transactions_categories", "transactions_late"];
+
+/// Deletes rows older than the configured ages; returns rows deleted per table.
+pub async fn run_once(
+    pool: &PgPool,
+    minutes: Option<Duration>,
+    anomalies: Option<Duration>,
+    metrics: &SinkMetrics,
+) -> Result<Vec<(&'static str, u64)>, sqlx::Error> {
+    let mut report = Vec::new();
+    if let Some(age) = minutes {
+        let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+        for table in MINUTE_TABLES {
+            let sql = format!(
+                "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE minute < $1 LIMIT $2))"
+            );
+            let n = delete_in_batches(pool, &sql, cutoff).await?;
+            report.push((table, n));
+        }
+    }
+    if let Some(age) = anomalies {
+        let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+        let sql = "DELETE FROM anomalies WHERE ctid = ANY(ARRAY(SELECT ctid FROM anomalies WHERE state = 'resolved' AND resolved_at < $1 LIMIT $2))";
+        report.push(("anomalies", delete_in_batches(pool, sql, cutoff).await?));
+    }
+    for (table, n) in &report {
+        if *n > 0 {
+            metrics.retention_deleted.get_or_create(&TableLabels { table }).inc_by(*n);
+            tracing::info!(table, rows = n, "Retention removed old rows.");
+        }
+    }
+    Ok(report)
+}
+
+async fn delete_in_batches(pool: &PgPool, sql: &str, cutoff: chrono::DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(sql).bind(cutoff).bind(BATCH).execute(pool).await?.rows_affected();
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+pub async fn run_periodically(
+    pool: PgPool,
+    minutes: Option<Duration>,
+    anomalies: Option<Duration>,
+    every: Duration,
+    metrics: SinkMetrics,
+    shutdown: CancellationToken,
+) {
+    if minutes.is_none() && anomalies.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = run_once(&pool, minutes, anomalies, &metrics).await {
+                    tracing::warn!(error = %e, "Retention failed; will try again next interval.");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Upserts keyed by the detector's deterministic keys, so redelivery, replays and concurrent
+//! sinks converge on the same rows:
+//!
+//! * minute tables: keyed by minute (+ status / auth code / category); a final minute is the
+//!   same every time it is delivered, so the row is simply set;
+//! * late bookings: cumulative per (minute, source); the greatest value wins, in any order;
+//! * anomalies: keyed by id; a state only replaces one with a lower sequence, so an old state
+//!   delivered late never overwrites a newer one.
+//!
+//! A batch is one transaction: all of it is written or none of it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use vigil_schemas::{Anomaly, LateEvents, MinuteAggregate, TransactionStatus};
+
+/// One decoded message to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    Aggregate(MinuteAggregate),
+    Late(LateEvents),
+    Anomaly(Anomaly),
+}
+
+/// Rows written per table by one batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub transactions: u64,
+    pub auth_codes: u64,
+    pub categories: u64,
+    pub late: u64,
+    pub anomalies: u64,
+}
+
+fn ts(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Writes `rows` in one transaction.
+pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::Error> {
+    // Collapse duplicates inside the batch: one statement may not touch a row twice.
+    let mut minutes: BTreeMap<i64, &MinuteAggregate> = BTreeMap::new();
+    let mut late: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    let mut anomalies: BTreeMap<&str, &Anomaly> = BTreeMap::new();
+    for r in rows {
+        match r {
+            Row::Aggregate(a) => {
+                minutes.insert(a.minute_start, a);
+            }
+            Row::Late(l) => {
+                let e = late.entry((l.minute_start, l.source.as_str())).or_default();
+                *e = (*e).max(l.late_count);
+            }
+            Row::Anomaly(a) => {
+                let e = anomalies.entry(a.id.as_str()).or_insert(a);
+                if a.sequence > e.sequence {
+                    *e = a;
+                }
+            }
+        }
+    }
+    let mut tx = pool.begin().await?;
+    let mut w = Written::default();
+    if !minutes.is_empty() {
+        let aggs: Vec<&MinuteAggregate> = minutes.into_values().collect();
+        w.transactions = write_statuses(&mut tx, &aggs).await?;
+        w.auth_codes = write_auth_codes(&mut tx, &aggs).await?;
+        w.categories = write_categories(&mut tx, &aggs).await?;
+    }
+    if !late.is_empty() {
+        w.late = write_late(&mut tx, &late).await?;
+    }
+    if !anomalies.is_empty() {
+        let list: Vec<&Anomaly> = anomalies.into_values().collect();
+        w.anomalies = write_anomalies(&mut tx, &list).await?;
+    }
+    tx.commit().await?;
+    Ok(w)
+}
+
+async fn write_statuses(tx: &mut Transaction<'_, Postgres>, aggs: &[&MinuteAggregate]) -> Result<u64, sqlx::Error> {
+    let (mut m, mut s, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for a in aggs {
+        for status in TransactionStatus::ALL {
+            m.push(ts(a.minute_start));
+            s.push(status.as_str().to_owned());
+            c.push(a.count(status));
+        }
+    }
+    let r = sqlx::query(
+        "INSERT INTO transactions (minute, status, count)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::bigint[])
+         ON CONFLICT (minute, status) DO UPDATE SET count = EXCLUDED.count, written_at = now()
+         WHERE transactions.count IS DISTINCT FROM EXCLUDED.count",
+    )
+    .bind(m)
+    .bind(s)
+    .bind(c)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+async fn write_auth_codes(tx: &mut Transaction<'_, Postgres>, aggs: &[&MinuteAggregate]) -> Result<u64, sqlx::Error> {
+    let (mut m, mut code, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for a in aggs {
+        for (k, v) in &a.auth_codes {
+            m.push(ts(a.minute_start));
+            code.push(k.clone());
+            c.push(*v);
+        }
+    }
+    if m.is_empty() {
+        return Ok(0);
+    }
+    let r = sqlx::query(
+        "INSERT INTO transactions_auth_codes (minute, auth_code, count)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::bigint[])
+         ON CONFLICT (minute, auth_code) DO UPDATE SET count = EXCLUDED.count, written_at = now()
+         WHERE transactions_auth_codes.count IS DISTINCT FROM EXCLUDED.count",
+    )
+    .bind(m)
+    .bind(code)
+    .bind(c)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+async fn write_categories(tx: &mut Transaction<'_, Postgres>, aggs: &[&MinuteAggregate]) -> Result<u64, sqlx::Error> {
+    let (mut m, mut cat, mut cur, mut n, mut sum, mut min, mut max) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for a in aggs {
+        for c in &a.categories {
+            m.push(ts(a.minute_start));
+            cat.push(c.category.clone());
+            cur.push(c.currency.clone());
+            n.push(c.count);
+            sum.push(c.amount_sum);
+            min.push(c.amount_min);
+            max.push(c.amount_max);
+        }
+    }
+    if m.is_empty() {
+        return Ok(0);
+    }
+    let r = sqlx::query(
+        "INSERT INTO transactions_categories (minute, category, currency, count, amount_sum, amount_min, amount_max)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+         ON CONFLICT (minute, category, currency) DO UPDATE SET
+           count = EXCLUDED.count, amount_sum = EXCLUDED.amount_sum,
+           amount_min = EXCLUDED.amount_min, amount_max = EXCLUDED.amount_max, written_at = now()
+         WHERE (transactions_categories.count, transactions_categories.amount_sum)
+               IS DISTINCT FROM (EXCLUDED.count, EXCLUDED.amount_sum)",
+    )
+    .bind(m)
+    .bind(cat)
+    .bind(cur)
+    .bind(n)
+    .bind(sum)
+    .bind(min)
+    .bind(max)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+async fn write_late(tx: &mut Transaction<'_, Postgres>, late: &BTreeMap<(i64, &str), i64>) -> Result<u64, sqlx::Error> {
+    let m: Vec<DateTime<Utc>> = late.keys().map(|(m, _)| ts(*m)).collect();
+    let s: Vec<String> = late.keys().map(|(_, s)| (*s).to_owned()).collect();
+    let c: Vec<i64> = late.values().copied().collect();
+    let r = sqlx::query(
+        "INSERT INTO transactions_late (minute, source, late_count)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::bigint[])
+         ON CONFLICT (minute, source) DO UPDATE SET late_count = EXCLUDED.late_count, written_at = now()
+         WHERE transactions_late.late_count < EXCLUDED.late_count",
+    )
+    .bind(m)
+    .bind(s)
+    .bind(c)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+async fn write_anomalies(tx: &mut Transaction<'_, Postgres>, list: &[&Anomaly]) -> Result<u64, sqlx::Error> {
+    let col = |f: fn(&Anomaly) -> String| list.iter().map(|a| f(a)).collect::<Vec<String>>();
+    let i64s = |f: fn(&Anomaly) -> i64| list.iter().map(|a| f(a)).collect::<Vec<i64>>();
+    let f64s = |f: fn(&Anomaly) -> f64| list.iter().map(|a| f(a)).collect::<Vec<f64>>();
+    let opt_ts =
+        |f: fn(&Anomaly) -> Option<i64>| list.iter().map(|a| f(a).map(ts)).collect::<Vec<Option<DateTime<Utc>>>>();
+    let opt_s = |f: fn(&Anomaly) -> Option<String>| list.iter().map(|a| f(a)).collect::<Vec<Option<String>>>();
+    let r = sqlx::query(
+        "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, window_start, window_end,
+            transaction_id, category, merchant_id, observed, observed_count, observed_total,
+            baseline_mean, baseline_stddev, baseline_n, scored_on, score, p_value, threshold,
+            severity, state, message, first_seen, last_updated, resolved_at)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+            $11::float8[], $12::bigint[], $13::bigint[], $14::float8[], $15::float8[], $16::bigint[],
+            $17::text[], $18::float8[], $19::float8[], $20::float8[], $21::text[], $22::text[], $23::text[],
+            $24::timestamptz[], $25::timestamptz[], $26::timestamptz[])
+         ON CONFLICT (id) DO UPDATE SET
+            sequence = EXCLUDED.sequence, observed = EXCLUDED.observed,
+            observed_count = EXCLUDED.observed_count, observed_total = EXCLUDED.observed_total,
+            baseline_mean = EXCLUDED.baseline_mean, baseline_stddev = EXCLUDED.baseline_stddev,
+            baseline_n = EXCLUDED.baseline_n, score = EXCLUDED.score, p_value = EXCLUDED.p_value,
+            threshold = EXCLUDED.threshold, severity = EXCLUDED.severity, state = EXCLUDED.state,
+            message = EXCLUDED.message, window_start = EXCLUDED.window_start, window_end = EXCLUDED.window_end,
+            last_updated = EXCLUDED.last_updated, resolved_at = EXCLUDED.resolved_at, updated_at = now()
+         WHERE anomalies.sequence < EXCLUDED.sequence",
+    )
+    .bind(col(|a| a.id.clone()))
+    .bind(i64s(|a| a.sequence))
+    .bind(col(|a| a.rule.as_str().to_owned()))
+    .bind(col(|a| a.dimension.as_str().to_owned()))
+    .bind(col(|a| a.dimension_value.clone()))
+    .bind(opt_ts(|a| a.window_start))
+    .bind(opt_ts(|a| a.window_end))
+    .bind(opt_s(|a| a.transaction_id.clone()))
+    .bind(opt_s(|a| a.category.clone()))
+    .bind(opt_s(|a| a.merchant_id.clone()))
+    .bind(f64s(|a| a.observed))
+    .bind(i64s(|a| a.observed_count))
+    .bind(i64s(|a| a.observed_total))
+    .bind(f64s(|a| a.baseline_mean))
+    .bind(f64s(|a| finite(a.baseline_stddev)))
+    .bind(i64s(|a| a.baseline_n))
+    .bind(col(|a| a.scored_on.clone()))
+    .bind(f64s(|a| finite(a.score)))
+    .bind(list.iter().map(|a| a.p_value).collect::<Vec<Option<f64>>>())
+    .bind(f64s(|a| a.threshold))
+    .bind(col(|a| a.severity.as_str().to_owned()))
+    .bind(col(|a| a.state.as_str().to_owned()))
+    .bind(col(|a| a.message.clone()))
+    .bind(list.iter().map(|a| ts(a.first_seen)).collect::<Vec<_>>())
+    .bind(list.iter().map(|a| ts(a.last_updated)).collect::<Vec<_>>())
+    .bind(opt_ts(|a| a.resolved_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Infinity (the low-variance rule's z) is stored as the largest finite double, which every
+/// SQL client and Grafana can read.
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x > 0.0 {
+        f64::MAX
+    } else if x < 0.0 {
+        f64::MIN
+    } else {
+        0.0
+    }
+}
