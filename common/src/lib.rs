@@ -6,6 +6,7 @@ pub mod db;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

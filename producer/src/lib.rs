@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod publisher;
 pub mod routes;
 pub mod startup;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use vigil_common::body::{malformed, parse_json, read_limited, require_media_type};
+use vigil_common::openapi::ProblemDoc;
 use vigil_common::problem::{FieldError, Problem};
 use vigil_common::Secret;
 use vigil_schemas::Transaction;
@@ -49,14 +50,14 @@ impl AppState {
 }
 
 /// Answer for one accepted event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub transaction_id: String,
     pub status: &'static str,
 }
 
 /// The fate of one batch item.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemResult {
     pub index: usize,
     /// accepted, rejected (fix the item) or unavailable (retry it later with the same id).
@@ -64,10 +65,12 @@ pub struct ItemResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<vigil_common::openapi::FieldErrorDoc>)]
     pub errors: Vec<FieldError>,
 }
 
-#[derive(Debug, Serialize)]
+/// Per-item verdicts of a batch: only items with status `accepted` are on the broker.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchResult {
     pub accepted: usize,
     pub rejected: usize,
@@ -198,6 +201,21 @@ async fn publish_one(state: &AppState, tx: Transaction) -> Response {
 }
 
 /// `POST /ingest/transaction`: one event.
+#[utoipa::path(post, path = "/ingest/transaction", tag = "ingest",
+    request_body(content = crate::openapi::TransactionDoc, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id.")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Acknowledged by the broker", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event; `errors` names each field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged in time, or overloaded: not accepted; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn ingest_one(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -218,6 +236,21 @@ pub async fn ingest_one(
 }
 
 /// `POST /transactions`: the older clients' body.
+#[utoipa::path(post, path = "/transactions", tag = "ingest",
+    request_body(content = crate::openapi::LegacyTransactionDoc, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id.")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Acknowledged by the broker", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event; `errors` names each field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged in time, or overloaded: not accepted; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn ingest_legacy(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -240,6 +273,25 @@ pub async fn ingest_legacy(
 }
 
 /// `POST /ingest/transactions`: a JSON array or NDJSON; every item gets its own verdict.
+#[utoipa::path(post, path = "/ingest/transactions", tag = "ingest",
+    request_body(content(
+        (Vec<crate::openapi::TransactionDoc> = "application/json"),
+        (String = "application/x-ndjson"),
+    ), description = "1 to MAX_BATCH_ITEMS events."),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Item i gets the id of `<key>#<i>`: a retried batch yields the same ids.")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Every item acknowledged by the broker", body = BatchResult),
+        (status = 207, description = "Some items accepted; see each item's status", body = BatchResult),
+        (status = 400, description = "Malformed JSON (not an array)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Neither application/json nor application/x-ndjson", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "No item valid (body = BatchResult), or too many/no items (problem+json)", body = BatchResult),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "No item acknowledged in time; see Retry-After", body = BatchResult),
+    ))]
 pub async fn ingest_batch(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

@@ -100,9 +100,11 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
         .route("/ingest/transactions", post(routes::ingest_batch))
         .route("/transactions", post(routes::ingest_legacy))
         .with_state(state);
+    let doc = crate::openapi::document();
     Router::new()
         .merge(ingest)
         .merge(ops_router(metrics.clone(), ready))
+        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(doc) }))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(
