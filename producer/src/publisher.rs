@@ -1,6 +1,6 @@
 //! The durable side: one idempotent, acks=all Kafka producer shared by every request.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -15,7 +15,9 @@ use crate::{Error, Result};
 /// Publishes transactions and reports, per event, whether the broker acknowledged it.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    /// Replaced after a delivery timeout (see [`Publisher::reset_after_timeout`]).
+    producer: Arc<RwLock<Client>>,
+    kafka: KafkaConfig,
     topic: Arc<str>,
     codec: Arc<Codec>,
     timeout: Duration,
@@ -36,7 +38,8 @@ impl Publisher {
         // up on it too, so a 503 is not followed by a silent late delivery in the common case.
         let producer: FutureProducer = kafka.producer_config(timeout).create()?;
         Ok(Publisher {
-            producer,
+            producer: Arc::new(RwLock::new(Client { producer, generation: 0 })),
+            kafka: kafka.clone(),
             topic: topic.into(),
             codec,
             timeout,
@@ -75,28 +78,64 @@ impl Publisher {
         results
     }
 
+    fn client(&self) -> (FutureProducer, u64) {
+        let c = self.producer.read().unwrap_or_else(|e| e.into_inner());
+        (c.producer.clone(), c.generation)
+    }
+
     async fn send_one(&self, tx: &Transaction) -> Result<()> {
         let payload = self.codec.encode(tx)?;
         let record = FutureRecord::to(&self.topic).key(Self::key(tx)).payload(&payload).timestamp(tx.received_at);
+        let (producer, generation) = self.client();
         // The queue wait counts towards the same deadline; the delivery report arrives at the
         // latest at message.timeout.ms. The outer timeout is a guard against a lost report.
-        let fut = self.producer.send(record, Timeout::After(self.timeout));
-        match tokio::time::timeout(self.timeout + Duration::from_secs(1), fut).await {
+        let fut = producer.send(record, Timeout::After(self.timeout));
+        let result = match tokio::time::timeout(self.timeout + Duration::from_secs(1), fut).await {
             Ok(Ok(_delivery)) => Ok(()),
             Ok(Err((e, _msg))) => {
                 if matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::MessageTimedOut)) {
                     Err(Error::AckTimeout(self.timeout))
                 } else {
+                    tracing::warn!(error = %e, "The broker refused an event.");
                     Err(Error::Broker(e))
                 }
             }
             Err(_) => Err(Error::AckTimeout(self.timeout)),
+        };
+        if matches!(result, Err(Error::AckTimeout(_))) || producer.client().fatal_error().is_some() {
+            self.reset_after_timeout(generation);
+        }
+        result
+    }
+
+    /// Replaces the Kafka client after a delivery timeout or a fatal error.
+    ///
+    /// An idempotent producer whose messages timed out bumps its epoch when the broker returns
+    /// (KIP-360); tansu 0.6.0 panics on that bump and stores nothing more until restarted. A
+    /// fresh client starts with a new producer id instead. It also makes sure an event already
+    /// answered with 503 is not delivered later by the old client's retries: the old client's
+    /// queue goes with it.
+    fn reset_after_timeout(&self, seen_generation: u64) {
+        let mut c = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if c.generation != seen_generation {
+            return; // another request replaced it already
+        }
+        match self.kafka.producer_config(self.timeout).create::<FutureProducer>() {
+            Ok(p) => {
+                tracing::warn!(
+                    generation = c.generation + 1,
+                    "Delivery timed out: replacing the Kafka producer client."
+                );
+                c.producer = p;
+                c.generation += 1;
+            }
+            Err(e) => tracing::error!(error = %e, "Failed to create a new Kafka producer client."),
         }
     }
 
     /// Broker reachable and the topic's metadata known.
     pub async fn ready(&self) -> std::result::Result<(), String> {
-        let producer = self.producer.clone();
+        let (producer, _) = self.client();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
             let md = producer
@@ -115,6 +154,11 @@ impl Publisher {
 
     /// Waits for every queued event to be acknowledged (graceful shutdown).
     pub fn flush(&self, timeout: Duration) -> std::result::Result<(), rdkafka::error::KafkaError> {
-        self.producer.flush(Timeout::After(timeout))
+        self.client().0.flush(Timeout::After(timeout))
     }
+}
+
+struct Client {
+    producer: FutureProducer,
+    generation: u64,
 }

@@ -106,7 +106,11 @@ pub struct Record {
 /// Reads every message of `topic` from the beginning until `expected` are in hand or
 /// `timeout` passes (then returns what it has). Uses no consumer group.
 pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
-    let consumer: BaseConsumer = kafka().consumer_config(&unique("reader")).create().unwrap();
+    read_topic_with(&kafka(), topic, expected, timeout)
+}
+
+fn read_topic_with(kafka: &KafkaConfig, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = kafka.consumer_config(&unique("reader")).create().unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     let mut tpl = TopicPartitionList::new();
@@ -157,4 +161,87 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A tansu broker of a test's own (free port, own SQLite storage), for tests that stop and
+/// restart the broker. The binary comes from `VIGIL_TEST_TANSU_BIN` (set by `make test`).
+pub struct OwnBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("vigil-tansu"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = OwnBroker { port, dir, child: None };
+        b.restart();
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig::plaintext(self.brokers())
+    }
+
+    /// Starts (again) on the same port and storage, and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let bin = std::env::var("VIGIL_TEST_TANSU_BIN").unwrap_or_else(|_| {
+            panic!("VIGIL_TEST_TANSU_BIN is not set: run the tests with `make test`, which installs tansu")
+        });
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
+        let child = std::process::Command::new(bin)
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .env_remove("STORAGE_ENGINE")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Reads a topic on a given broker (see [`read_topic`]).
+pub fn read_topic_on(kafka: &KafkaConfig, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    read_topic_with(kafka, topic, expected, timeout)
 }
