@@ -21,7 +21,7 @@ pub use events::{
     Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, CategoryMinute, LateEvents, MinuteAggregate, MinutePartial,
     PartialKind, Severity, Transaction, TransactionStatus,
 };
-pub use framing::{Codec, Decoded, Framing, WireEvent};
+pub use framing::{canonical_form, Codec, Decoded, Framing, WireEvent};
 pub use registry::SchemaRegistry;
 
 /// The embedded schema sources, by event type.
