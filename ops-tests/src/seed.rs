@@ -1,0 +1,420 @@
+//! Realistic data for the dashboards and alert rules: a few hours of per-minute aggregates as
+//! the sink writes them (all four statuses of every minute, the auth-code and category
+//! breakdowns summing to the same totals), an optional denied spike, anomalies as the detector
+//! reports them, and alerts as the webhook service stores them.
+//!
+//! Deterministic: the same plan gives the same rows, so the thresholds the tests rely on hold
+//! every run.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// What to seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Minutes are seeded up to, not including, this minute.
+    pub end: DateTime<Utc>,
+    /// How many minutes before `end`.
+    pub minutes: i64,
+    /// A denied spike: it starts this many minutes before `end` and lasts `.1` minutes, with
+    /// a denied share of 35 % (normally 5 %).
+    pub denied_spike: Option<(i64, i64)>,
+    /// Anomalies (the spike's, older resolved ones) and received alerts.
+    pub anomalies: bool,
+    /// A critical amount anomaly written 2 minutes before `end`.
+    pub critical_amount_anomaly: bool,
+}
+
+impl Plan {
+    /// Three hours of normal traffic ending at `end`, nothing else.
+    pub fn normal(end: DateTime<Utc>) -> Self {
+        Plan { end, minutes: 180, denied_spike: None, anomalies: false, critical_amount_anomaly: false }
+    }
+
+    /// Three hours with a 4-minute denied spike ending at `end`, its anomaly, a critical amount
+    /// anomaly, older resolved anomalies and received alerts.
+    pub fn with_incident(end: DateTime<Utc>) -> Self {
+        Plan { end, minutes: 180, denied_spike: Some((4, 4)), anomalies: true, critical_amount_anomaly: true }
+    }
+
+    fn minute(&self, i: i64) -> DateTime<Utc> {
+        self.end - Duration::minutes(self.minutes - i)
+    }
+
+    fn in_spike(&self, m: DateTime<Utc>) -> bool {
+        self.denied_spike.is_some_and(|(start, len)| {
+            let first = self.end - Duration::minutes(start);
+            m >= first && m < first + Duration::minutes(len)
+        })
+    }
+
+    pub fn spike_minutes(&self) -> Vec<DateTime<Utc>> {
+        (0..self.minutes).map(|i| self.minute(i)).filter(|m| self.in_spike(*m)).collect()
+    }
+}
+
+/// A fixed minute to seed up to (data in the past, so nothing depends on the clock).
+pub fn fixed_end() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-10T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+/// splitmix64: a deterministic noise in [-1, 1] for minute `i` and stream `salt`.
+fn noise(i: i64, salt: u64) -> f64 {
+    let mut z = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(salt.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z as f64 / u64::MAX as f64) * 2.0 - 1.0
+}
+
+pub const CATEGORIES: [(&str, f64, i64); 5] =
+    [("grocery", 0.35, 4_500), ("fuel", 0.20, 6_000), ("food", 0.20, 2_500), ("travel", 0.15, 42_000), ("electronics", 0.10, 31_000)];
+
+/// Counts of one minute: (approved, denied, failed, reversed).
+fn statuses(plan: &Plan, i: i64, m: DateTime<Utc>) -> (i64, i64, i64, i64) {
+    let wave = (2.0 * std::f64::consts::PI * i as f64 / 120.0).sin();
+    let total = (200.0 + 40.0 * wave + 10.0 * noise(i, 1)).round() as i64;
+    let denied_share = if plan.in_spike(m) { 0.35 } else { 0.05 };
+    let denied = (total as f64 * denied_share + 2.5 * noise(i, 2)).round().max(0.0) as i64;
+    let failed = (total as f64 * 0.02 + 1.5 * noise(i, 3)).round().max(0.0) as i64;
+    let reversed = (total as f64 * 0.01 + noise(i, 4)).round().max(0.0) as i64;
+    (total - denied - failed - reversed, denied, failed, reversed)
+}
+
+/// What was seeded.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    pub first_minute: DateTime<Utc>,
+    pub last_minute: DateTime<Utc>,
+    pub spike_minutes: Vec<DateTime<Utc>>,
+    pub total_transactions: i64,
+}
+
+pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
+    let (mut t_min, mut t_status, mut t_count) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a_min, mut a_code, mut a_count) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut c_min, mut c_cat, mut c_count, mut c_sum, mut c_lo, mut c_hi) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut total_transactions = 0;
+    for i in 0..plan.minutes {
+        let m = plan.minute(i);
+        let (approved, denied, failed, reversed) = statuses(plan, i, m);
+        let total = approved + denied + failed + reversed;
+        total_transactions += total;
+        for (s, n) in [("approved", approved), ("denied", denied), ("failed", failed), ("reversed", reversed)] {
+            t_min.push(m);
+            t_status.push(s.to_owned());
+            t_count.push(n);
+        }
+        // Approvals and reversals carry 00; declines split 05 / 51; failures 91 / 96.
+        let d05 = (denied as f64 * 0.6).round() as i64;
+        let f91 = failed / 2;
+        for (code, n) in [("00", approved + reversed), ("05", d05), ("51", denied - d05), ("91", f91), ("96", failed - f91)] {
+            a_min.push(m);
+            a_code.push(code.to_owned());
+            a_count.push(n);
+        }
+        let mut left = total;
+        for (k, (cat, share, avg)) in CATEGORIES.iter().enumerate() {
+            let n = if k == CATEGORIES.len() - 1 { left } else { (total as f64 * share).round() as i64 };
+            left -= n;
+            c_min.push(m);
+            c_cat.push((*cat).to_owned());
+            c_count.push(n);
+            c_sum.push(n * avg);
+            c_lo.push(avg / 10);
+            c_hi.push(avg * 4);
+        }
+    }
+    sqlx::query("INSERT INTO transactions (minute, status, count) SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::int8[])")
+        .bind(&t_min)
+        .bind(&t_status)
+        .bind(&t_count)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO transactions_auth_codes (minute, auth_code, count) SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::int8[])",
+    )
+    .bind(&a_min)
+    .bind(&a_code)
+    .bind(&a_count)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO transactions_categories (minute, category, currency, count, amount_sum, amount_min, amount_max)
+         SELECT m, c, 'EUR', n, s, lo, hi
+         FROM UNNEST($1::timestamptz[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) AS u(m, c, n, s, lo, hi)",
+    )
+    .bind(&c_min)
+    .bind(&c_cat)
+    .bind(&c_count)
+    .bind(&c_sum)
+    .bind(&c_lo)
+    .bind(&c_hi)
+    .execute(pool)
+    .await
+    .unwrap();
+    // A few late events, as the detector books them.
+    sqlx::query("INSERT INTO transactions_late (minute, source, late_count) VALUES ($1, 'partition-0', 3)")
+        .bind(plan.minute(plan.minutes / 2))
+        .execute(pool)
+        .await
+        .unwrap();
+
+    if plan.anomalies {
+        seed_anomalies(pool, plan).await;
+        seed_received_alerts(pool, plan).await;
+    }
+    if plan.critical_amount_anomaly {
+        let at = plan.end - Duration::minutes(3);
+        insert_anomaly(
+            pool,
+            Anomaly {
+                id: "amount_zscore:merchant:m-42:tx-7f3a".into(),
+                rule: "amount_zscore",
+                dimension: "merchant",
+                dimension_value: "m-42".into(),
+                category: Some("electronics"),
+                merchant: Some("m-42"),
+                transaction_id: Some("tx-7f3a"),
+                window: None,
+                observed: 2_450_000.0,
+                severity: "critical",
+                state: "firing",
+                message: "Amount 24500.00 EUR is 9.1 standard deviations above merchant m-42's usual amounts.".into(),
+                first_seen: at,
+                resolved_at: None,
+                created_at: plan.end - Duration::minutes(2),
+            },
+        )
+        .await;
+    }
+    Seeded {
+        first_minute: plan.minute(0),
+        last_minute: plan.minute(plan.minutes - 1),
+        spike_minutes: plan.spike_minutes(),
+        total_transactions,
+    }
+}
+
+struct Anomaly {
+    id: String,
+    rule: &'static str,
+    dimension: &'static str,
+    dimension_value: String,
+    category: Option<&'static str>,
+    merchant: Option<&'static str>,
+    transaction_id: Option<&'static str>,
+    window: Option<DateTime<Utc>>,
+    observed: f64,
+    severity: &'static str,
+    state: &'static str,
+    message: String,
+    first_seen: DateTime<Utc>,
+    resolved_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+async fn insert_anomaly(pool: &PgPool, a: Anomaly) {
+    let rate = a.window.is_some();
+    sqlx::query(
+        "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, window_start, window_end,
+             transaction_id, category, merchant_id, observed, observed_count, observed_total,
+             baseline_mean, baseline_stddev, baseline_n, scored_on, score, p_value, threshold,
+             severity, state, message, first_seen, last_updated, resolved_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6 + interval '1 minute', $7, $8, $9, $10, $11, $12, $13, $14, $15,
+             $16, $17, $18, 4, $19, $20, $21, $22, $23, $24, $25, $25)",
+    )
+    .bind(&a.id)
+    .bind(if a.state == "firing" { 0i64 } else { 2 })
+    .bind(a.rule)
+    .bind(a.dimension)
+    .bind(&a.dimension_value)
+    .bind(a.window)
+    .bind(a.transaction_id)
+    .bind(a.category)
+    .bind(a.merchant)
+    .bind(a.observed)
+    .bind(if rate { 70i64 } else { 1 })
+    .bind(if rate { 200i64 } else { 1 })
+    .bind(if rate { 0.05 } else { 8.1 })
+    .bind(if rate { 0.015 } else { 0.9 })
+    .bind(if rate { 30i64 } else { 412 })
+    .bind(if rate { "rate" } else { "ln(amount)" })
+    .bind(if rate { 19.6 } else { 9.1 })
+    .bind(if rate { Some(1e-12) } else { None::<f64> })
+    .bind(a.severity)
+    .bind(a.state)
+    .bind(&a.message)
+    .bind(a.first_seen)
+    .bind(a.resolved_at.unwrap_or(a.first_seen))
+    .bind(a.resolved_at)
+    .bind(a.created_at)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn seed_anomalies(pool: &PgPool, plan: &Plan) {
+    if let Some(first) = plan.spike_minutes().first().copied() {
+        insert_anomaly(
+            pool,
+            Anomaly {
+                id: format!("denied_rate:global:all:{}", first.timestamp_millis()),
+                rule: "denied_rate",
+                dimension: "global",
+                dimension_value: "all".into(),
+                category: None,
+                merchant: None,
+                transaction_id: None,
+                window: Some(first),
+                observed: 0.35,
+                severity: "high",
+                state: "firing",
+                message: "Denied rate 35.0% in the minute, against 5.0% usually (z = 19.6).".into(),
+                first_seen: first,
+                resolved_at: None,
+                created_at: first + Duration::seconds(95),
+            },
+        )
+        .await;
+    }
+    let old = plan.end - Duration::minutes(120);
+    insert_anomaly(
+        pool,
+        Anomaly {
+            id: "amount_low_variance:category:fuel:tx-11".into(),
+            rule: "amount_low_variance",
+            dimension: "category",
+            dimension_value: "fuel".into(),
+            category: Some("fuel"),
+            merchant: Some("m-7"),
+            transaction_id: Some("tx-11"),
+            window: None,
+            observed: 61_000.0,
+            severity: "medium",
+            state: "resolved",
+            message: "Amount 610.00 EUR is far above fuel's narrow usual range.".into(),
+            first_seen: old,
+            resolved_at: Some(old + Duration::minutes(20)),
+            created_at: old + Duration::minutes(1),
+        },
+    )
+    .await;
+    let older = plan.end - Duration::minutes(90);
+    insert_anomaly(
+        pool,
+        Anomaly {
+            id: format!("auth_code_rate:auth_code:51:{}", older.timestamp_millis()),
+            rule: "auth_code_rate",
+            dimension: "auth_code",
+            dimension_value: "51".into(),
+            category: None,
+            merchant: None,
+            transaction_id: None,
+            window: Some(older),
+            observed: 0.04,
+            severity: "high",
+            state: "resolved",
+            message: "Auth code 51 (insufficient funds) at 4.0% of the minute, against 2.0% usually.".into(),
+            first_seen: older,
+            resolved_at: Some(older + Duration::minutes(4)),
+            created_at: older + Duration::minutes(2),
+        },
+    )
+    .await;
+}
+
+async fn seed_received_alerts(pool: &PgPool, plan: &Plan) {
+    let alerts = [
+        (
+            "grafana",
+            "firing",
+            "Denied rate above normal",
+            "high",
+            json!({"alertname": "Denied rate above normal", "grafana_folder": "Vigil", "severity": "high", "source": "vigil-sql"}),
+            json!({"summary": "Denied rate 35%, above its 30-minute baseline"}),
+            plan.end - Duration::minutes(2),
+        ),
+        (
+            "alertmanager",
+            "resolved",
+            "VigilTargetDown",
+            "high",
+            json!({"alertname": "VigilTargetDown", "job": "sink", "instance": "sink:3004", "severity": "high"}),
+            json!({"summary": "sink is down"}),
+            plan.end - Duration::minutes(60),
+        ),
+    ];
+    for (i, (source, status, name, severity, labels, annotations, at)) in alerts.into_iter().enumerate() {
+        let payload = json!({"status": status, "alerts": [{"labels": labels, "annotations": annotations}]});
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO alert_notifications (source, receiver, status, group_key, title, payload, received_at)
+             VALUES ($1, 'vigil-webhook', $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(source)
+        .bind(status)
+        .bind(format!("{{}}:{{alertname=\"{name}\"}}"))
+        .bind(name)
+        .bind(&payload)
+        .bind(at)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO received_alerts (dedup_key, source, notification_id, fingerprint, status, alertname, severity,
+                 labels, annotations, starts_at, received_at, resolved_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(format!("{source}:fp{i}:{}:{status}", at.timestamp()))
+        .bind(source)
+        .bind(id)
+        .bind(format!("fp{i}"))
+        .bind(status)
+        .bind(name)
+        .bind(severity)
+        .bind(&labels)
+        .bind(&annotations)
+        .bind(at - Duration::minutes(1))
+        .bind(at)
+        .bind((status == "resolved").then_some(at))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_deterministic_and_bounded() {
+        for i in 0..1000 {
+            let n = noise(i, 7);
+            assert!((-1.0..=1.0).contains(&n));
+            assert_eq!(n, noise(i, 7));
+        }
+    }
+
+    #[test]
+    fn statuses_sum_to_the_total_and_the_spike_raises_denials() {
+        let plan = Plan::with_incident(fixed_end());
+        for i in 0..plan.minutes {
+            let m = plan.minute(i);
+            let (a, d, f, r) = statuses(&plan, i, m);
+            assert!(a > 0 && d >= 0 && f >= 0 && r >= 0);
+            let share = d as f64 / (a + d + f + r) as f64;
+            if plan.in_spike(m) {
+                assert!(share > 0.3, "{share}");
+            } else {
+                assert!(share < 0.08, "{share}");
+            }
+        }
+        assert_eq!(plan.spike_minutes().len(), 4);
+        assert_eq!(*plan.spike_minutes().last().unwrap(), fixed_end() - Duration::minutes(1));
+    }
+}
