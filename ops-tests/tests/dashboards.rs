@@ -1,0 +1,325 @@
+//! The provisioned dashboards: their shape (Grafana's dashboard JSON schema, ids, grid, data
+//! sources), and every PostgreSQL query they hold run on a freshly seeded database exactly as
+//! Grafana would send it (macros and template variables expanded), with the columns its panel
+//! needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use serde_json::Value;
+use sqlx::PgPool;
+use vigil_ops_tests::constants::{GRAFANA_BUILTIN_UIDS, PG_DATASOURCE_UID};
+use vigil_ops_tests::frames::{self, Kind};
+use vigil_ops_tests::grafana::macros::{self, QueryContext, Selection, TimeRange};
+use vigil_ops_tests::grafana::{self, DashboardQuery, Place};
+use vigil_ops_tests::seed::{self, Plan};
+use vigil_ops_tests::{compose, repo};
+
+const PANEL_TYPES: [&str; 6] = ["timeseries", "stat", "table", "bargauge", "barchart", "row"];
+
+#[test]
+fn every_dashboard_matches_grafanas_dashboard_json_schema() {
+    let schema = repo::json("ops-tests/schema/dashboard.jsonschema.json");
+    let validator = jsonschema::draft7::new(&schema).expect("the schema compiles");
+    for (file, dash) in repo::dashboards() {
+        let errors: Vec<String> =
+            validator.iter_errors(&dash).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{file} does not match the dashboard schema:\n{}", errors.join("\n"));
+    }
+}
+
+#[test]
+fn panels_have_unique_ids_known_types_and_do_not_overlap_on_the_24_column_grid() {
+    for (file, dash) in repo::dashboards() {
+        let mut ids = BTreeSet::new();
+        let mut cells: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+        for p in grafana::all_panels(&dash) {
+            let id = p["id"].as_i64().unwrap_or_else(|| panic!("{file}: a panel without an integer id"));
+            assert!(ids.insert(id), "{file}: panel id {id} is used twice");
+            let ty = p["type"].as_str().unwrap_or("");
+            assert!(PANEL_TYPES.contains(&ty), "{file}: panel {id} has type {ty:?}, not one of {PANEL_TYPES:?}");
+            assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{file}: panel {id} has no title");
+            let g = &p["gridPos"];
+            let (x, y, w, h) = (g["x"].as_i64().unwrap(), g["y"].as_i64().unwrap(), g["w"].as_i64().unwrap(), g["h"].as_i64().unwrap());
+            assert!(x >= 0 && w > 0 && x + w <= 24 && y >= 0 && h > 0, "{file}: panel {id} has gridPos {g} outside the grid");
+            for cx in x..x + w {
+                for cy in y..y + h {
+                    if let Some(other) = cells.insert((cx, cy), id) {
+                        panic!("{file}: panels {other} and {id} overlap at ({cx}, {cy})");
+                    }
+                }
+            }
+            if ty != "row" {
+                let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{file}: panel {id} has no targets"));
+                assert!(!targets.is_empty(), "{file}: panel {id} has no query");
+                let refs: BTreeSet<&str> = targets.iter().map(|t| t["refId"].as_str().unwrap_or("")).collect();
+                assert_eq!(refs.len(), targets.len(), "{file}: panel {id} repeats a refId");
+                for t in targets {
+                    let q = t["rawSql"].as_str().or_else(|| t["expr"].as_str()).unwrap_or("");
+                    assert!(!q.trim().is_empty(), "{file}: panel {id} target {} has no query", t["refId"]);
+                }
+            }
+        }
+    }
+}
+
+/// Every `datasource` object anywhere in the document.
+fn datasource_refs<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "datasource" && x.is_object() {
+                    out.push((path.clone(), x));
+                }
+                datasource_refs(x, format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                datasource_refs(x, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_datasource_uid_a_dashboard_uses_is_provisioned_with_the_same_type() {
+    let provisioned = grafana::datasources();
+    for (file, dash) in repo::dashboards() {
+        let mut refs = Vec::new();
+        datasource_refs(&dash, String::new(), &mut refs);
+        assert!(!refs.is_empty(), "{file} names no data source");
+        for (path, ds) in refs {
+            let uid = ds["uid"].as_str().unwrap_or_else(|| panic!("{file}{path}: a data source without uid: {ds}"));
+            if GRAFANA_BUILTIN_UIDS.contains(&uid) {
+                continue;
+            }
+            let ty = provisioned.get(uid).unwrap_or_else(|| panic!("{file}{path}: data source {uid:?} is not provisioned"));
+            assert_eq!(ds["type"].as_str(), Some(ty.as_str()), "{file}{path}: data source {uid} has type {ty}");
+        }
+    }
+}
+
+#[test]
+fn dashboards_have_unique_uids_links_resolve_and_the_provider_reads_their_folder() {
+    let dashboards = repo::dashboards();
+    let uids: BTreeSet<&str> = dashboards.iter().map(|(_, d)| d["uid"].as_str().unwrap()).collect();
+    assert_eq!(uids.len(), dashboards.len(), "dashboard uids must be unique");
+    for (file, d) in &dashboards {
+        for l in d["links"].as_array().into_iter().flatten() {
+            if let Some(target) = l["url"].as_str().and_then(|u| u.strip_prefix("/d/")) {
+                assert!(uids.contains(target), "{file}: link to unknown dashboard {target}");
+            }
+        }
+    }
+    // The provider reads the folder compose mounts the dashboards into.
+    let provider = repo::yaml("grafana/provisioning/dashboards/vigil.yaml");
+    let path = repo::ystr(&provider["providers"][0], &["options", "path"]);
+    let compose = compose::load_defaults();
+    let mounts: Vec<&str> =
+        compose::service(&compose, "grafana")["volumes"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(mounts.iter().any(|m| *m == format!("../grafana/dashboards:{path}:ro")), "grafana does not mount the dashboards at {path}: {mounts:?}");
+    assert!(mounts.contains(&"../grafana/provisioning:/etc/grafana/provisioning:ro"), "{mounts:?}");
+    let home = compose::environment(&compose, "grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
+    assert!(home.starts_with(path) && repo::path(&format!("grafana/dashboards/{}", &home[path.len() + 1..])).is_file(), "{home}");
+}
+
+// ---- Queries on real PostgreSQL ---------------------------------------------------------------
+
+fn pg_queries() -> Vec<(Value, DashboardQuery)> {
+    let mut out = Vec::new();
+    for (file, dash) in repo::dashboards() {
+        for q in grafana::dashboard_queries(&file, &dash) {
+            if q.datasource_uid == PG_DATASOURCE_UID {
+                out.push((dash.clone(), q));
+            }
+        }
+    }
+    assert!(out.len() >= 10, "expected the Transactions dashboard's queries, found {}", out.len());
+    out
+}
+
+fn label(q: &DashboardQuery) -> String {
+    format!("{} {:?} {:?} ({})", q.dashboard, q.place, q.title, q.panel_type)
+}
+
+/// What the panel type needs of the result; returns the problems.
+fn shape_problems(q: &DashboardQuery, f: &frames::Frame) -> Vec<String> {
+    let has = |k: Kind| f.columns.iter().any(|c| c.kind == k);
+    match (q.place, q.panel_type.as_str(), q.format.as_str()) {
+        (Place::Variable, _, _) => {
+            let ok = f.columns.len() == 1 && f.columns[0].kind == Kind::Text;
+            if ok { vec![] } else { vec![format!("a variable query needs one text column, got {}", f.describe())] }
+        }
+        (Place::Annotation, _, _) => {
+            let mut p = Vec::new();
+            match f.column("time") {
+                Some((_, c)) if matches!(c.kind, Kind::Time | Kind::Number) => {}
+                _ => p.push(format!("an annotation needs a time column ({})", f.describe())),
+            }
+            if !f.column("text").is_some_and(|(_, c)| c.kind == Kind::Text) {
+                p.push(format!("an annotation needs a text column ({})", f.describe()));
+            }
+            if f.column("timeend").is_some_and(|(_, c)| c.kind != Kind::Time) {
+                p.push("timeend must be a timestamp".into());
+            }
+            if f.column("tags").is_some_and(|(_, c)| c.kind != Kind::Text) {
+                p.push("tags must be text".into());
+            }
+            p
+        }
+        (_, _, "time_series") => f.time_series_problems(),
+        (_, "timeseries", other) => vec![format!("a time series panel needs format time_series, has {other:?}")],
+        (_, "stat", _) if !has(Kind::Number) => vec![format!("a stat needs a numeric column ({})", f.describe())],
+        (_, "bargauge" | "barchart", _) if !(has(Kind::Number) && has(Kind::Text)) => {
+            vec![format!("a bar gauge needs a text and a numeric column ({})", f.describe())]
+        }
+        (_, _, _) if f.columns.is_empty() => vec!["no columns".into()],
+        _ => vec![],
+    }
+}
+
+/// Runs every PostgreSQL query of the dashboards with `selection(variable name)` and the given
+/// interval; returns one line per problem. Variable options come from running the variable
+/// queries first, as Grafana does.
+async fn run_all(pool: &PgPool, range: TimeRange, interval: Duration, selection: &dyn Fn(&str) -> Selection, need_rows: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (dash, q) in pg_queries() {
+        let mut variables = grafana::variables(&dash);
+        for v in &mut variables {
+            // The variable's options: its own query over the same range.
+            let vq = grafana::dashboard_queries("", &dash).into_iter().find(|x| x.place == Place::Variable && x.title == v.name);
+            if let Some(vq) = vq {
+                let ctx = QueryContext { range, interval, variables: Vec::new() };
+                let sql = macros::expand_panel_query(&vq.text, &ctx).unwrap();
+                let f = frames::query(pool, &sql).await.unwrap_or_else(|e| panic!("variable {}: {e}\n{sql}", v.name));
+                v.options = f.rows.iter().filter_map(|r| r[0].clone()).collect();
+            }
+            v.selection = selection(&v.name);
+        }
+        let ctx = QueryContext { range, interval, variables };
+        let sql = match macros::expand_panel_query(&q.text, &ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("{}: expansion failed: {e}", label(&q)));
+                continue;
+            }
+        };
+        assert!(!sql.contains('$'), "{}: something was left unexpanded:\n{sql}", label(&q));
+        match frames::query(pool, &sql).await {
+            Err(e) => problems.push(format!("{}: PostgreSQL refused it: {e}\n{sql}", label(&q))),
+            Ok(f) if f.rows.is_empty() => {
+                if need_rows {
+                    problems.push(format!("{}: no rows\n{sql}", label(&q)));
+                }
+            }
+            Ok(f) => {
+                for p in shape_problems(&q, &f) {
+                    problems.push(format!("{}: {p}\n{sql}", label(&q)));
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10);
+    problems
+}
+
+async fn seeded(plan: &Plan) -> (vigil_testkit::TestDb, TimeRange) {
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, plan).await;
+    (db, TimeRange { from: s.first_minute, to: plan.end })
+}
+
+#[tokio::test]
+async fn every_postgresql_query_returns_what_its_panel_needs_with_all_selected() {
+    let (db, range) = seeded(&Plan::with_incident(seed::fixed_end())).await;
+    for interval in [Duration::from_secs(60), Duration::from_secs(300)] {
+        let problems = run_all(&db.pool, range, interval, &|_| Selection::All, true).await;
+        assert!(problems.is_empty(), "interval {interval:?}:\n{}", problems.join("\n\n"));
+    }
+}
+
+#[tokio::test]
+async fn every_postgresql_query_returns_what_its_panel_needs_with_chosen_categories_and_merchants() {
+    let (db, range) = seeded(&Plan::with_incident(seed::fixed_end())).await;
+    // The critical amount anomaly is about electronics at merchant m-42.
+    let chosen = |name: &str| match name {
+        "category" => Selection::Many(vec!["electronics".into(), "fuel".into()]),
+        "merchant" => Selection::One("m-42".into()),
+        other => panic!("unexpected variable {other}"),
+    };
+    let problems = run_all(&db.pool, range, Duration::from_secs(60), &chosen, true).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[tokio::test]
+async fn a_quote_in_a_variable_value_cannot_break_a_query() {
+    let (db, range) = seeded(&Plan::with_incident(seed::fixed_end())).await;
+    let hostile = |_: &str| Selection::Many(vec!["o'brien".into(), "x') OR true --".into()]);
+    let problems = run_all(&db.pool, range, Duration::from_secs(60), &hostile, false).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[tokio::test]
+async fn queries_on_an_empty_database_run_without_error() {
+    let db = vigil_testkit::fresh_database().await;
+    let end = seed::fixed_end();
+    let range = TimeRange { from: end - ChronoDuration::hours(3), to: end };
+    let problems = run_all(&db.pool, range, Duration::from_secs(60), &|_| Selection::All, false).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// The SQL of panel `id` of the Transactions dashboard, expanded for `range`.
+fn transactions_panel_sql(id: i64, range: TimeRange, interval: Duration) -> String {
+    let dash = repo::json("grafana/dashboards/transactions.json");
+    let panel = grafana::all_panels(&dash).into_iter().find(|p| p["id"] == id).unwrap();
+    let ctx = QueryContext { range, interval, variables: grafana::variables(&dash) };
+    macros::expand_panel_query(panel["targets"][0]["rawSql"].as_str().unwrap(), &ctx).unwrap()
+}
+
+#[tokio::test]
+async fn the_denied_rate_panel_shows_the_spike_above_its_baseline_band_and_normal_minutes_inside_it() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let (db, range) = seeded(&plan).await;
+    let f = frames::query(&db.pool, &transactions_panel_sql(3, range, Duration::from_secs(60))).await.unwrap();
+    let col = |name: &str| f.column(name).unwrap_or_else(|| panic!("no column {name}: {}", f.describe())).0;
+    let (t, rate, low, high) = (col("time"), col("denied rate"), col("baseline low"), col("baseline high"));
+    let num = |row: &Vec<Option<String>>, i: usize| row[i].as_deref().map(|v| v.parse::<f64>().unwrap());
+    let first_spike = plan.spike_minutes()[0];
+    let mut normal_inside = 0;
+    for row in &f.rows {
+        let at = frames::parse_pg_timestamp(row[t].as_deref().unwrap()).unwrap();
+        // The first minute has no baseline: NULL, drawn as a gap.
+        let (Some(r), Some(lo), Some(hi)) = (num(row, rate), num(row, low), num(row, high)) else { continue };
+        assert!(lo <= hi && lo >= 0.0, "band [{lo}, {hi}] at {at}");
+        if at == first_spike {
+            assert!(r > hi, "the spike's first minute ({r}) must be above the band's top ({hi})");
+        } else if at < first_spike && r >= lo && r <= hi {
+            normal_inside += 1;
+        }
+    }
+    // The first minute has no baseline yet; nearly every normal minute lies in the band.
+    assert!(normal_inside as f64 >= 0.95 * (f.rows.len() - plan.spike_minutes().len()) as f64, "{normal_inside} of {}", f.rows.len());
+}
+
+#[tokio::test]
+async fn transactions_per_minute_stack_up_to_the_seeded_totals_at_any_interval() {
+    let plan = Plan::normal(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, &plan).await;
+    let range = TimeRange { from: s.first_minute, to: plan.end - ChronoDuration::seconds(1) };
+    for (interval, minutes_per_point) in [(60, 1.0), (300, 5.0)] {
+        let f = frames::query(&db.pool, &transactions_panel_sql(1, range, Duration::from_secs(interval))).await.unwrap();
+        let stacked: f64 = f
+            .rows
+            .iter()
+            .map(|r| r[1..].iter().map(|v| v.as_deref().unwrap_or("0").parse::<f64>().unwrap()).sum::<f64>())
+            .sum();
+        // Each point is a per-minute average over its bucket: points x minutes = transactions.
+        assert!((stacked * minutes_per_point - s.total_transactions as f64).abs() < 1e-6, "interval {interval}s: {stacked}");
+    }
+}
