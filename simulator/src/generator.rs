@@ -1,0 +1,753 @@
+//! The generator: a scenario, a seed and a start time in, transactions in event-time order out,
+//! with the ground truth of every incident known before the first transaction.
+//!
+//! Traffic is generated one event-time minute at a time. Each minute is cut at incident
+//! boundaries into pieces; in each piece every stream (a status, or an auth code during a surge)
+//! gets a Poisson count with the piece's expected volume, and each event a uniform time within
+//! the piece, a category and merchant by weight, an auth code by the status's mix and a clipped
+//! log-normal amount (see [`crate::amounts`]). The minute's events are then sorted by time.
+//!
+//! Everything random comes from ChaCha8 streams seeded with `--seed`, whose output is fixed by
+//! its specification (unlike `StdRng`), so a seed means the same traffic on every machine and
+//! every version. Transaction ids are UUIDv5 of the run's parameters and the event's position,
+//! so the same command with the same `--start` reproduces the same ids too.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::distributions::{Distribution, WeightedIndex};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::Poisson;
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+use vigil_schemas::{Transaction, TransactionStatus};
+
+use crate::amounts::{amount_for, ln1p, normal_amount};
+use crate::scenario::{
+    status_index, target_moments, tiers, Change, Incident, IncidentKind, OutlierTarget, Scenario, MINUTE_MS,
+};
+use crate::truth::{expectations, AmountExpectation, GroundTruth, IncidentTruth, OutlierTruth};
+
+/// Namespace of the simulator's transaction ids (UUIDv5).
+pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_0c3d_7b8f_4e21_a9d4_1f6b_2c8e_9d70);
+
+/// One generated transaction, serialised exactly as the producer's JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimTransaction {
+    pub transaction_id: Uuid,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub occurred_at: i64,
+    pub status: TransactionStatus,
+    pub auth_code: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub category: String,
+    pub merchant_id: String,
+}
+
+fn rfc3339_millis<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&utc(*ms).to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+pub fn utc(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl SimTransaction {
+    /// The broker's form, as the producer would publish it (`received_at` = now).
+    pub fn to_transaction(&self, received_at: i64) -> Transaction {
+        Transaction {
+            transaction_id: self.transaction_id.hyphenated().to_string(),
+            occurred_at: self.occurred_at,
+            status: self.status,
+            auth_code: self.auth_code.clone(),
+            amount_minor: self.amount_minor,
+            currency: self.currency.clone(),
+            category: self.category.clone(),
+            merchant_id: self.merchant_id.clone(),
+            received_at,
+        }
+    }
+}
+
+/// Rounds a start time down to its minute, so incidents line up with the detector's windows.
+pub fn align_start(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis().div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// An outlier planned for one iteration.
+#[derive(Debug, Clone)]
+struct PlannedOutlier {
+    at: i64,
+    incident: usize,
+    index: u32,
+    category: usize,
+    merchant: usize,
+    amount: i64,
+    id: Uuid,
+}
+
+pub struct Generator {
+    scenario: Scenario,
+    seed: u64,
+    start_ms: i64,
+    repeat: bool,
+    rng: ChaCha8Rng,
+    iteration: u32,
+    /// Next minute (index within the iteration) to generate.
+    minute: i64,
+    seq: u64,
+    buffer: VecDeque<SimTransaction>,
+    outliers: VecDeque<PlannedOutlier>,
+    truth: GroundTruth,
+    categories: WeightedIndex<f64>,
+    merchants: Vec<WeightedIndex<f64>>,
+    codes: Vec<WeightedIndex<f64>>,
+    run_key: String,
+    generated: u64,
+    dropped_dark: u64,
+}
+
+impl Generator {
+    /// A generator for one pass of `scenario` starting at `start` (rounded down to its minute).
+    pub fn new(scenario: Scenario, seed: u64, start: DateTime<Utc>) -> Self {
+        let start_ms = align_start(start);
+        let categories =
+            WeightedIndex::new(scenario.categories.iter().map(|c| c.weight)).unwrap_or_else(|_| unreachable_weights());
+        let merchants = scenario
+            .categories
+            .iter()
+            .map(|c| WeightedIndex::new(c.merchants.iter().map(|m| m.weight)).unwrap_or_else(|_| unreachable_weights()))
+            .collect();
+        let codes = TransactionStatus::ALL
+            .iter()
+            .map(|s| {
+                WeightedIndex::new(scenario.codes(*s).iter().map(|c| c.1)).unwrap_or_else(|_| unreachable_weights())
+            })
+            .collect();
+        let truth = GroundTruth {
+            scenario: scenario.name.clone(),
+            seed,
+            start: utc(start_ms),
+            end: utc(start_ms),
+            iterations: 0,
+            amount_tiers: tiers(),
+            incidents: Vec::new(),
+        };
+        let run_key = format!("{}/{seed}/{start_ms}", scenario.name);
+        let mut g = Generator {
+            scenario,
+            seed,
+            start_ms,
+            repeat: false,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            iteration: 0,
+            minute: 0,
+            seq: 0,
+            buffer: VecDeque::new(),
+            outliers: VecDeque::new(),
+            truth,
+            categories,
+            merchants,
+            codes,
+            run_key,
+            generated: 0,
+            dropped_dark: 0,
+        };
+        g.begin_iteration();
+        g
+    }
+
+    /// Repeats the scenario forever, event time continuing (`--loop`).
+    pub fn repeating(mut self, repeat: bool) -> Self {
+        self.repeat = repeat;
+        self
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The ground truth of every iteration begun so far.
+    pub fn truth(&self) -> &GroundTruth {
+        &self.truth
+    }
+
+    pub fn start_ms(&self) -> i64 {
+        self.start_ms
+    }
+
+    /// End of one pass (exclusive).
+    pub fn end_of_first_pass_ms(&self) -> i64 {
+        self.start_ms + self.scenario.duration_ms
+    }
+
+    /// Transactions generated so far, and those a dark merchant did not send.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.generated, self.dropped_dark)
+    }
+
+    fn iteration_start(&self) -> i64 {
+        self.start_ms + i64::from(self.iteration) * self.scenario.duration_ms
+    }
+
+    /// Plans the outliers of the current iteration and appends its incidents to the truth.
+    fn begin_iteration(&mut self) {
+        let it = self.iteration;
+        let base = self.iteration_start();
+        let s = &self.scenario;
+        let mut plan_rng = ChaCha8Rng::seed_from_u64(self.seed);
+        plan_rng.set_stream(1 + u64::from(it));
+        let tiers = tiers();
+        let mut planned = Vec::new();
+        for (i, inc) in s.incidents.iter().enumerate() {
+            let codes_of = |st: TransactionStatus| s.codes(st).iter().map(|c| c.0.clone()).collect::<Vec<_>>();
+            let (dimension, value, expected, may_also, note) = expectations(&inc.kind, codes_of);
+            let mut outliers = Vec::new();
+            if let IncidentKind::AmountOutlier { target, sigma, count } = &inc.kind {
+                let (t_mean, t_sd) = target_moments(s, target).unwrap_or((0.0, 1.0));
+                let x = t_mean + sigma * t_sd;
+                let amount = amount_for(x);
+                for j in 0..*count {
+                    let at = base + inc.start_ms + (i64::from(j) * 2 + 1) * inc.duration_ms / (2 * i64::from(*count));
+                    let (ci, mi) = match target {
+                        OutlierTarget::Merchant(m) => position_of_merchant(s, m),
+                        OutlierTarget::Category(c) => {
+                            let ci = s.categories.iter().position(|k| &k.name == c).unwrap_or(0);
+                            (ci, self.merchants[ci].sample(&mut plan_rng))
+                        }
+                    };
+                    let cat = &s.categories[ci];
+                    let m = &cat.merchants[mi];
+                    let x = ln1p(amount);
+                    let expect = |dimension: &str, value: &str, mean: f64, sd: f64| {
+                        let z = (x - mean) / sd;
+                        AmountExpectation {
+                            dimension: dimension.into(),
+                            value: value.into(),
+                            z,
+                            severity: tiers.emitted(z),
+                            certain: tiers.certain(z),
+                        }
+                    };
+                    let id = Uuid::new_v5(&ID_NAMESPACE, format!("{}/{it}/outlier/{i}/{j}", self.run_key).as_bytes());
+                    outliers.push(OutlierTruth {
+                        transaction_id: id.hyphenated().to_string(),
+                        occurred_at: utc(at),
+                        category: cat.name.clone(),
+                        merchant_id: m.id.clone(),
+                        amount_minor: amount,
+                        expectations: vec![
+                            expect("category", &cat.name, cat.ln_mean, cat.ln_sd),
+                            expect("merchant", &m.id, m.ln_mean, m.ln_sd()),
+                        ],
+                    });
+                    planned.push(PlannedOutlier { at, incident: i, index: j, category: ci, merchant: mi, amount, id });
+                }
+            }
+            self.truth.incidents.push(IncidentTruth {
+                id: format!("{it}.{i}"),
+                iteration: it,
+                name: inc.name.clone(),
+                kind: inc.kind.as_str().into(),
+                start: utc(base + inc.start_ms),
+                end: utc(base + inc.end_ms()),
+                dimension,
+                value,
+                expected,
+                may_also,
+                outliers,
+                note,
+            });
+        }
+        planned.sort_by_key(|p| (p.at, p.incident, p.index));
+        self.outliers = planned.into();
+        self.truth.iterations = it + 1;
+        self.truth.end = utc(base + s.duration_ms);
+    }
+
+    /// Generates the next minute into the buffer; false when the run is over.
+    fn fill(&mut self) -> bool {
+        while self.buffer.is_empty() {
+            if self.minute >= self.scenario.minutes() {
+                if !self.repeat {
+                    return false;
+                }
+                self.iteration += 1;
+                self.minute = 0;
+                self.begin_iteration();
+            }
+            self.generate_minute();
+            self.minute += 1;
+        }
+        true
+    }
+
+    fn generate_minute(&mut self) {
+        let base = self.iteration_start();
+        let off = self.minute * MINUTE_MS;
+        let slot = base + off;
+        let daily = self.scenario.daily_cycle.map_or(1.0, |c| c.factor(slot + MINUTE_MS / 2));
+        // Cut the minute at every rate incident boundary inside it.
+        let mut cuts = vec![off, off + MINUTE_MS];
+        for inc in &self.scenario.incidents {
+            if matches!(inc.kind, IncidentKind::RateSpike { .. } | IncidentKind::AuthCodeSurge { .. }) {
+                for b in [inc.start_ms, inc.end_ms()] {
+                    if b > off && b < off + MINUTE_MS {
+                        cuts.push(b);
+                    }
+                }
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+
+        let mut events: Vec<(i64, TransactionStatus, Option<String>)> = Vec::new();
+        for piece in cuts.windows(2) {
+            let (a, b) = (piece[0], piece[1]);
+            let total = self.scenario.events_per_minute * daily * (b - a) as f64 / MINUTE_MS as f64;
+            let streams = streams(&self.scenario, a, total);
+            for (status, code, lambda) in streams {
+                let n = poisson(&mut self.rng, lambda);
+                for _ in 0..n {
+                    let t = base + a + self.rng.gen_range(0..(b - a));
+                    events.push((t, status, code.clone()));
+                }
+            }
+        }
+        let mut minute: Vec<(i64, SimTransaction, Option<Uuid>)> = Vec::with_capacity(events.len());
+        for (t, status, code) in events {
+            let ci = self.categories.sample(&mut self.rng);
+            let mi = self.merchants[ci].sample(&mut self.rng);
+            let code = match code {
+                Some(c) => c,
+                None => {
+                    let k = self.codes[status_index(status)].sample(&mut self.rng);
+                    self.scenario.codes(status)[k].0.clone()
+                }
+            };
+            let cat = &self.scenario.categories[ci];
+            let m = &cat.merchants[mi];
+            let amount = normal_amount(&mut self.rng, m.ln_mean, m.ln_sigma);
+            if self.is_dark(&m.id, t - base) {
+                self.dropped_dark += 1;
+                continue;
+            }
+            let tx = self.transaction(t, status, code, amount, ci, mi);
+            minute.push((t, tx, None));
+        }
+        while self.outliers.front().is_some_and(|o| o.at < slot + MINUTE_MS) {
+            let Some(o) = self.outliers.pop_front() else { break };
+            let tx = self.transaction(o.at, TransactionStatus::Approved, "00".into(), o.amount, o.category, o.merchant);
+            minute.push((o.at, tx, Some(o.id)));
+        }
+        // Stable: equal times keep their generation order.
+        minute.sort_by_key(|(t, _, _)| *t);
+        for (_, mut tx, fixed_id) in minute {
+            tx.transaction_id = match fixed_id {
+                Some(id) => id,
+                None => {
+                    let key = format!("{}/{}/{}", self.run_key, self.iteration, self.seq);
+                    self.seq += 1;
+                    Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())
+                }
+            };
+            self.generated += 1;
+            self.buffer.push_back(tx);
+        }
+    }
+
+    fn is_dark(&self, merchant: &str, offset: i64) -> bool {
+        self.scenario.incidents.iter().any(|inc| {
+            matches!(&inc.kind, IncidentKind::MerchantDark { merchant: m } if m == merchant) && inc.covers(offset)
+        })
+    }
+
+    fn transaction(
+        &self,
+        t: i64,
+        status: TransactionStatus,
+        auth_code: String,
+        amount: i64,
+        ci: usize,
+        mi: usize,
+    ) -> SimTransaction {
+        let cat = &self.scenario.categories[ci];
+        SimTransaction {
+            transaction_id: Uuid::nil(),
+            occurred_at: t,
+            status,
+            auth_code,
+            amount_minor: amount,
+            currency: cat.currency.clone(),
+            category: cat.name.clone(),
+            merchant_id: cat.merchants[mi].id.clone(),
+        }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = SimTransaction;
+
+    fn next(&mut self) -> Option<SimTransaction> {
+        if !self.fill() {
+            return None;
+        }
+        self.buffer.pop_front()
+    }
+}
+
+fn unreachable_weights() -> WeightedIndex<f64> {
+    // A checked scenario always has positive weights; keep a valid index rather than panic.
+    WeightedIndex::new([1.0]).unwrap_or_else(|_| unreachable!("a single positive weight is valid"))
+}
+
+fn position_of_merchant(s: &Scenario, id: &str) -> (usize, usize) {
+    for (ci, c) in s.categories.iter().enumerate() {
+        if let Some(mi) = c.merchants.iter().position(|m| m.id == id) {
+            return (ci, mi);
+        }
+    }
+    (0, 0)
+}
+
+fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
+    if lambda.is_nan() || lambda <= 0.0 {
+        return 0;
+    }
+    match Poisson::new(lambda) {
+        Ok(p) => {
+            let x: f64 = p.sample(rng);
+            x.max(0.0) as u64
+        }
+        Err(_) => 0,
+    }
+}
+
+/// The expected counts of every stream in a piece of a minute starting at offset `a` with
+/// `total` expected baseline transactions: `(status, fixed auth code, λ)`.
+///
+/// A spike's extra events are added to its status (the other statuses keep their volume); a
+/// target rate means extra events until the status is that share of all transactions. A surge
+/// adds events with its code (and status) the same way, on top of any spike.
+pub fn streams(s: &Scenario, a: i64, total: f64) -> Vec<(TransactionStatus, Option<String>, f64)> {
+    let mut lambda: [f64; 4] = std::array::from_fn(|i| total * s.status_mix[i]);
+    let base = lambda;
+    for inc in s.incidents.iter().filter(|i| i.covers(a)) {
+        if let IncidentKind::RateSpike { status, change } = &inc.kind {
+            let k = status_index(*status);
+            lambda[k] += match *change {
+                Change::Multiplier(m) => (m - 1.0) * base[k],
+                Change::TargetRate(r) => ((r * total - base[k]) / (1.0 - r)).max(0.0),
+            };
+        }
+    }
+    let mut out: Vec<(TransactionStatus, Option<String>, f64)> =
+        TransactionStatus::ALL.iter().map(|st| (*st, None, lambda[status_index(*st)])).collect();
+    let after_spikes: f64 = lambda.iter().sum();
+    for inc in s.incidents.iter().filter(|i| i.covers(a)) {
+        if let IncidentKind::AuthCodeSurge { code, status, change } = &inc.kind {
+            let share = s.codes(*status).iter().find(|(c, _)| c == code).map_or(0.0, |c| c.1);
+            let normal = lambda[status_index(*status)] * share;
+            let extra = match *change {
+                Change::Multiplier(m) => (m - 1.0) * normal,
+                Change::TargetRate(r) => ((r * after_spikes - normal) / (1.0 - r)).max(0.0),
+            };
+            out.push((*status, Some(code.clone()), extra));
+        }
+    }
+    out
+}
+
+/// Incidents of `s` with their absolute span for a run starting at `start_ms`.
+pub fn spans(s: &Scenario, start_ms: i64) -> Vec<(&Incident, i64, i64)> {
+    s.incidents.iter().map(|i| (i, start_ms + i.start_ms, start_ms + i.end_ms())).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::scenario::DailyCycle;
+
+    fn start() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap()
+    }
+
+    fn flat(epm: f64, minutes: i64, incidents: &str) -> Scenario {
+        Scenario::from_toml(&format!(
+            r#"
+name = "flat"
+duration = "{minutes}m"
+events_per_minute = {epm}
+[status_mix]
+approved = 0.90
+denied = 0.06
+failed = 0.03
+reversed = 0.01
+[auth_codes]
+denied = {{ "05" = 0.5, "51" = 0.5 }}
+[[categories]]
+name = "food"
+weight = 2
+ln_mean = 7.0
+ln_sigma = 0.5
+merchants = [{{ id = "m-1", weight = 3 }}, {{ id = "m-2", multiplier = 0.8 }}]
+[[categories]]
+name = "travel"
+ln_mean = 9.0
+ln_sigma = 0.8
+merchants = [{{ id = "m-3" }}]
+{incidents}
+"#
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_transactions_and_another_seed_others() {
+        let s = Scenario::builtin("mixed").unwrap();
+        let a: Vec<SimTransaction> = Generator::new(s.clone(), 7, start()).take(5000).collect();
+        let b: Vec<SimTransaction> = Generator::new(s.clone(), 7, start()).take(5000).collect();
+        let c: Vec<SimTransaction> = Generator::new(s, 8, start()).take(5000).collect();
+        assert_eq!(a.len(), 5000);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn transactions_come_in_event_time_order_within_the_run_with_unique_ids() {
+        let g = Generator::new(Scenario::builtin("mixed").unwrap(), 3, start());
+        let (from, to) = (g.start_ms(), g.end_of_first_pass_ms());
+        let all: Vec<SimTransaction> = g.collect();
+        assert!(all.windows(2).all(|w| w[0].occurred_at <= w[1].occurred_at));
+        assert!(all.iter().all(|t| t.occurred_at >= from && t.occurred_at < to));
+        let ids: std::collections::HashSet<Uuid> = all.iter().map(|t| t.transaction_id).collect();
+        assert_eq!(ids.len(), all.len());
+    }
+
+    #[test]
+    fn volume_and_status_mix_match_the_scenario() {
+        let s = flat(200.0, 120, "");
+        let all: Vec<SimTransaction> = Generator::new(s, 1, start()).collect();
+        let n = all.len() as f64;
+        let expected = 200.0 * 120.0;
+        assert!((n - expected).abs() < 4.0 * expected.sqrt(), "{n} transactions, expected {expected}");
+        let mut by_status: BTreeMap<TransactionStatus, f64> = BTreeMap::new();
+        for t in &all {
+            *by_status.entry(t.status).or_default() += 1.0;
+        }
+        for (st, share) in [
+            (TransactionStatus::Approved, 0.90),
+            (TransactionStatus::Denied, 0.06),
+            (TransactionStatus::Failed, 0.03),
+            (TransactionStatus::Reversed, 0.01),
+        ] {
+            let got = by_status.get(&st).copied().unwrap_or(0.0) / n;
+            let sd = (share * (1.0 - share) / n).sqrt();
+            assert!((got - share).abs() < 4.0 * sd, "{st}: {got:.4} vs {share}");
+        }
+        // Auth codes follow their status's mix; categories and merchants their weights.
+        let denied: Vec<&SimTransaction> = all.iter().filter(|t| t.status == TransactionStatus::Denied).collect();
+        let c51 = denied.iter().filter(|t| t.auth_code == "51").count() as f64 / denied.len() as f64;
+        assert!((c51 - 0.5).abs() < 0.05, "{c51}");
+        assert!(all.iter().filter(|t| t.status == TransactionStatus::Approved).all(|t| t.auth_code == "00"));
+        let food = all.iter().filter(|t| t.category == "food").count() as f64 / n;
+        assert!((food - 2.0 / 3.0).abs() < 0.02, "{food}");
+        let m1 = all.iter().filter(|t| t.merchant_id == "m-1").count() as f64 / n;
+        assert!((m1 - 0.5).abs() < 0.02, "{m1}");
+    }
+
+    #[test]
+    fn the_daily_cycle_shapes_hourly_volume() {
+        let mut s = flat(60.0, 24 * 60, "");
+        s.daily_cycle = Some(DailyCycle { amplitude: 0.6, peak_hour: 14.0 });
+        let mut per_hour = [0f64; 24];
+        for t in Generator::new(s, 5, start()) {
+            per_hour[(t.occurred_at.rem_euclid(86_400_000) / 3_600_000) as usize] += 1.0;
+        }
+        let busiest = (0..24).max_by(|a, b| per_hour[*a].total_cmp(&per_hour[*b])).unwrap();
+        let quietest = (0..24).min_by(|a, b| per_hour[*a].total_cmp(&per_hour[*b])).unwrap();
+        assert!((13..=15).contains(&busiest), "busiest hour {busiest}: {per_hour:?}");
+        assert!((1..=3).contains(&quietest), "quietest hour {quietest}: {per_hour:?}");
+        // Peak/trough ≈ 1.6/0.4 (hour averages of the cosine flatten it a little).
+        let ratio = per_hour[14] / per_hour[2];
+        assert!((3.2..=4.8).contains(&ratio), "peak/trough {ratio}");
+        let total: f64 = per_hour.iter().sum();
+        assert!((total - 60.0 * 1440.0).abs() < 4.0 * (60.0f64 * 1440.0).sqrt(), "the day's total is unchanged");
+    }
+
+    #[test]
+    fn a_rate_spike_reaches_its_target_share_inside_its_span_only() {
+        let s = flat(
+            300.0,
+            40,
+            r#"
+[[incidents]]
+kind = "rate_spike"
+status = "failed"
+start = "20m"
+duration = "10m"
+target_rate = 0.30
+"#,
+        );
+        let g = Generator::new(s, 9, start());
+        let (s0, s1) = (g.start_ms() + 20 * MINUTE_MS, g.start_ms() + 30 * MINUTE_MS);
+        let all: Vec<SimTransaction> = g.collect();
+        let share = |inside: bool| {
+            let xs: Vec<&SimTransaction> =
+                all.iter().filter(|t| (t.occurred_at >= s0 && t.occurred_at < s1) == inside).collect();
+            xs.iter().filter(|t| t.status == TransactionStatus::Failed).count() as f64 / xs.len() as f64
+        };
+        assert!((share(true) - 0.30).abs() < 0.02, "inside {}", share(true));
+        assert!((share(false) - 0.03).abs() < 0.01, "outside {}", share(false));
+    }
+
+    #[test]
+    fn an_auth_code_surge_and_a_dark_merchant_shape_their_spans() {
+        let s = flat(
+            300.0,
+            30,
+            r#"
+[[incidents]]
+kind = "auth_code_surge"
+code = "51"
+start = "10m"
+duration = "5m"
+multiplier = 6
+
+[[incidents]]
+kind = "merchant_dark"
+merchant = "m-3"
+start = "750s"
+duration = "10m"
+"#,
+        );
+        let g = Generator::new(s, 4, start());
+        let t0 = g.start_ms();
+        let all: Vec<SimTransaction> = g.collect();
+        let in_span = |t: &SimTransaction, a: i64, b: i64| t.occurred_at >= t0 + a && t.occurred_at < t0 + b;
+        let count51 = |a, b| all.iter().filter(|t| in_span(t, a, b) && t.auth_code == "51").count() as f64;
+        let (during, before) = (count51(10 * MINUTE_MS, 15 * MINUTE_MS), count51(0, 10 * MINUTE_MS) / 2.0);
+        assert!((during / before - 6.0).abs() < 1.5, "51 during {during}, before (per 5 min) {before}");
+        assert!(all.iter().filter(|t| t.auth_code == "51").all(|t| t.status == TransactionStatus::Denied));
+        let dark = all.iter().filter(|t| t.merchant_id == "m-3" && in_span(t, 750_000, 1_350_000)).count();
+        assert_eq!(dark, 0, "m-3 sent during its dark span");
+        assert!(all.iter().any(|t| t.merchant_id == "m-3" && in_span(t, 1_350_000, 1_800_000)));
+    }
+
+    #[test]
+    fn outliers_land_at_the_requested_sigma_with_the_expected_tier() {
+        let s = flat(
+            100.0,
+            60,
+            r#"
+[[incidents]]
+kind = "amount_outlier"
+merchant = "m-3"
+sigma = 4
+count = 3
+start = "40m"
+duration = "6m"
+
+[[incidents]]
+kind = "amount_outlier"
+category = "food"
+sigma = 8
+start = "50m"
+"#,
+        );
+        let g = Generator::new(s.clone(), 2, start());
+        let truth = g.truth().clone();
+        let all: Vec<SimTransaction> = g.collect();
+        let outliers: Vec<&OutlierTruth> = truth.incidents.iter().flat_map(|i| &i.outliers).collect();
+        assert_eq!(outliers.len(), 4);
+        for o in &outliers {
+            let tx = all.iter().find(|t| t.transaction_id.to_string() == o.transaction_id).expect("outlier sent");
+            assert_eq!(tx.amount_minor, o.amount_minor);
+            assert_eq!(tx.occurred_at, o.occurred_at.timestamp_millis());
+            assert_eq!((tx.status, tx.auth_code.as_str()), (TransactionStatus::Approved, "00"));
+        }
+        // 3 at 4σ of m-3 (m-3 is its category's only merchant: both baselines agree), 1 at 8σ of food.
+        let m3 = s.merchant("m-3").unwrap().1;
+        for o in &outliers[..3] {
+            let z = (ln1p(o.amount_minor) - m3.ln_mean) / m3.ln_sd();
+            assert!((z - 4.0).abs() < 1e-3, "z {z}");
+            for e in &o.expectations {
+                assert_eq!(e.severity, Some(vigil_schemas::Severity::High), "{e:?}");
+                assert!(e.certain && (e.z - 4.0).abs() < 1e-3);
+            }
+        }
+        let food = s.category("food").unwrap();
+        let cat = &outliers[3].expectations[0];
+        assert_eq!(cat.dimension, "category");
+        assert!(((ln1p(outliers[3].amount_minor) - food.ln_mean) / food.ln_sd - 8.0).abs() < 1e-3);
+        assert_eq!(cat.severity, Some(vigil_schemas::Severity::Critical));
+        // Evenly spread: 41m, 43m, 45m.
+        let t0 = truth.start.timestamp_millis();
+        let at: Vec<i64> = outliers[..3].iter().map(|o| (o.occurred_at.timestamp_millis() - t0) / 60_000).collect();
+        assert_eq!(at, vec![41, 43, 45]);
+    }
+
+    #[test]
+    fn the_amount_outliers_scenario_predicts_every_tier_with_confidence() {
+        let g = Generator::new(Scenario::builtin("amount-outliers").unwrap(), 1, start());
+        let outliers: Vec<&OutlierTruth> = g.truth().incidents.iter().flat_map(|i| &i.outliers).collect();
+        assert_eq!(outliers.len(), 6);
+        for o in outliers {
+            for e in &o.expectations {
+                assert!(e.certain, "{} {}: z {} is too near a tier boundary", o.merchant_id, e.dimension, e.z);
+                assert!(e.severity.is_some(), "{} {}: z {} emits nothing", o.merchant_id, e.dimension, e.z);
+            }
+        }
+    }
+
+    #[test]
+    fn the_ground_truth_spans_and_rules_follow_the_incidents_and_the_loop() {
+        let s = Scenario::builtin("seed-validation").unwrap();
+        let mut g = Generator::new(s.clone(), 1, start()).repeating(true);
+        let t0 = start().timestamp_millis();
+        let truth = g.truth().clone();
+        assert_eq!(truth.start, start());
+        assert_eq!(truth.end, utc(t0 + s.duration_ms));
+        assert_eq!(truth.incidents.len(), s.incidents.len());
+        for (inc, it) in s.incidents.iter().zip(&truth.incidents) {
+            assert_eq!(it.start, utc(t0 + inc.start_ms));
+            assert_eq!(it.end, utc(t0 + inc.end_ms()));
+            assert_eq!(it.expected.len(), 1, "{it:?}");
+        }
+        let rules: Vec<String> = truth.incidents.iter().map(|i| i.expected[0].rule.clone()).collect();
+        assert_eq!(rules, ["denied_rate", "failed_rate", "reversed_rate"]);
+        // Past the first pass the loop begins a second iteration, one duration later.
+        let n = g.by_ref().take_while(|t| t.occurred_at < t0 + s.duration_ms + 60_000).count();
+        assert!(n > 0);
+        let truth = g.truth();
+        assert_eq!(truth.iterations, 2);
+        assert_eq!(truth.incidents.len(), 2 * s.incidents.len());
+        assert_eq!(truth.incidents[3].start, utc(t0 + s.duration_ms + s.incidents[0].start_ms));
+        assert_eq!(truth.end, utc(t0 + 2 * s.duration_ms));
+    }
+
+    #[test]
+    fn every_generated_transaction_passes_the_producers_validation() {
+        let rules = vigil_producer::validation::Rules {
+            max_amount_minor: crate::scenario::MAX_AMOUNT_MINOR,
+            max_future_skew: std::time::Duration::from_secs(300),
+            max_event_age: std::time::Duration::from_secs(30 * 86_400),
+        };
+        for (name, _) in crate::scenario::BUILTIN {
+            let g = Generator::new(Scenario::builtin(name).unwrap(), 1, start());
+            let end = utc(g.end_of_first_pass_ms());
+            for tx in g.take(20_000) {
+                let v = serde_json::to_value(&tx).unwrap();
+                let back = vigil_producer::validation::validate(&v, &rules, end, None)
+                    .unwrap_or_else(|e| panic!("{name}: {v} refused: {e:?}"));
+                assert_eq!(back.transaction_id, tx.transaction_id.to_string());
+                assert_eq!(back.occurred_at, tx.occurred_at);
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The ground truth of a run: what was injected, when, and what the detector should say.
+//!
+//! Written as JSON by every run (`--ground-truth FILE`) and read by `vigil-check`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vigil_schemas::{Severity, TransactionStatus};
+
+use crate::amounts::AmountTiers;
+use crate::error::{Error, Result};
+use crate::scenario::{IncidentKind, OutlierTarget};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroundTruth {
+    pub scenario: String,
+    pub seed: u64,
+    /// Event time of the first transaction's minute (inclusive).
+    pub start: DateTime<Utc>,
+    /// End of the event time generated so far (exclusive): the end of the last iteration begun.
+    pub end: DateTime<Utc>,
+    /// Scenario repetitions begun (more than one with `--loop`).
+    pub iterations: u32,
+    /// The detector tiers the amount expectations were computed with.
+    pub amount_tiers: AmountTiers,
+    pub incidents: Vec<IncidentTruth>,
+}
+
+/// An anomaly the detector may raise, by rule, dimension and value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub rule: String,
+    pub dimension: String,
+    pub value: String,
+}
+
+impl RuleRef {
+    pub fn new(rule: &str, dimension: &str, value: &str) -> Self {
+        RuleRef { rule: rule.into(), dimension: dimension.into(), value: value.into() }
+    }
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.rule, self.dimension, self.value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentTruth {
+    /// `<iteration>.<index in the scenario>`.
+    pub id: String,
+    pub iteration: u32,
+    pub name: String,
+    /// rate_spike, auth_code_surge, amount_outlier or merchant_dark.
+    pub kind: String,
+    /// Event-time span, start inclusive, end exclusive.
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// What the incident is about (e.g. global/denied, auth_code/51, merchant/m-1).
+    pub dimension: String,
+    pub value: String,
+    /// Rate anomalies the detector must raise, with onset inside the span.
+    pub expected: Vec<RuleRef>,
+    /// Rate anomalies the incident explains but does not require (e.g. the share of a denial
+    /// code rises with a denied spike).
+    pub may_also: Vec<RuleRef>,
+    /// Amount outliers: every injected transaction and its expected anomalies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outliers: Vec<OutlierTruth>,
+    /// Why nothing is expected, when nothing is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl IncidentTruth {
+    /// Whether the detector is expected to say anything about this incident.
+    pub fn checkable(&self) -> bool {
+        !self.expected.is_empty() || self.outliers.iter().any(|o| o.expectations.iter().any(|e| e.severity.is_some()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutlierTruth {
+    pub transaction_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub category: String,
+    pub merchant_id: String,
+    pub amount_minor: i64,
+    /// One per baseline the detector judges it against (category and merchant).
+    pub expectations: Vec<AmountExpectation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AmountExpectation {
+    /// category or merchant.
+    pub dimension: String,
+    pub value: String,
+    /// z against the baseline's true mean and spread.
+    pub z: f64,
+    /// The anomaly severity the detector should emit; `None`: no anomaly (below the lowest
+    /// emitted tier).
+    pub severity: Option<Severity>,
+    /// False when `z` lies within [`crate::amounts::TIER_MARGIN`] of a tier boundary: then any
+    /// outcome on either side is accepted.
+    pub certain: bool,
+}
+
+pub fn rate_rule(status: TransactionStatus) -> Option<&'static str> {
+    match status {
+        TransactionStatus::Approved => None,
+        TransactionStatus::Denied => Some("denied_rate"),
+        TransactionStatus::Failed => Some("failed_rate"),
+        TransactionStatus::Reversed => Some("reversed_rate"),
+    }
+}
+
+/// Auth codes the detector treats as approvals and does not watch.
+pub const APPROVAL_CODES: [&str; 1] = ["00"];
+
+/// Expected and possible rate anomalies of an incident, and a note when none is expected.
+pub fn expectations(
+    kind: &IncidentKind,
+    codes_of: impl Fn(TransactionStatus) -> Vec<String>,
+) -> (String, String, Vec<RuleRef>, Vec<RuleRef>, Option<String>) {
+    let watched = |c: &str| !APPROVAL_CODES.contains(&c);
+    match kind {
+        IncidentKind::RateSpike { status, .. } => {
+            let may: Vec<RuleRef> = codes_of(*status)
+                .iter()
+                .filter(|c| watched(c))
+                .map(|c| RuleRef::new("auth_code_rate", "auth_code", c))
+                .collect();
+            match rate_rule(*status) {
+                Some(rule) => {
+                    ("global".into(), status.to_string(), vec![RuleRef::new(rule, "global", "all")], may, None)
+                }
+                None => (
+                    "global".into(),
+                    status.to_string(),
+                    vec![],
+                    may,
+                    Some("no detector rule watches the approved rate".into()),
+                ),
+            }
+        }
+        IncidentKind::AuthCodeSurge { code, status, .. } => {
+            let may: Vec<RuleRef> =
+                rate_rule(*status).map(|r| vec![RuleRef::new(r, "global", "all")]).unwrap_or_default();
+            if watched(code) {
+                ("auth_code".into(), code.clone(), vec![RuleRef::new("auth_code_rate", "auth_code", code)], may, None)
+            } else {
+                (
+                    "auth_code".into(),
+                    code.clone(),
+                    vec![],
+                    may,
+                    Some(format!("auth code {code} means approved; the detector does not watch it")),
+                )
+            }
+        }
+        IncidentKind::AmountOutlier { target, .. } => {
+            let (d, v) = match target {
+                OutlierTarget::Category(c) => ("category", c),
+                OutlierTarget::Merchant(m) => ("merchant", m),
+            };
+            (d.into(), v.clone(), vec![], vec![], None)
+        }
+        IncidentKind::MerchantDark { merchant } => (
+            "merchant".into(),
+            merchant.clone(),
+            vec![],
+            vec![],
+            Some("no detector rule watches a merchant's volume; recorded so its effect can be seen".into()),
+        ),
+    }
+}
+
+impl GroundTruth {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn read(path: &str) -> Result<GroundTruth> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("Failed to read {path}"), e))?;
+        serde_json::from_str(&text).map_err(|e| Error::GroundTruth { path: path.into(), message: e.to_string() })
+    }
+
+    /// Writes the file whole or not at all (a temporary file renamed over it), so a reader
+    /// never sees half of it.
+    pub fn write(&self, path: &str) -> Result<()> {
+        write_atomically(path, &self.to_json())
+    }
+}
+
+pub fn write_atomically(path: &str, text: &str) -> Result<()> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(format!("Failed to write {tmp}"), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("Failed to rename {tmp} to {path}"), e))
+}
