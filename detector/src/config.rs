@@ -146,6 +146,11 @@ pub struct ServiceArgs {
     /// Consumer group of stage 1; stage 2 uses "<group>-merge".
     #[arg(long, env = "CONSUMER_GROUP", default_value = "vigil-detector")]
     pub consumer_group: String,
+    /// Static group membership (`group.instance.id`): give each instance a stable, unique id
+    /// (e.g. its pod name) and a restarted instance takes its partitions back at once instead of
+    /// waiting for its old session to expire. Empty: dynamic membership.
+    #[arg(long, env = "CONSUMER_INSTANCE_ID", default_value = "")]
+    pub consumer_instance_id: String,
     /// Wall-clock time without records after which a partition counts as idle and its windows
     /// close.
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "10s")]
@@ -178,6 +183,7 @@ pub struct ServiceConfig {
     pub merge_checkpoint_topic: String,
     pub dead_letter_topic: String,
     pub consumer_group: String,
+    pub consumer_instance_id: Option<String>,
     pub idle_timeout: Duration,
     pub commit_interval: Duration,
     pub checkpoint_interval: Duration,
@@ -279,6 +285,7 @@ impl ServiceArgs {
             merge_checkpoint_topic: topic(v, "MERGE_CHECKPOINT_TOPIC", &self.merge_checkpoint_topic),
             dead_letter_topic: topic(v, "DEAD_LETTER_TOPIC", &self.dead_letter_topic),
             consumer_group: topic(v, "CONSUMER_GROUP", &self.consumer_group),
+            consumer_instance_id: Some(self.consumer_instance_id.trim().to_owned()).filter(|s| !s.is_empty()),
             idle_timeout: v.parse_positive_duration("IDLE_TIMEOUT", &self.idle_timeout),
             commit_interval: v.parse_positive_duration("COMMIT_INTERVAL", &self.commit_interval),
             checkpoint_interval: v.parse_positive_duration("CHECKPOINT_INTERVAL", &self.checkpoint_interval),

@@ -34,6 +34,10 @@ pub struct Args {
     pub dead_letter_topic: String,
     #[arg(long, env = "CONSUMER_GROUP", default_value = "vigil-sink")]
     pub consumer_group: String,
+    /// Static group membership (`group.instance.id`): a stable, unique id per instance lets a
+    /// restarted sink take its partitions back at once. Empty: dynamic membership.
+    #[arg(long, env = "CONSUMER_INSTANCE_ID", default_value = "")]
+    pub consumer_instance_id: String,
     /// Most messages written in one database transaction.
     #[arg(long, env = "SINK_BATCH_SIZE", default_value = "500")]
     pub batch_size: String,
@@ -78,6 +82,7 @@ pub struct Config {
     pub anomalies_topic: String,
     pub dead_letter_topic: String,
     pub consumer_group: String,
+    pub consumer_instance_id: Option<String>,
     pub batch_size: usize,
     pub linger: Duration,
     pub max_backoff: Duration,
@@ -109,6 +114,7 @@ impl Config {
             anomalies_topic: v.required("ANOMALIES_TOPIC", &a.anomalies_topic),
             dead_letter_topic: v.required("DEAD_LETTER_TOPIC", &a.dead_letter_topic),
             consumer_group: v.required("CONSUMER_GROUP", &a.consumer_group),
+            consumer_instance_id: Some(a.consumer_instance_id.trim().to_owned()).filter(|s| !s.is_empty()),
             batch_size: v.parse_in("SINK_BATCH_SIZE", &a.batch_size, 1usize, 100_000),
             linger: v.parse_duration("SINK_LINGER", &a.linger),
             max_backoff: v.parse_positive_duration("SINK_MAX_BACKOFF", &a.max_backoff),

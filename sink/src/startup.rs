@@ -110,6 +110,9 @@ impl Application {
         let mut cc = self.config.kafka.consumer_config(&self.config.consumer_group);
         // A long database outage holds the batch and pauses consumption; stay in the group.
         cc.set("max.poll.interval.ms", "1800000");
+        if let Some(id) = &self.config.consumer_instance_id {
+            cc.set("group.instance.id", id);
+        }
         let consumer: StreamConsumer = cc.create().context("Failed to create the consumer")?;
         let dlq: FutureProducer = self
             .config

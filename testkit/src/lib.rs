@@ -245,3 +245,22 @@ pub fn free_port() -> u16 {
 pub fn read_topic_on(kafka: &KafkaConfig, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
     read_topic_with(kafka, topic, expected, timeout)
 }
+
+/// Reads a whole topic repeatedly until at least `min` messages are there and the count has not
+/// changed for `quiet`, or `max` passes. For outputs whose final count is not known up front.
+pub fn read_until_stable(topic: &str, min: usize, quiet: Duration, max: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + max;
+    let mut last = Vec::new();
+    let mut stable_since = Instant::now();
+    loop {
+        let now = read_topic(topic, usize::MAX, Duration::from_millis(1500));
+        if now.len() != last.len() {
+            stable_since = Instant::now();
+        }
+        last = now;
+        if (last.len() >= min && stable_since.elapsed() >= quiet) || Instant::now() >= deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -121,6 +121,7 @@ impl Application {
             let settings = StageSettings {
                 input_topic: s.transactions_topic.clone(),
                 group: s.consumer_group.clone(),
+                instance_id: s.consumer_instance_id.clone(),
                 idle_timeout: Some(s.idle_timeout),
                 commit_interval: s.commit_interval,
                 checkpoint_interval: s.checkpoint_interval,
@@ -137,6 +138,7 @@ impl Application {
             let settings = StageSettings {
                 input_topic: s.partials_topic.clone(),
                 group: format!("{}-merge", s.consumer_group),
+                instance_id: s.consumer_instance_id.as_ref().map(|id| format!("{id}-merge")),
                 idle_timeout: None,
                 commit_interval: s.commit_interval,
                 checkpoint_interval: s.checkpoint_interval,

@@ -63,6 +63,8 @@ struct Slot<T> {
 pub struct StageSettings {
     pub input_topic: String,
     pub group: String,
+    /// `group.instance.id` (static membership), if configured.
+    pub instance_id: Option<String>,
     pub idle_timeout: Option<Duration>,
     pub commit_interval: Duration,
     pub checkpoint_interval: Duration,
@@ -283,7 +285,11 @@ pub fn run<S: Stage>(
         ready,
     }));
     let ctx = StageContext { shared: shared.clone() };
-    let consumer: BaseConsumer<StageContext<S>> = kafka.consumer_config(&settings.group).create_with_context(ctx)?;
+    let mut cc = kafka.consumer_config(&settings.group);
+    if let Some(id) = &settings.instance_id {
+        cc.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<StageContext<S>> = cc.create_with_context(ctx)?;
     consumer.subscribe(&[&settings.input_topic])?;
     tracing::info!(stage = S::NAME, topic = %settings.input_topic, group = %settings.group, "Stage started.");
 

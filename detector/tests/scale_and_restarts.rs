@@ -1,0 +1,100 @@
+//! The detector gives the same answers whether it runs as one process or three, rebalanced
+//! mid-stream, killed with SIGKILL and restarted, and whether events are delivered once or twice.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// 2025-12-14T12:00:00Z: event time is fixed, so every run sees the same stream.
+const T0: i64 = 1_765_713_600_000;
+const MINUTES: i64 = 45;
+
+async fn reference() -> std::collections::BTreeSet<String> {
+    let topics = Topics::fresh(6).await;
+    produce(&topics.transactions, &stream(7, MINUTES, 120, T0)).await;
+    let d = start_in_process(&topics, &vigil_testkit::unique("det"), "5s").await;
+    let out = outputs(&topics, MINUTES as usize);
+    d.stop().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outputs_are_identical_with_one_or_three_instances_rebalanced_mid_stream() {
+    let one = reference().await;
+    assert_eq!(count_kind(&one, "MinuteAggregate"), MINUTES as usize, "one aggregate per minute");
+    assert!(count_kind(&one, "rule: DeniedRate, dimension: Global") >= 2, "the denied spike fires and resolves");
+    assert!(count_kind(&one, "AmountZscore") >= 1, "amount outliers are flagged");
+
+    let topics = Topics::fresh(6).await;
+    let group = vigil_testkit::unique("det");
+    let txs = stream(7, MINUTES, 120, T0);
+    let (first, second) = txs.split_at(txs.len() / 2);
+    produce(&topics.transactions, first).await;
+    let a = start_in_process(&topics, &group, "5s").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = start_in_process(&topics, &group, "5s").await;
+    produce(&topics.transactions, second).await;
+    let c = start_in_process(&topics, &group, "5s").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.stop().await; // leaves mid-stream: its partitions move again
+    let three = outputs(&topics, MINUTES as usize);
+    a.stop().await;
+    c.stop().await;
+    let only_one: Vec<_> = one.difference(&three).take(3).collect();
+    let only_three: Vec<_> = three.difference(&one).take(3).collect();
+    assert!(
+        only_one.is_empty() && only_three.is_empty(),
+        "outputs differ:\n 1 instance only: {only_one:#?}\n 3 instances only: {only_three:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_detector_killed_with_sigkill_and_restarted_gives_the_outputs_of_an_uninterrupted_run_and_duplicates_count_once(
+) {
+    let uninterrupted = reference().await;
+
+    let topics = Topics::fresh(6).await;
+    let group = vigil_testkit::unique("det");
+    let txs = stream(7, MINUTES, 120, T0);
+    let (first, second) = txs.split_at(txs.len() / 2);
+    // Every event of the first half is delivered twice (a client retry that got through twice).
+    let mut doubled: Vec<_> = first.iter().flat_map(|t| [t.clone(), t.clone()]).collect();
+    doubled.sort_by_key(|t| t.occurred_at);
+    produce(&topics.transactions, &doubled).await;
+
+    let spawn = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_detector"));
+        // An idle timeout longer than the pause around the kill: this test is about the kill,
+        // not about a stream that stops (where wall-clock idleness closes windows by design).
+        // Static membership: the restarted process takes its partitions back at once; with
+        // dynamic membership tansu 0.6.0 never hands a dead member's partitions to a new one.
+        cmd.arg(format!("--bind=127.0.0.1:{}", vigil_testkit::free_port()))
+            .args(topics.args(&group, "15s"))
+            .env("CONSUMER_INSTANCE_ID", "detector-0")
+            .env("RUST_LOG", "warn");
+        cmd.spawn().unwrap()
+    };
+    let mut child = spawn();
+    // Let it get well into the stream (and checkpoint), then kill it without warning.
+    let progressed =
+        vigil_testkit::read_until_stable(&topics.minutes, 10, Duration::from_millis(1), Duration::from_secs(60));
+    assert!(progressed.len() >= 10, "the detector made no progress before the kill");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    produce(&topics.transactions, second).await;
+    let mut child = spawn();
+    let restarted = outputs(&topics, MINUTES as usize);
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop after SIGTERM, got {status}");
+
+    let missing: Vec<_> = uninterrupted.difference(&restarted).take(3).collect();
+    let extra: Vec<_> = restarted.difference(&uninterrupted).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "outputs differ after kill -9:\n missing: {missing:#?}\n extra: {extra:#?}"
+    );
+}
