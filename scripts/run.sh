@@ -62,8 +62,8 @@ start() { # name, then the command; environment is inherited
 
 export KAFKA_BROKERS DATABASE_URL WEBHOOK_TOKEN RUST_LOG="${RUST_LOG:-info}"
 start webhook  env WEBHOOK_BIND=0.0.0.0:3001 "$BIN/webhook"
-start sink     env SINK_BIND=0.0.0.0:3004 "$BIN/sink"
-start detector env DETECTOR_BIND=0.0.0.0:3003 "$BIN/detector"
+start sink     env SINK_BIND=0.0.0.0:3004 CONSUMER_INSTANCE_ID=sink-local "$BIN/sink"
+start detector env DETECTOR_BIND=0.0.0.0:3003 CONSUMER_INSTANCE_ID=detector-local "$BIN/detector"
 start producer env PRODUCER_BIND=0.0.0.0:3002 "$BIN/producer"
 
 for svc in "webhook 3001" "producer 3002" "detector 3003" "sink 3004"; do
