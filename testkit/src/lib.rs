@@ -264,3 +264,108 @@ pub fn read_until_stable(topic: &str, min: usize, quiet: Duration, max: Duration
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A PostgreSQL server of a test's own (fresh cluster, free port), for tests that restart the
+/// database. Uses Debian's binaries; as root the cluster runs as the `postgres` user.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bindir: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        let bindir = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed (make test installs it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("no PostgreSQL binaries under /usr/lib/postgresql");
+        let port = free_port();
+        let dir =
+            std::path::PathBuf::from(if is_root() { "/var/lib/postgresql" } else { "/tmp" }).join(unique("vigil-pg"));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            run(std::process::Command::new("chown").args(["postgres:postgres"]).arg(&dir));
+        }
+        let pg = OwnPostgres { port, dir, bindir };
+        run(pg.as_pg(pg.bindir.join("initdb")).arg("-D").arg(&pg.dir).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]));
+        let conf =
+            format!("listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nfsync = off\n");
+        std::fs::write(pg.dir.join("postgresql.auto.conf"), conf).unwrap();
+        if is_root() {
+            run(std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(pg.dir.join("postgresql.auto.conf")));
+        }
+        pg.start_server();
+        pg
+    }
+
+    fn as_pg(&self, program: std::path::PathBuf) -> std::process::Command {
+        if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn start_server(&self) {
+        run(self
+            .as_pg(self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", "start"]));
+    }
+
+    /// `pg_ctl stop -m immediate`: the server goes away without a clean shutdown.
+    pub fn stop_server(&self) {
+        run(self.as_pg(self.bindir.join("pg_ctl")).arg("-D").arg(&self.dir).args(["-m", "immediate", "-w", "stop"]));
+    }
+
+    /// A fresh database on this server, migrated.
+    pub async fn database(&self, name: &str) -> PgPool {
+        let mut conn = PgConnection::connect(&self.url("postgres")).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let pool = PgPool::connect(&self.url(name)).await.unwrap();
+        vigil_common::db::migrate(&pool).await.unwrap();
+        pool
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ =
+            self.as_pg(self.bindir.join("pg_ctl")).arg("-D").arg(&self.dir).args(["-m", "immediate", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

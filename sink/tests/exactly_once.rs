@@ -1,0 +1,141 @@
+//! Redelivery, reordering, concurrent sinks and a database restart never change what the
+//! tables hold; garbage is dead-lettered and the stream goes on.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use vigil_schemas::{AnomalyState, Decoded};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_messages_twice_out_of_order_and_by_two_sinks_at_once_leave_identical_tables() {
+    let msgs = messages(60, 5);
+
+    // Reference: each message once, in order, one sink.
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    send(&topics, &msgs).await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    wait_written(&db.pool, 60, 5).await;
+    sink.stop().await;
+    let reference = snapshot(&db.pool).await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM transactions").await, 240, "four statuses per minute");
+
+    // Reversed (newest anomaly state first), then everything again, consumed by two sinks in
+    // two groups writing the same database at once.
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let mut twice: Vec<Decoded> = msgs.iter().rev().cloned().collect();
+    twice.extend(msgs.iter().cloned());
+    send(&topics, &twice).await;
+    let a = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    let b = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    wait_written(&db.pool, 60, 5).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let both finish every message
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(snapshot(&db.pool).await, reference);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_anomaly_state_delivered_late_never_overwrites_a_newer_one() {
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let order = [3, 0, 2, 1];
+    let states = [AnomalyState::Firing, AnomalyState::Updated, AnomalyState::Updated, AnomalyState::Resolved];
+    let msgs: Vec<Decoded> = order.iter().map(|s| Decoded::Anomaly(anomaly(0, *s, states[*s as usize]))).collect();
+    send(&topics, &msgs).await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    vigil_testkit::eventually(Duration::from_secs(30), || async {
+        sqlx::query_as::<_, (i64,)>("SELECT sequence FROM anomalies").fetch_optional(&db.pool).await.ok().flatten()
+    })
+    .await
+    .expect("the anomaly was written");
+    tokio::time::sleep(Duration::from_secs(1)).await; // every state has been consumed
+    let row: (i64, String, String) =
+        sqlx::query_as("SELECT sequence, state, message FROM anomalies").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(row, (3, "resolved".to_string(), "state 3".to_string()), "first seen {row:?}");
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_mid_stream_every_message_lands_exactly_once_without_a_manual_step() {
+    let pg = vigil_testkit::OwnPostgres::start();
+    let pool = pg.database("vigil").await;
+    let topics = Topics::fresh().await;
+    let msgs = messages(120, 6);
+    let (first, second) = msgs.split_at(50);
+    send(&topics, first).await;
+    let sink = Sink::start(&topics, &pg.url("vigil"), &vigil_testkit::unique("sink"), &[]).await;
+    vigil_testkit::eventually(Duration::from_secs(30), || async {
+        (count(&pool, "SELECT count(DISTINCT minute) FROM transactions").await == 50).then_some(())
+    })
+    .await
+    .expect("first half written");
+    pool.close().await;
+
+    pg.stop_server(); // immediate: as if the machine lost power
+    send(&topics, second).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the sink holds its batch and retries
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/ready", sink.port)).await.unwrap().status();
+    assert_eq!(ready, 503, "ready while the database is down");
+    pg.start_server();
+
+    let pool = sqlx::PgPool::connect(&pg.url("vigil")).await.unwrap();
+    wait_written(&pool, 120, 6).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM transactions").await, 480);
+    assert_eq!(count(&pool, "SELECT sum(count)::bigint FROM transactions").await, 120 * 100, "no minute counted twice");
+    let errors = reqwest::get(format!("http://127.0.0.1:{}/metrics", sink.port)).await.unwrap().text().await.unwrap();
+    assert!(errors.contains("vigil_sink_db_errors_total"), "the outage shows in the metrics");
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_is_dead_lettered_with_a_reason_and_the_following_messages_are_written() {
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let codec = vigil_schemas::Codec::single_object();
+    let good = codec.encode(&aggregate(0)).unwrap();
+    send_raw(&topics.minutes, b"definitely not avro").await;
+    send_raw(&topics.minutes, &good[..good.len() / 2]).await; // truncated
+    let anomaly_on_minutes = codec.encode(&anomaly(0, 0, AnomalyState::Firing)).unwrap();
+    send_raw(&topics.minutes, &anomaly_on_minutes).await; // valid Avro, wrong type for the topic
+    send(&topics, &messages(3, 0)).await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    wait_written(&db.pool, 3, 0).await;
+    let dead = vigil_testkit::read_topic(&topics.dead_letter, 3, Duration::from_secs(20));
+    assert_eq!(dead.len(), 3);
+    // Unkeyed, the three landed on any partitions: match them by payload, not by order.
+    let reason = |payload: &[u8]| -> String {
+        let r = dead.iter().find(|r| r.payload == payload).expect("dead-lettered with its original payload");
+        String::from_utf8(r.headers.iter().find(|(k, _)| k == "vigil.error").unwrap().1.clone()).unwrap()
+    };
+    assert!(reason(b"definitely not avro").starts_with("undecodable"));
+    assert!(reason(&good[..good.len() / 2]).starts_with("undecodable"));
+    assert!(reason(&anomaly_on_minutes).contains("does not belong"), "{}", reason(&anomaly_on_minutes));
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", sink.port)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"vigil_sink_dead_letters_total{kind="undecodable"} 2"#), "{metrics}");
+    sink.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_only_rows_older_than_the_configured_age() {
+    let db = vigil_testkit::fresh_database().await;
+    sqlx::query(
+        "INSERT INTO transactions (minute, status, count)
+         SELECT m, 'approved', 1 FROM generate_series(now() - interval '10 days', now(), interval '1 hour') m",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let before = count(&db.pool, "SELECT count(*) FROM transactions").await;
+    let metrics = vigil_sink::metrics::SinkMetrics::new(&vigil_common::metrics::Metrics::new("sink"));
+    let report =
+        vigil_sink::retention::run_once(&db.pool, Some(Duration::from_secs(5 * 86_400)), None, &metrics).await.unwrap();
+    let after = count(&db.pool, "SELECT count(*) FROM transactions").await;
+    let old = count(&db.pool, "SELECT count(*) FROM transactions WHERE minute < now() - interval '5 days'").await;
+    assert_eq!(old, 0);
+    assert_eq!(report.iter().find(|(t, _)| *t == "transactions").unwrap().1 as i64, before - after);
+    assert!(after > 100 && after < before);
+}
