@@ -36,6 +36,16 @@ struct Chunk {
     data: Vec<u8>,
 }
 
+/// The bytes a checkpoint holds for a state.
+pub fn encode_state<T: Serialize>(state: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(state).map_err(|e| Error::Fatal(format!("state does not serialize: {e}")))
+}
+
+/// A state back from checkpoint bytes.
+pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Fatal(format!("checkpoint does not decode: {e}")))
+}
+
 /// A restored checkpoint.
 #[derive(Debug)]
 pub struct Restored {

@@ -86,7 +86,7 @@ impl<S: Stage> Shared<S> {
         let start = Instant::now();
         let restored = self.store.load(partition)?;
         let (state, offset) = match restored {
-            Some(r) => match postcard::from_bytes::<S::State>(&r.state) {
+            Some(r) => match super::checkpoint::decode_state::<S::State>(&r.state) {
                 Ok(s) => (s, r.input_offset),
                 Err(e) => {
                     tracing::warn!(stage = S::NAME, partition, error = %e, "The checkpoint does not decode; rebuilding the partition from the start of its input.");

@@ -1,0 +1,57 @@
+//! `vigil-bench`: figures, not assertions. Runs against the broker and PostgreSQL named by
+//! `VIGIL_TEST_KAFKA_BROKERS` / `VIGIL_TEST_PG_ADMIN_URL` (`make bench` starts the test stack and
+//! sets them), prints each result and appends it to `bench/results/<name>.txt`.
+#![allow(clippy::unwrap_used)]
+
+mod detector;
+mod producer;
+mod report;
+mod sink;
+mod workload;
+
+use clap::{Parser, Subcommand};
+
+/// Vigil benchmarks. Build with --release for meaningful figures.
+#[derive(Parser)]
+#[command(name = "vigil-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Subcommand)]
+enum Which {
+    /// Raw rdkafka produce vs POST /ingest/transactions (batches of 500) vs POST /ingest/transaction (64 connections).
+    Producer {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+    /// Bare decoding consumer vs the detector on one topic; memory over 1M and 5M events; restart to ready.
+    Detector {
+        #[arg(long, default_value_t = 300_000)]
+        events: usize,
+        #[arg(long, default_value_t = 5_000_000)]
+        memory_events: usize,
+    },
+    /// The sink's rows/s from a prepared topic vs a bare COPY of the same rows.
+    Sink {
+        #[arg(long, default_value_t = 20_000)]
+        minutes: usize,
+    },
+    /// Everything above.
+    All,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().which {
+        Which::Producer { events } => producer::run(events).await,
+        Which::Detector { events, memory_events } => detector::run(events, memory_events).await,
+        Which::Sink { minutes } => sink::run(minutes).await,
+        Which::All => {
+            producer::run(100_000).await?;
+            detector::run(300_000, 5_000_000).await?;
+            sink::run(20_000).await
+        }
+    }
+}
