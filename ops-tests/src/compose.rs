@@ -30,7 +30,13 @@ pub fn interpolate(s: &str, env: &BTreeMap<String, String>) -> Result<String, St
             let set_nonempty = value.is_some_and(|v| !v.is_empty());
             out.push_str(&match op {
                 "" => value.cloned().unwrap_or_default(),
-                o if o.starts_with(":-") => if set_nonempty { value.cloned().unwrap_or_default() } else { o[2..].to_owned() },
+                o if o.starts_with(":-") => {
+                    if set_nonempty {
+                        value.cloned().unwrap_or_default()
+                    } else {
+                        o[2..].to_owned()
+                    }
+                }
                 o if o.starts_with('-') => value.cloned().unwrap_or_else(|| o[1..].to_owned()),
                 o if o.starts_with(":?") || o.starts_with('?') => {
                     if (o.starts_with(':') && !set_nonempty) || value.is_none() {

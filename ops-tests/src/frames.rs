@@ -61,11 +61,7 @@ pub async fn query(pool: &PgPool, sql: &str) -> Result<Frame, sqlx::Error> {
         let mut values = Vec::with_capacity(r.len());
         for i in 0..r.len() {
             let raw = r.try_get_raw(i)?;
-            values.push(if raw.is_null() {
-                None
-            } else {
-                Some(raw.as_str().map_err(|e| sqlx::Error::Decode(e))?.to_owned())
-            });
+            values.push(if raw.is_null() { None } else { Some(raw.as_str().map_err(sqlx::Error::Decode)?.to_owned()) });
         }
         out.push(values);
     }
@@ -99,7 +95,8 @@ impl Frame {
         for c in values.iter().filter(|c| !matches!(c.kind, Kind::Number | Kind::Text)) {
             problems.push(format!("column {} is {}: neither a value nor a label", c.name, c.pg_type));
         }
-        let times: Vec<Option<f64>> = self.rows.iter().map(|r| r[ti].as_deref().and_then(|s| epoch(tc.kind, s))).collect();
+        let times: Vec<Option<f64>> =
+            self.rows.iter().map(|r| r[ti].as_deref().and_then(|s| epoch(tc.kind, s))).collect();
         if times.iter().any(Option::is_none) {
             problems.push("a time value is NULL or unreadable".to_owned());
         }
@@ -115,14 +112,13 @@ impl Frame {
         let Some((ti, tc)) = self.column("time").or_else(|| self.column("time_sec")) else {
             return Vec::new();
         };
-        let labels: Vec<usize> = (0..self.columns.len()).filter(|&i| i != ti && self.columns[i].kind == Kind::Text).collect();
+        let labels: Vec<usize> =
+            (0..self.columns.len()).filter(|&i| i != ti && self.columns[i].kind == Kind::Text).collect();
         let mut by_key: BTreeMap<(String, BTreeMap<String, String>), Series> = BTreeMap::new();
         for row in &self.rows {
             let Some(t) = row[ti].as_deref().and_then(|s| epoch(tc.kind, s)) else { continue };
-            let lbl: BTreeMap<String, String> = labels
-                .iter()
-                .map(|&i| (self.columns[i].name.clone(), row[i].clone().unwrap_or_default()))
-                .collect();
+            let lbl: BTreeMap<String, String> =
+                labels.iter().map(|&i| (self.columns[i].name.clone(), row[i].clone().unwrap_or_default())).collect();
             for (i, c) in self.columns.iter().enumerate() {
                 if i == ti || c.kind != Kind::Number {
                     continue;
@@ -179,7 +175,10 @@ mod tests {
     fn a_wide_frame_gives_one_series_per_value_column() {
         let f = frame(
             &[("time", "TIMESTAMPTZ"), ("a", "INT8"), ("b", "FLOAT8")],
-            &[&[Some("2026-11-22 10:00:00+00"), Some("1"), Some("0.5")], &[Some("2026-11-22 10:01:00+00"), Some("2"), None]],
+            &[
+                &[Some("2026-11-22 10:00:00+00"), Some("1"), Some("0.5")],
+                &[Some("2026-11-22 10:01:00+00"), Some("2"), None],
+            ],
         );
         assert!(f.time_series_problems().is_empty());
         let s = f.series();
@@ -193,7 +192,11 @@ mod tests {
     fn a_long_frame_gives_one_series_per_label_value() {
         let f = frame(
             &[("time", "NUMERIC"), ("metric", "TEXT"), ("value", "NUMERIC")],
-            &[&[Some("60"), Some("05"), Some("3")], &[Some("60"), Some("51"), Some("1")], &[Some("120"), Some("05"), Some("4")]],
+            &[
+                &[Some("60"), Some("05"), Some("3")],
+                &[Some("60"), Some("51"), Some("1")],
+                &[Some("120"), Some("05"), Some("4")],
+            ],
         );
         assert!(f.time_series_problems().is_empty());
         let s = f.series();

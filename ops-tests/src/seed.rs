@@ -68,8 +68,13 @@ fn noise(i: i64, salt: u64) -> f64 {
     (z as f64 / u64::MAX as f64) * 2.0 - 1.0
 }
 
-pub const CATEGORIES: [(&str, f64, i64); 5] =
-    [("grocery", 0.35, 4_500), ("fuel", 0.20, 6_000), ("food", 0.20, 2_500), ("travel", 0.15, 42_000), ("electronics", 0.10, 31_000)];
+pub const CATEGORIES: [(&str, f64, i64); 5] = [
+    ("grocery", 0.35, 4_500),
+    ("fuel", 0.20, 6_000),
+    ("food", 0.20, 2_500),
+    ("travel", 0.15, 42_000),
+    ("electronics", 0.10, 31_000),
+];
 
 /// Counts of one minute: (approved, denied, failed, reversed).
 fn statuses(plan: &Plan, i: i64, m: DateTime<Utc>) -> (i64, i64, i64, i64) {
@@ -110,7 +115,9 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
         // Approvals and reversals carry 00; declines split 05 / 51; failures 91 / 96.
         let d05 = (denied as f64 * 0.6).round() as i64;
         let f91 = failed / 2;
-        for (code, n) in [("00", approved + reversed), ("05", d05), ("51", denied - d05), ("91", f91), ("96", failed - f91)] {
+        for (code, n) in
+            [("00", approved + reversed), ("05", d05), ("51", denied - d05), ("91", f91), ("96", failed - f91)]
+        {
             a_min.push(m);
             a_code.push(code.to_owned());
             a_count.push(n);

@@ -3,6 +3,7 @@
 //! environment passes that binary's own `--check-config`, and ports, topics and credentials
 //! agree with the other configs, the local stack and the constants table
 //! (`vigil_ops_tests::constants`).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -20,7 +21,16 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
     let names: BTreeSet<String> =
         c["services"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect();
     let expected: BTreeSet<String> = [
-        "redpanda", "redpanda-init", "postgres", "producer", "detector", "sink", "webhook", "prometheus", "alertmanager", "grafana",
+        "redpanda",
+        "redpanda-init",
+        "postgres",
+        "producer",
+        "detector",
+        "sink",
+        "webhook",
+        "prometheus",
+        "alertmanager",
+        "grafana",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -45,7 +55,10 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
             assert!(names.contains(dep), "{name} depends on unknown {dep}");
             match cond["condition"].as_str() {
                 Some("service_healthy") => {
-                    assert!(compose::service(&c, dep)["healthcheck"]["test"].is_sequence(), "{name} waits for {dep}'s health, which has no check")
+                    assert!(
+                        compose::service(&c, dep)["healthcheck"]["test"].is_sequence(),
+                        "{name} waits for {dep}'s health, which has no check"
+                    )
                 }
                 Some("service_completed_successfully") => assert_eq!(dep, "redpanda-init"),
                 other => panic!("{name} -> {dep}: use a condition, not {other:?}"),
@@ -71,8 +84,17 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
             assert_eq!(svc["depends_on"]["postgres"]["condition"].as_str(), Some("service_healthy"), "{name}");
         }
         let port = service(name).port;
-        let check = svc["healthcheck"]["test"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>().join(" ");
-        assert!(check.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && check.contains("GET /ready"), "{name}: {check}");
+        let check = svc["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            check.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && check.contains("GET /ready"),
+            "{name}: {check}"
+        );
     }
 }
 
@@ -155,8 +177,14 @@ fn ports_brokers_and_topics_in_compose_agree_with_redpanda_yml_and_the_constants
     }
     assert_eq!(compose::ports(&c, "grafana"), vec![("0.0.0.0".to_owned(), GRAFANA_PORT, GRAFANA_PORT)]);
     assert_eq!(compose::ports(&c, "prometheus"), vec![("127.0.0.1".to_owned(), PROMETHEUS_PORT, PROMETHEUS_PORT)]);
-    assert_eq!(compose::ports(&c, "alertmanager"), vec![("127.0.0.1".to_owned(), ALERTMANAGER_PORT, ALERTMANAGER_PORT)]);
-    assert_eq!(compose::ports(&c, "redpanda"), vec![("127.0.0.1".to_owned(), KAFKA_EXTERNAL_PORT, KAFKA_EXTERNAL_PORT)]);
+    assert_eq!(
+        compose::ports(&c, "alertmanager"),
+        vec![("127.0.0.1".to_owned(), ALERTMANAGER_PORT, ALERTMANAGER_PORT)]
+    );
+    assert_eq!(
+        compose::ports(&c, "redpanda"),
+        vec![("127.0.0.1".to_owned(), KAFKA_EXTERNAL_PORT, KAFKA_EXTERNAL_PORT)]
+    );
 
     for name in VIGIL_SERVICES {
         let env = compose::environment(&c, name);
@@ -178,7 +206,12 @@ fn ports_brokers_and_topics_in_compose_agree_with_redpanda_yml_and_the_constants
     // redpanda.yml: the listeners the services and the host use.
     let rp = repo::yaml("redpanda.yml");
     let listener = |key: &str, name: &str| -> (String, u16) {
-        let l = rp["redpanda"][key].as_sequence().unwrap().iter().find(|l| l["name"].as_str() == Some(name)).unwrap_or_else(|| panic!("no {key} {name}"));
+        let l = rp["redpanda"][key]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no {key} {name}"));
         (l["address"].as_str().unwrap().to_owned(), l["port"].as_u64().unwrap() as u16)
     };
     let (host, port) = KAFKA_BROKERS.split_once(':').unwrap();
@@ -195,7 +228,10 @@ fn ports_brokers_and_topics_in_compose_agree_with_redpanda_yml_and_the_constants
     let mounts: Vec<&str> = redpanda["volumes"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
     assert!(mounts.contains(&"../redpanda.yml:/etc/vigil/redpanda.yml:ro"), "{mounts:?}");
     assert!(mounts.contains(&"redpanda-data:/var/lib/redpanda/data"), "{mounts:?}");
-    assert!(redpanda["command"][0].as_str().unwrap().contains("cp /etc/vigil/redpanda.yml /etc/redpanda/redpanda.yaml"));
+    assert!(redpanda["command"][0]
+        .as_str()
+        .unwrap()
+        .contains("cp /etc/vigil/redpanda.yml /etc/redpanda/redpanda.yaml"));
     let init = compose::environment(&c, "redpanda-init");
     assert_eq!(init["KAFKA_BROKERS"], KAFKA_BROKERS);
     assert_eq!(init["REDPANDA_ADMIN"], format!("{host}:{REDPANDA_ADMIN_PORT}"));
@@ -212,7 +248,11 @@ fn redpanda_yml_documents_every_setting() {
         let indent = line.len() - line.trim_start().len();
         if key.is_match(line) && indent <= 2 && !line.trim_start().starts_with('-') {
             let above = lines[..i].iter().rev().find(|l| !l.trim().is_empty()).copied().unwrap_or("");
-            assert!(above.trim_start().starts_with('#'), "redpanda.yml line {}: {line:?} has no comment above it", i + 1);
+            assert!(
+                above.trim_start().starts_with('#'),
+                "redpanda.yml line {}: {line:?} has no comment above it",
+                i + 1
+            );
         }
     }
 }
@@ -266,9 +306,13 @@ fn topics_agree_between_the_local_stack_the_compose_init_step_and_the_constants(
     assert_eq!(repo::shell_topics("scripts/stack.sh"), expected, "scripts/stack.sh TOPICS");
     assert_eq!(repo::shell_topics("deploy/redpanda/create-topics.sh"), expected, "create-topics.sh TOPICS");
     let parts = |name: &str| TOPICS.iter().find(|(n, _)| *n == name).unwrap().1;
-    assert!(parts("detector-checkpoints") >= parts("transactions"), "the detector needs a checkpoint partition per input partition");
+    assert!(
+        parts("detector-checkpoints") >= parts("transactions"),
+        "the detector needs a checkpoint partition per input partition"
+    );
     let script = repo::read("deploy/redpanda/create-topics.sh");
-    let compacted = format!("COMPACTED=({})", COMPACTED_TOPICS.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(" "));
+    let compacted =
+        format!("COMPACTED=({})", COMPACTED_TOPICS.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(" "));
     assert!(script.contains(&compacted), "create-topics.sh should say {compacted}");
     let c = compose::load_defaults();
     let init = compose::service(&c, "redpanda-init");
@@ -321,11 +365,14 @@ fn the_topic_init_script_creates_each_missing_topic_once_with_its_partitions_and
 fn the_dockerfile_caches_dependencies_and_runs_the_four_services_unprivileged_on_debian_slim() {
     let text = repo::read("deploy/Dockerfile");
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("Dockerfile lacks {needle:?}"));
+    let pos = |needle: &str| {
+        lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("Dockerfile lacks {needle:?}"))
+    };
     // The dependency layer: cooked from the recipe before the sources are copied in.
     assert!(pos("cargo chef prepare") < pos("cargo chef cook"));
     let builder = pos("AS builder");
-    let copy_sources = lines.iter().enumerate().skip(builder).find(|(_, l)| l.starts_with("COPY . .")).map(|(i, _)| i).unwrap();
+    let copy_sources =
+        lines.iter().enumerate().skip(builder).find(|(_, l)| l.starts_with("COPY . .")).map(|(i, _)| i).unwrap();
     assert!(pos("cargo chef cook") < copy_sources, "dependencies must be built before the sources are copied");
     let build = pos("cargo build --release --locked");
     for bin in VIGIL_SERVICES {
@@ -347,7 +394,9 @@ fn compose_interpolation_leaves_no_dollar_but_the_shell_ones() {
         match v {
             Value::String(s) if s.contains('$') => out.push(format!("{path}: {s}")),
             Value::Sequence(s) => s.iter().enumerate().for_each(|(i, x)| walk(x, &format!("{path}[{i}]"), out)),
-            Value::Mapping(m) => m.iter().for_each(|(k, x)| walk(x, &format!("{path}.{}", k.as_str().unwrap_or("?")), out)),
+            Value::Mapping(m) => {
+                m.iter().for_each(|(k, x)| walk(x, &format!("{path}.{}", k.as_str().unwrap_or("?")), out))
+            }
             _ => {}
         }
     }

@@ -2,6 +2,7 @@
 //! sources), and every PostgreSQL query they hold run on a freshly seeded database exactly as
 //! Grafana would send it (macros and template variables expanded), with the columns its panel
 //! needs.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -41,8 +42,16 @@ fn panels_have_unique_ids_known_types_and_do_not_overlap_on_the_24_column_grid()
             assert!(PANEL_TYPES.contains(&ty), "{file}: panel {id} has type {ty:?}, not one of {PANEL_TYPES:?}");
             assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{file}: panel {id} has no title");
             let g = &p["gridPos"];
-            let (x, y, w, h) = (g["x"].as_i64().unwrap(), g["y"].as_i64().unwrap(), g["w"].as_i64().unwrap(), g["h"].as_i64().unwrap());
-            assert!(x >= 0 && w > 0 && x + w <= 24 && y >= 0 && h > 0, "{file}: panel {id} has gridPos {g} outside the grid");
+            let (x, y, w, h) = (
+                g["x"].as_i64().unwrap(),
+                g["y"].as_i64().unwrap(),
+                g["w"].as_i64().unwrap(),
+                g["h"].as_i64().unwrap(),
+            );
+            assert!(
+                x >= 0 && w > 0 && x + w <= 24 && y >= 0 && h > 0,
+                "{file}: panel {id} has gridPos {g} outside the grid"
+            );
             for cx in x..x + w {
                 for cy in y..y + h {
                     if let Some(other) = cells.insert((cx, cy), id) {
@@ -96,7 +105,8 @@ fn every_datasource_uid_a_dashboard_uses_is_provisioned_with_the_same_type() {
             if GRAFANA_BUILTIN_UIDS.contains(&uid) {
                 continue;
             }
-            let ty = provisioned.get(uid).unwrap_or_else(|| panic!("{file}{path}: data source {uid:?} is not provisioned"));
+            let ty =
+                provisioned.get(uid).unwrap_or_else(|| panic!("{file}{path}: data source {uid:?} is not provisioned"));
             assert_eq!(ds["type"].as_str(), Some(ty.as_str()), "{file}{path}: data source {uid} has type {ty}");
         }
     }
@@ -118,12 +128,22 @@ fn dashboards_have_unique_uids_links_resolve_and_the_provider_reads_their_folder
     let provider = repo::yaml("grafana/provisioning/dashboards/vigil.yaml");
     let path = repo::ystr(&provider["providers"][0], &["options", "path"]);
     let compose = compose::load_defaults();
-    let mounts: Vec<&str> =
-        compose::service(&compose, "grafana")["volumes"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
-    assert!(mounts.iter().any(|m| *m == format!("../grafana/dashboards:{path}:ro")), "grafana does not mount the dashboards at {path}: {mounts:?}");
+    let mounts: Vec<&str> = compose::service(&compose, "grafana")["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        mounts.iter().any(|m| *m == format!("../grafana/dashboards:{path}:ro")),
+        "grafana does not mount the dashboards at {path}: {mounts:?}"
+    );
     assert!(mounts.contains(&"../grafana/provisioning:/etc/grafana/provisioning:ro"), "{mounts:?}");
     let home = compose::environment(&compose, "grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
-    assert!(home.starts_with(path) && repo::path(&format!("grafana/dashboards/{}", &home[path.len() + 1..])).is_file(), "{home}");
+    assert!(
+        home.starts_with(path) && repo::path(&format!("grafana/dashboards/{}", &home[path.len() + 1..])).is_file(),
+        "{home}"
+    );
 }
 
 // ---- Queries on real PostgreSQL ---------------------------------------------------------------
@@ -151,7 +171,11 @@ fn shape_problems(q: &DashboardQuery, f: &frames::Frame) -> Vec<String> {
     match (q.place, q.panel_type.as_str(), q.format.as_str()) {
         (Place::Variable, _, _) => {
             let ok = f.columns.len() == 1 && f.columns[0].kind == Kind::Text;
-            if ok { vec![] } else { vec![format!("a variable query needs one text column, got {}", f.describe())] }
+            if ok {
+                vec![]
+            } else {
+                vec![format!("a variable query needs one text column, got {}", f.describe())]
+            }
         }
         (Place::Annotation, _, _) => {
             let mut p = Vec::new();
@@ -184,14 +208,22 @@ fn shape_problems(q: &DashboardQuery, f: &frames::Frame) -> Vec<String> {
 /// Runs every PostgreSQL query of the dashboards with `selection(variable name)` and the given
 /// interval; returns one line per problem. Variable options come from running the variable
 /// queries first, as Grafana does.
-async fn run_all(pool: &PgPool, range: TimeRange, interval: Duration, selection: &dyn Fn(&str) -> Selection, need_rows: bool) -> Vec<String> {
+async fn run_all(
+    pool: &PgPool,
+    range: TimeRange,
+    interval: Duration,
+    selection: &dyn Fn(&str) -> Selection,
+    need_rows: bool,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let mut checked = 0;
     for (dash, q) in pg_queries() {
         let mut variables = grafana::variables(&dash);
         for v in &mut variables {
             // The variable's options: its own query over the same range.
-            let vq = grafana::dashboard_queries("", &dash).into_iter().find(|x| x.place == Place::Variable && x.title == v.name);
+            let vq = grafana::dashboard_queries("", &dash)
+                .into_iter()
+                .find(|x| x.place == Place::Variable && x.title == v.name);
             if let Some(vq) = vq {
                 let ctx = QueryContext { range, interval, variables: Vec::new() };
                 let sql = macros::expand_panel_query(&vq.text, &ctx).unwrap();
@@ -303,7 +335,11 @@ async fn the_denied_rate_panel_shows_the_spike_above_its_baseline_band_and_norma
         }
     }
     // The first minute has no baseline yet; nearly every normal minute lies in the band.
-    assert!(normal_inside as f64 >= 0.95 * (f.rows.len() - plan.spike_minutes().len()) as f64, "{normal_inside} of {}", f.rows.len());
+    assert!(
+        normal_inside as f64 >= 0.95 * (f.rows.len() - plan.spike_minutes().len()) as f64,
+        "{normal_inside} of {}",
+        f.rows.len()
+    );
 }
 
 #[tokio::test]
@@ -313,13 +349,17 @@ async fn transactions_per_minute_stack_up_to_the_seeded_totals_at_any_interval()
     let s = seed::seed(&db.pool, &plan).await;
     let range = TimeRange { from: s.first_minute, to: plan.end - ChronoDuration::seconds(1) };
     for (interval, minutes_per_point) in [(60, 1.0), (300, 5.0)] {
-        let f = frames::query(&db.pool, &transactions_panel_sql(1, range, Duration::from_secs(interval))).await.unwrap();
+        let f =
+            frames::query(&db.pool, &transactions_panel_sql(1, range, Duration::from_secs(interval))).await.unwrap();
         let stacked: f64 = f
             .rows
             .iter()
             .map(|r| r[1..].iter().map(|v| v.as_deref().unwrap_or("0").parse::<f64>().unwrap()).sum::<f64>())
             .sum();
         // Each point is a per-minute average over its bucket: points x minutes = transactions.
-        assert!((stacked * minutes_per_point - s.total_transactions as f64).abs() < 1e-6, "interval {interval}s: {stacked}");
+        assert!(
+            (stacked * minutes_per_point - s.total_transactions as f64).abs() < 1e-6,
+            "interval {interval}s: {stacked}"
+        );
     }
 }

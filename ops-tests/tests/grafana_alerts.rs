@@ -3,6 +3,7 @@
 //! relative time range (macros expanded, no template variables), the series Grafana builds
 //! from the rows, then the reduce and threshold expressions; the condition fires when any
 //! series passes.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,7 +23,12 @@ const SEVERITIES: [&str; 3] = ["medium", "high", "critical"];
 fn alert_rules_are_well_formed_and_their_states_are_chosen_deliberately() {
     let rules = grafana::alert_rules();
     let titles: BTreeSet<&str> = rules.iter().map(|r| r.title.as_str()).collect();
-    for expected in ["Denied rate above normal", "Failed rate above normal", "Reversed rate above normal", "Critical amount anomalies"] {
+    for expected in [
+        "Denied rate above normal",
+        "Failed rate above normal",
+        "Reversed rate above normal",
+        "Critical amount anomalies",
+    ] {
         assert!(titles.contains(expected), "no rule {expected:?} in {titles:?}");
     }
     let uids: BTreeSet<&str> = rules.iter().map(|r| r.uid.as_str()).collect();
@@ -33,29 +39,55 @@ fn alert_rules_are_well_formed_and_their_states_are_chosen_deliberately() {
         let who = format!("{} ({})", r.title, r.file);
         assert!(!r.uid.is_empty() && r.uid.len() <= 40, "{who}: uid must be 1-40 characters");
         assert!(!r.group.is_empty() && parse_duration(&r.interval) >= 10, "{who}: group interval {:?}", r.interval);
-        assert!(r.data.iter().any(|q| q.ref_id == r.condition), "{who}: condition {} is not one of its refIds", r.condition);
+        assert!(
+            r.data.iter().any(|q| q.ref_id == r.condition),
+            "{who}: condition {} is not one of its refIds",
+            r.condition
+        );
         // Deliberate, documented in the file: see its header.
         assert_eq!(r.no_data_state, "OK", "{who}: noDataState");
         assert_eq!(r.exec_err_state, "Error", "{who}: execErrState");
         parse_duration(&r.for_);
         let severity = r.labels.get("severity").map(String::as_str).unwrap_or("");
         assert!(SEVERITIES.contains(&severity), "{who}: severity label {severity:?} is not one of {SEVERITIES:?}");
-        assert!(r.labels.values().all(|v| !v.contains('$')), "{who}: labels are expanded from the environment; escape $ as $$");
-        assert!(r.annotations.contains_key("summary") && r.annotations.contains_key("description"), "{who}: annotations");
+        assert!(
+            r.labels.values().all(|v| !v.contains('$')),
+            "{who}: labels are expanded from the environment; escape $ as $$"
+        );
+        assert!(
+            r.annotations.contains_key("summary") && r.annotations.contains_key("description"),
+            "{who}: annotations"
+        );
         for q in &r.data {
             if q.is_expression() {
                 continue;
             }
-            assert!(datasources.contains_key(&q.datasource_uid), "{who}: data source {} is not provisioned", q.datasource_uid);
-            assert!(q.from > q.to && q.to >= 0, "{who}: query {} has relativeTimeRange from {} to {}", q.ref_id, q.from, q.to);
+            assert!(
+                datasources.contains_key(&q.datasource_uid),
+                "{who}: data source {} is not provisioned",
+                q.datasource_uid
+            );
+            assert!(
+                q.from > q.to && q.to >= 0,
+                "{who}: query {} has relativeTimeRange from {} to {}",
+                q.ref_id,
+                q.from,
+                q.to
+            );
             assert_eq!(q.model["format"], "time_series", "{who}: alert queries must use the time-series format");
             assert_eq!(q.model["refId"], q.ref_id.as_str(), "{who}: model refId");
         }
         // The rule links to a panel that exists.
         let dash_uid = r.dashboard_uid.as_deref().unwrap_or_else(|| panic!("{who}: no dashboardUid"));
-        let (_, dash) = dashboards.iter().find(|(_, d)| d["uid"] == dash_uid).unwrap_or_else(|| panic!("{who}: no dashboard {dash_uid}"));
+        let (_, dash) = dashboards
+            .iter()
+            .find(|(_, d)| d["uid"] == dash_uid)
+            .unwrap_or_else(|| panic!("{who}: no dashboard {dash_uid}"));
         let panel = r.panel_id.unwrap_or_else(|| panic!("{who}: no panelId"));
-        assert!(grafana::all_panels(dash).iter().any(|p| p["id"] == panel), "{who}: dashboard {dash_uid} has no panel {panel}");
+        assert!(
+            grafana::all_panels(dash).iter().any(|p| p["id"] == panel),
+            "{who}: dashboard {dash_uid} has no panel {panel}"
+        );
     }
 }
 
@@ -104,20 +136,30 @@ async fn evaluate(pool: &PgPool, rule: &AlertRule, at: DateTime<Utc>) -> Outcome
     let mut any_rows = false;
     for q in &rule.data {
         if q.is_expression() {
-            let out = expressions::evaluate(&q.model, &series, &numbers).unwrap_or_else(|e| panic!("{}: {e}", rule.title));
+            let out =
+                expressions::evaluate(&q.model, &series, &numbers).unwrap_or_else(|e| panic!("{}: {e}", rule.title));
             numbers.insert(q.ref_id.clone(), out);
             continue;
         }
         assert_eq!(q.datasource_uid, PG_DATASOURCE_UID);
         let range = TimeRange { from: at - Duration::seconds(q.from), to: at - Duration::seconds(q.to) };
         let raw = q.model["rawSql"].as_str().unwrap();
-        let sql = macros::expand_alert_query(raw, range, q.interval()).unwrap_or_else(|e| panic!("{}: {e}", rule.title));
-        let frame = frames::query(pool, &sql).await.unwrap_or_else(|e| panic!("{}: PostgreSQL refused the query: {e}\n{sql}", rule.title));
+        let sql =
+            macros::expand_alert_query(raw, range, q.interval()).unwrap_or_else(|e| panic!("{}: {e}", rule.title));
+        let frame = frames::query(pool, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: PostgreSQL refused the query: {e}\n{sql}", rule.title));
         if !frame.rows.is_empty() {
             any_rows = true;
             let problems = frame.time_series_problems();
             assert!(problems.is_empty(), "{}: {problems:?}\n{sql}", rule.title);
-            assert_eq!(frame.series().len(), 1, "{}: one series, one alert instance ({})", rule.title, frame.describe());
+            assert_eq!(
+                frame.series().len(),
+                1,
+                "{}: one series, one alert instance ({})",
+                rule.title,
+                frame.describe()
+            );
         }
         series.insert(q.ref_id.clone(), frame.series());
     }

@@ -1,5 +1,6 @@
 //! Prometheus and Alertmanager configuration, checked by their own tools (promtool, amtool;
 //! missing tools fail these tests) and against each other.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -9,7 +10,8 @@ use vigil_ops_tests::tools::{self, arg};
 use vigil_ops_tests::{compose, repo};
 
 const CONFIGS: [&str; 2] = ["deploy/prometheus/prometheus.yml", "deploy/prometheus/prometheus.local.yml"];
-const ALERTMANAGER_CONFIGS: [&str; 2] = ["deploy/alertmanager/alertmanager.yml", "deploy/alertmanager/alertmanager.local.yml"];
+const ALERTMANAGER_CONFIGS: [&str; 2] =
+    ["deploy/alertmanager/alertmanager.yml", "deploy/alertmanager/alertmanager.local.yml"];
 
 #[test]
 fn promtool_accepts_both_prometheus_configs_and_their_rule_files() {
@@ -49,7 +51,9 @@ fn every_alerting_rule_has_a_unit_test_and_a_known_severity() {
             }
         }
     }
-    for required in ["VigilIngestErrorRatioHigh", "VigilConsumerLagGrowing", "VigilNoEventsIngested", "VigilCriticalAnomalyRate"] {
+    for required in
+        ["VigilIngestErrorRatioHigh", "VigilConsumerLagGrowing", "VigilNoEventsIngested", "VigilCriticalAnomalyRate"]
+    {
         assert!(alerts.contains(required), "no alerting rule {required}");
     }
     let mut tested = BTreeSet::new();
@@ -92,7 +96,11 @@ fn alertmanager_sends_everything_to_the_webhook_service_with_the_bearer_token() 
             assert_eq!(repo::ystr(r, &["receiver"]), receiver, "{file}");
         }
         let hook = &receivers[0]["webhook_configs"][0];
-        assert_eq!(repo::ystr(hook, &["url"]), format!("http://{host}:{}{ALERTMANAGER_WEBHOOK_PATH}", webhook.port), "{file}");
+        assert_eq!(
+            repo::ystr(hook, &["url"]),
+            format!("http://{host}:{}{ALERTMANAGER_WEBHOOK_PATH}", webhook.port),
+            "{file}"
+        );
         assert_eq!(hook["send_resolved"].as_bool(), Some(true), "{file}: resolutions close the stored alerts");
         let auth = &hook["http_config"]["authorization"];
         assert_eq!(repo::ystr(auth, &["type"]), "Bearer", "{file}");
@@ -137,14 +145,21 @@ fn prometheus_scrapes_every_service_on_its_port_in_compose_and_locally() {
     }
     let jobs = |t: &[(String, String)]| t.iter().map(|(j, _)| j.clone()).collect::<BTreeSet<_>>();
     assert_eq!(jobs(&docker), jobs(&local), "both configs scrape the same jobs (dashboards select on job)");
-    for (file, am) in [(CONFIGS[0], format!("alertmanager:{ALERTMANAGER_PORT}")), (CONFIGS[1], format!("127.0.0.1:{ALERTMANAGER_PORT}"))] {
+    for (file, am) in [
+        (CONFIGS[0], format!("alertmanager:{ALERTMANAGER_PORT}")),
+        (CONFIGS[1], format!("127.0.0.1:{ALERTMANAGER_PORT}")),
+    ] {
         let cfg = repo::yaml(file);
         let target = cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].as_str().unwrap();
         assert_eq!(target, am, "{file}");
     }
     // Compose mounts the config and its rules where rule_files finds them.
-    let volumes: Vec<&str> =
-        compose::service(&compose, "prometheus")["volumes"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let volumes: Vec<&str> = compose::service(&compose, "prometheus")["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert!(volumes.contains(&"./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"), "{volumes:?}");
     assert!(volumes.contains(&"./prometheus/rules:/etc/prometheus/rules:ro"), "{volumes:?}");
     assert_eq!(repo::yaml(CONFIGS[0])["rule_files"][0].as_str(), Some("rules/*.yml"));

@@ -96,8 +96,12 @@ pub fn evaluate(
         "threshold" => {
             let cond = &model["conditions"][0]["evaluator"];
             let evaluator = cond["type"].as_str().ok_or("threshold without evaluator type")?;
-            let params: Vec<f64> =
-                cond["params"].as_array().ok_or("threshold without params")?.iter().filter_map(|p| p.as_f64()).collect();
+            let params: Vec<f64> = cond["params"]
+                .as_array()
+                .ok_or("threshold without params")?
+                .iter()
+                .filter_map(|p| p.as_f64())
+                .collect();
             let input = numbers.get(input).ok_or_else(|| format!("threshold of unknown expression {input}"))?;
             input
                 .iter()

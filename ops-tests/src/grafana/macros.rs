@@ -205,7 +205,9 @@ fn evaluate_macro(name: &str, args: &[String], range: TimeRange) -> Result<Strin
     // strings.Split of "" gives [""]: Grafana's len(args) == 0 never holds; a missing column
     // shows up as an empty first argument, which PostgreSQL then rejects.
     let col = || -> Result<&str, MacroError> {
-        args.first().map(String::as_str).ok_or_else(|| MacroError(format!("missing time column argument for macro {name}")))
+        args.first()
+            .map(String::as_str)
+            .ok_or_else(|| MacroError(format!("missing time column argument for macro {name}")))
     };
     let group = |args: &[String]| -> Result<Duration, MacroError> {
         if args.len() < 2 {
@@ -214,7 +216,8 @@ fn evaluate_macro(name: &str, args: &[String], range: TimeRange) -> Result<Strin
         if args.len() == 3 {
             return Err(MacroError(format!("macro {name}: fill modes are not reproduced")));
         }
-        parse_interval(args[1].trim_matches('\'')).map_err(|_| MacroError(format!("error parsing interval {}", args[1])))
+        parse_interval(args[1].trim_matches('\''))
+            .map_err(|_| MacroError(format!("error parsing interval {}", args[1])))
     };
     let (from, to) = (range.from, range.to);
     Ok(match name {
@@ -437,7 +440,8 @@ mod tests {
     #[test]
     fn interval_variables_are_grafana_durations_and_milliseconds() {
         let c = ctx(vec![]);
-        let sql = expand_panel_query("$__timeGroupAlias(minute, $__interval), x * 60000.0 / $__interval_ms", &c).unwrap();
+        let sql =
+            expand_panel_query("$__timeGroupAlias(minute, $__interval), x * 60000.0 / $__interval_ms", &c).unwrap();
         assert_eq!(sql, "floor(extract(epoch from minute)/300)*300 AS \"time\", x * 60000.0 / 300000");
         // The backend alone (alert queries) substitutes them the same way.
         let sql = expand_alert_query("$__interval $__interval_ms", range(), Duration::from_secs(60)).unwrap();

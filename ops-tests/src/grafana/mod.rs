@@ -71,7 +71,10 @@ pub fn dashboard_queries(file: &str, dash: &Value) -> Vec<DashboardQuery> {
                 panel_type: panel["type"].as_str().unwrap_or("").to_owned(),
                 title: title(panel),
                 datasource_uid: uid,
-                format: t["format"].as_str().unwrap_or(if t.get("rawSql").is_some() { "time_series" } else { "" }).to_owned(),
+                format: t["format"]
+                    .as_str()
+                    .unwrap_or(if t.get("rawSql").is_some() { "time_series" } else { "" })
+                    .to_owned(),
                 text,
             });
         }
@@ -89,7 +92,12 @@ pub fn dashboard_queries(file: &str, dash: &Value) -> Vec<DashboardQuery> {
             title: title(a),
             datasource_uid: ds_uid(a).or_else(|| ds_uid(t)).unwrap_or_default(),
             format: t["format"].as_str().unwrap_or("table").to_owned(),
-            text: t["rawSql"].as_str().or_else(|| t["expr"].as_str()).or_else(|| a["expr"].as_str()).unwrap_or("").to_owned(),
+            text: t["rawSql"]
+                .as_str()
+                .or_else(|| t["expr"].as_str())
+                .or_else(|| a["expr"].as_str())
+                .unwrap_or("")
+                .to_owned(),
         });
     }
     for v in dash["templating"]["list"].as_array().into_iter().flatten() {
