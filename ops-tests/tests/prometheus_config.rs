@@ -85,7 +85,7 @@ fn alertmanager_sends_everything_to_the_webhook_service_with_the_bearer_token() 
     let webhook = constants::service("webhook");
     for (file, host, token_file) in [
         (ALERTMANAGER_CONFIGS[0], "webhook", "/alertmanager/webhook-token".to_owned()),
-        (ALERTMANAGER_CONFIGS[1], "127.0.0.1", "../../.vigil/run/webhook-token".to_owned()),
+        (ALERTMANAGER_CONFIGS[1], "127.0.0.1", "../../.vigil/run/webhook.token".to_owned()),
     ] {
         let am = repo::yaml(file);
         let receiver = repo::ystr(&am["route"], &["receiver"]);
