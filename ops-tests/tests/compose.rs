@@ -31,6 +31,7 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
         "prometheus",
         "alertmanager",
         "grafana",
+        "simulator",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -64,7 +65,8 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
                 other => panic!("{name} -> {dep}: use a condition, not {other:?}"),
             }
         }
-        if name != "redpanda-init" {
+        // A one-shot init step and a traffic generator serve nothing to check.
+        if name != "redpanda-init" && name != "simulator" {
             assert!(svc["healthcheck"]["test"].is_sequence(), "{name} has no health check");
         }
     }
@@ -375,7 +377,7 @@ fn the_dockerfile_caches_dependencies_and_runs_the_four_services_unprivileged_on
         lines.iter().enumerate().skip(builder).find(|(_, l)| l.starts_with("COPY . .")).map(|(i, _)| i).unwrap();
     assert!(pos("cargo chef cook") < copy_sources, "dependencies must be built before the sources are copied");
     let build = pos("cargo build --release --locked");
-    for bin in VIGIL_SERVICES {
+    for bin in VIGIL_SERVICES.iter().chain(&["simulator"]) {
         assert!(lines[build].contains(&format!("--bin {bin}")), "the image lacks {bin}");
     }
     let runtime = pos("AS runtime");
@@ -404,4 +406,27 @@ fn compose_interpolation_leaves_no_dollar_but_the_shell_ones() {
     walk(&compose::load_defaults(), "", &mut found);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].starts_with(".services.alertmanager.command"), "{found:?}");
+}
+
+#[test]
+fn the_simulator_streams_a_known_scenario_to_the_producer_once_the_pipeline_is_ready() {
+    let c = compose::load_defaults();
+    let sim = compose::service(&c, "simulator");
+    let command: Vec<&str> = sim["command"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    // As `make run` does: 30 minutes of history at once, then live, looping.
+    assert_eq!(command, ["simulator", "run", "--start", "now-30m", "--speed", "1", "--loop"]);
+    let env = compose::environment(&c, "simulator");
+    assert_eq!(env["PRODUCER_URL"], format!("http://producer:{}", service("producer").port));
+    assert_eq!(env["SIMULATOR_TARGET"], "http");
+    // The scenario exists: the binary shows it.
+    let scenario = &env["SIMULATOR_SCENARIO"];
+    tools::run_ok(Command::new(tools::service_binary("simulator")).env_clear().args(["show", scenario]));
+    for dep in ["producer", "detector", "sink"] {
+        assert_eq!(sim["depends_on"][dep]["condition"].as_str(), Some("service_healthy"), "simulator -> {dep}");
+    }
+    // Its flags are the binary's own.
+    let help = tools::run_ok(Command::new(tools::service_binary("simulator")).env_clear().args(["run", "--help"]));
+    for flag in ["--start", "--speed", "--loop", "SIMULATOR_SCENARIO", "SIMULATOR_TARGET", "PRODUCER_URL"] {
+        assert!(help.contains(flag), "simulator run does not know {flag}");
+    }
 }
