@@ -1,7 +1,7 @@
 # Vigil — the two commands a new machine needs are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: run test e2e stack-up stack-down stack-status deps fmt lint clean-state help
+.PHONY: bench run test e2e stack-up stack-down stack-status deps fmt lint clean-state help
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -32,3 +32,6 @@ fmt: ## Format the code.
 
 lint: ## Clippy with warnings as errors.
 	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: ## Benchmarks (release build) against the test stack; figures in bench/results/.
+	scripts/bench.sh

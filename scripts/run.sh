@@ -49,6 +49,7 @@ stop_all() {
   log "Stopping (SIGTERM, then waiting for each to flush)."
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  "$ROOT/scripts/observability.sh" stop "$STATE" || true
   "$ROOT/scripts/stack.sh" down
   log "Stopped. Logs are in $LOGS."
 }
@@ -75,8 +76,11 @@ for svc in "webhook 3001" "producer 3002" "detector 3003" "sink 3004"; do
   curl -fsS "http://127.0.0.1:$2/ready" >/dev/null 2>&1 || die "$1 did not become ready (see $LOGS/$1.log)"
 done
 
-if [ -x "$ROOT/scripts/observability.sh" ]; then
-  "$ROOT/scripts/observability.sh" start "$STATE" && PROM_URL="http://127.0.0.1:9090" || PROM_URL=""
+PROM_URL=""
+if port_open 9090; then
+  log "Port 9090 is taken; not starting Prometheus."
+elif "$ROOT/scripts/observability.sh" start "$STATE"; then
+  PROM_URL="http://127.0.0.1:9090 (Alertmanager http://127.0.0.1:9093)"
 fi
 
 cat <<INFO

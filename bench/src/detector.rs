@@ -58,7 +58,24 @@ impl Topics {
 pub async fn run(events: usize, memory_events: usize) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     memory(memory_events, &mut lines);
-    throughput(events, &mut lines).await?;
+    // The machine is shared with the broker and the database: take the median of three runs.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(throughput(events).await?);
+    }
+    runs.sort_by(|a, b| (a.1 / a.0).total_cmp(&(b.1 / b.0)));
+    let (bare, detector) = runs[1];
+    lines.push(format!(
+        "throughput on one topic of {events} events (6 partitions, broker {}), median of 3 runs:",
+        vigil_testkit::brokers()
+    ));
+    lines.push(format!("  bare consumer, decode only: {bare:>9.0} events/s"));
+    lines.push(format!("  detector (both stages):     {detector:>9.0} events/s"));
+    lines.push(format!(
+        "  ratio detector/bare = {:.2} (target >= 0.8); all runs: {}",
+        detector / bare,
+        runs.iter().map(|(b, d)| format!("{:.2}", d / b)).collect::<Vec<_>>().join(", ")
+    ));
     restart(&mut lines).await?;
     publish("detector", &lines);
     Ok(())
@@ -106,7 +123,8 @@ async fn produce(topic: &str, txs: &[Transaction]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn throughput(n: usize, lines: &mut Vec<String>) -> anyhow::Result<()> {
+/// (bare consumer events/s, detector events/s) on one fresh topic of `n` events.
+async fn throughput(n: usize) -> anyhow::Result<(f64, f64)> {
     let topics = Topics::fresh().await;
     let start_ms = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let txs: Vec<_> = workload::transactions(3, n, 5000, start_ms, 10_000).collect();
@@ -167,11 +185,7 @@ async fn throughput(n: usize, lines: &mut Vec<String>) -> anyhow::Result<()> {
     };
     stop.cancel();
     let _ = task.await;
-    lines.push(format!("throughput on one topic of {n} events (6 partitions, broker {}):", vigil_testkit::brokers()));
-    lines.push(format!("  bare consumer, decode only: {bare:>9.0} events/s"));
-    lines.push(format!("  detector (both stages):     {detector:>9.0} events/s"));
-    lines.push(format!("  ratio detector/bare = {:.2} (target >= 0.8)", detector / bare));
-    Ok(())
+    Ok((bare, detector))
 }
 
 /// 30 minutes at 5 000 events/s (9 M events) go through stage 1; its state is checkpointed as

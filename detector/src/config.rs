@@ -61,9 +61,13 @@ pub struct RuleArgs {
     /// Allowed lateness: watermark = highest event time seen minus this.
     #[arg(long, env = "ALLOWED_LATENESS", default_value = "30s")]
     pub allowed_lateness: String,
-    /// How long (event time) transaction ids are remembered to drop duplicates.
-    #[arg(long, env = "DEDUP_HORIZON", default_value = "10m")]
+    /// How long (event time) transaction ids are remembered to drop duplicates. Memory and
+    /// checkpoint size grow with it (about 40 bytes per event within the horizon).
+    #[arg(long, env = "DEDUP_HORIZON", default_value = "2m")]
     pub dedup_horizon: String,
+    /// Late events are booked this long behind the watermark; older ones are dead-lettered.
+    #[arg(long, env = "LATE_HORIZON", default_value = "7d")]
+    pub late_horizon: String,
     /// Events further ahead of their broker timestamp than this are dead-lettered.
     #[arg(long, env = "MAX_FUTURE_SKEW", default_value = "5m")]
     pub max_future_skew: String,
@@ -206,6 +210,8 @@ impl RuleArgs {
         let lateness = v.parse_duration("ALLOWED_LATENESS", &self.allowed_lateness);
         let dedup = v.parse_positive_duration("DEDUP_HORIZON", &self.dedup_horizon);
         let skew = v.parse_duration("MAX_FUTURE_SKEW", &self.max_future_skew);
+        let late = v.parse_positive_duration("LATE_HORIZON", &self.late_horizon);
+        v.check(late >= dedup, "LATE_HORIZON", "must be at least DEDUP_HORIZON");
         v.check(
             dedup >= lateness + Duration::from_secs(60),
             "DEDUP_HORIZON",
@@ -264,6 +270,7 @@ impl RuleArgs {
         CoreConfig {
             allowed_lateness_ms: ms(lateness),
             dedup_horizon_ms: ms(dedup),
+            late_horizon_ms: ms(late),
             max_future_skew_ms: ms(skew),
             rate,
             amount,

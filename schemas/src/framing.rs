@@ -182,6 +182,12 @@ impl Codec {
         Codec { framing: Framing::SingleObject, ids: RwLock::default(), own_ids: RwLock::default(), registry: None }
     }
 
+    /// Frames as single-object encoding but resolves unknown Confluent schema ids with
+    /// `registry` (for consumers that only read).
+    pub fn reading_with_registry(registry: SchemaRegistry) -> Self {
+        Codec { registry: Some(registry), ..Codec::single_object() }
+    }
+
     /// Registers every schema with the registry and frames in the Confluent wire format.
     pub async fn with_registry(registry: SchemaRegistry) -> Result<Self> {
         let codec = Codec {

@@ -46,6 +46,12 @@ impl SinkMetrics {
             lag: Family::default(),
             retention_deleted: Family::default(),
         };
+        for kind in ["io", "pool_timeout", "database_unavailable", "rejected", "connection", "other"] {
+            let _ = s.db_errors.get_or_create(&KindLabels { kind });
+        }
+        for kind in ["undecodable", "wrong_type", "rejected"] {
+            let _ = s.dead_letters.get_or_create(&KindLabels { kind });
+        }
         m.register("rows_written", "Rows inserted or changed, by table", s.rows.clone());
         m.register("messages", "Messages consumed, by type", s.messages.clone());
         m.register("batch_duration_seconds", "Time to write one batch (one transaction)", s.batch_duration.clone());

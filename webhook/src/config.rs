@@ -104,6 +104,11 @@ pub struct Args {
     #[arg(long, env = "OUTBOUND_GIVE_UP_AFTER", default_value = "24h")]
     pub outbound_give_up_after: String,
 
+    /// Confluent schema registry, to decode Confluent-framed anomalies (when the detector
+    /// publishes through a registry).
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "")]
+    pub schema_registry_url: String,
+
     /// Check the configuration, print the verdict and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -133,6 +138,7 @@ pub struct Config {
     pub consumer_group: String,
     /// `None` when no URL is configured: the forwarder does not run.
     pub outbound: Option<OutboundConfig>,
+    pub schema_registry_url: Option<String>,
 }
 
 fn secrets(list: &str) -> Vec<Secret> {
@@ -260,6 +266,7 @@ impl Config {
             anomalies_topic,
             consumer_group,
             outbound,
+            schema_registry_url: Some(a.schema_registry_url.trim().to_owned()).filter(|u| !u.is_empty()),
         })
     }
 }

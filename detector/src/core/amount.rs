@@ -9,7 +9,9 @@
 //! formulas over the buckets of the window, never lists of past amounts: memory is
 //! O(keys × buckets) whatever the traffic.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -60,25 +62,33 @@ impl BucketedStats {
 
 /// Which baseline a transaction is judged against. Currency is part of every key: amounts in
 /// different currencies are never mixed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BaselineKey {
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BaselineKey<'a> {
     Category {
-        category: String,
-        currency: String,
+        category: &'a str,
+        currency: &'a str,
     },
     /// A merchant's baseline is per category it trades in (transactions are partitioned by
     /// category, so this baseline lives in one partition).
     Merchant {
-        category: String,
-        merchant: String,
-        currency: String,
+        category: &'a str,
+        merchant: &'a str,
+        currency: &'a str,
     },
 }
 
-/// Every amount baseline of one partition.
+/// The baselines of one category (in one currency): the category's and each merchant's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CategoryBaselines {
+    all: BucketedStats,
+    merchants: HashMap<String, BucketedStats>,
+}
+
+/// Every amount baseline of one partition: currency -> category -> baselines. Nested maps are
+/// looked up with the transaction's own strings, so a known key allocates nothing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AmountBaselines {
-    keys: HashMap<BaselineKey, BucketedStats>,
+    by_currency: HashMap<String, HashMap<String, CategoryBaselines>>,
     /// Highest bucket seen; eviction runs when it advances.
     max_bucket: Option<i64>,
 }
@@ -86,18 +96,33 @@ pub struct AmountBaselines {
 /// The judgement of one transaction against one baseline (also when nothing fires).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AmountScore {
-    pub key: BaselineKey,
+    pub dimension: AnomalyDimension,
     pub z: f64,
     pub severity: Option<Severity>,
 }
 
 impl AmountBaselines {
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.by_currency.values().flat_map(|c| c.values()).map(|c| 1 + c.merchants.len()).sum()
     }
 
     pub fn bucket_count(&self) -> usize {
-        self.keys.values().map(BucketedStats::bucket_count).sum()
+        self.by_currency
+            .values()
+            .flat_map(|c| c.values())
+            .map(|c| c.all.bucket_count() + c.merchants.values().map(BucketedStats::bucket_count).sum::<usize>())
+            .sum()
+    }
+
+    fn entry(&mut self, currency: &str, category: &str) -> &mut CategoryBaselines {
+        if !self.by_currency.contains_key(currency) {
+            self.by_currency.insert(currency.to_owned(), HashMap::default());
+        }
+        let cats = self.by_currency.get_mut(currency).unwrap_or_else(|| unreachable!());
+        if !cats.contains_key(category) {
+            cats.insert(category.to_owned(), CategoryBaselines::default());
+        }
+        cats.get_mut(category).unwrap_or_else(|| unreachable!())
     }
 
     /// Judges `tx`, then (unless it fired) adds it to its baselines. Returns the anomalies to
@@ -107,21 +132,31 @@ impl AmountBaselines {
         let window = cfg.window_buckets();
         self.evict(bucket, window);
         let x = (tx.amount_minor.max(0) as f64).ln_1p();
-        let mut keys = Vec::with_capacity(2);
-        if cfg.per_category {
-            keys.push(BaselineKey::Category { category: tx.category.clone(), currency: tx.currency.clone() });
-        }
-        if cfg.per_merchant {
-            keys.push(BaselineKey::Merchant {
-                category: tx.category.clone(),
-                merchant: tx.merchant_id.clone(),
-                currency: tx.currency.clone(),
-            });
+        let entry = self.entry(&tx.currency, &tx.category);
+        if cfg.per_merchant && !entry.merchants.contains_key(tx.merchant_id.as_str()) {
+            entry.merchants.insert(tx.merchant_id.clone(), BucketedStats::default());
         }
         let mut anomalies = Vec::new();
         let mut scores = Vec::new();
-        for key in &keys {
-            let base = self.keys.get(key).map(|b| b.baseline(bucket, window)).unwrap_or_default();
+        let keys = [
+            (cfg.per_category, BaselineKey::Category { category: &tx.category, currency: &tx.currency }),
+            (
+                cfg.per_merchant,
+                BaselineKey::Merchant { category: &tx.category, merchant: &tx.merchant_id, currency: &tx.currency },
+            ),
+        ];
+        for (enabled, key) in &keys {
+            if !*enabled {
+                continue;
+            }
+            let stats = match key {
+                BaselineKey::Category { .. } => &entry.all,
+                BaselineKey::Merchant { merchant, .. } => match entry.merchants.get(*merchant) {
+                    Some(s) => s,
+                    None => continue,
+                },
+            };
+            let base = stats.baseline(bucket, window);
             if base.n < cfg.min_samples {
                 continue;
             }
@@ -133,8 +168,11 @@ impl AmountBaselines {
         }
         // An emitted outlier does not become part of the normal it was judged against.
         if anomalies.is_empty() {
-            for key in keys {
-                self.keys.entry(key).or_default().add(bucket, x);
+            if cfg.per_category {
+                entry.all.add(bucket, x);
+            }
+            if let Some(m) = entry.merchants.get_mut(tx.merchant_id.as_str()) {
+                m.add(bucket, x);
             }
         }
         (anomalies, scores)
@@ -145,9 +183,15 @@ impl AmountBaselines {
             return;
         }
         self.max_bucket = Some(bucket);
-        // Keep one bucket of slack behind the window for slightly out-of-order events.
         let min_bucket = bucket - window;
-        self.keys.retain(|_, b| !b.evict_before(min_bucket));
+        for cats in self.by_currency.values_mut() {
+            cats.retain(|_, c| {
+                c.merchants.retain(|_, m| !m.evict_before(min_bucket));
+                let all_empty = c.all.evict_before(min_bucket);
+                !(all_empty && c.merchants.is_empty())
+            });
+        }
+        self.by_currency.retain(|_, cats| !cats.is_empty());
     }
 }
 
@@ -173,7 +217,7 @@ fn tier_threshold(s: Severity, cfg: &AmountConfig) -> f64 {
 
 fn judge_one(
     tx: &Transaction,
-    key: &BaselineKey,
+    key: &BaselineKey<'_>,
     x: f64,
     base: &RunningStats,
     cfg: &AmountConfig,
@@ -181,8 +225,8 @@ fn judge_one(
     let sd = base.stddev();
     let typical = base.mean.exp_m1(); // geometric mean of (1 + amount), minus 1
     let (dimension, value) = match key {
-        BaselineKey::Category { category, .. } => (AnomalyDimension::Category, category.clone()),
-        BaselineKey::Merchant { merchant, .. } => (AnomalyDimension::Merchant, merchant.clone()),
+        BaselineKey::Category { category, .. } => (AnomalyDimension::Category, (*category).to_owned()),
+        BaselineKey::Merchant { merchant, .. } => (AnomalyDimension::Merchant, (*merchant).to_owned()),
     };
     let who = match key {
         BaselineKey::Category { category, .. } => format!("category {category}"),
@@ -197,7 +241,7 @@ fn judge_one(
         let excess = amount - typical;
         let fires = ratio >= cfg.low_variance_ratio && excess >= cfg.materiality_minor as f64;
         let severity = if ratio >= 5.0 * cfg.low_variance_ratio { Severity::Critical } else { Severity::High };
-        let score = AmountScore { key: key.clone(), z: f64::INFINITY, severity: fires.then_some(severity) };
+        let score = AmountScore { dimension, z: f64::INFINITY, severity: fires.then_some(severity) };
         if !fires || severity < cfg.min_severity {
             return (score, None);
         }
@@ -228,7 +272,7 @@ fn judge_one(
 
     let z = (x - base.mean) / sd;
     let severity = tier(z, cfg);
-    let score = AmountScore { key: key.clone(), z, severity };
+    let score = AmountScore { dimension, z, severity };
     let Some(severity) = severity.filter(|s| *s >= cfg.min_severity) else {
         return (score, None);
     };

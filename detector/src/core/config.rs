@@ -11,8 +11,13 @@ pub struct CoreConfig {
     /// Watermark = highest event time seen minus this. Default 30 s.
     pub allowed_lateness_ms: i64,
     /// Transaction ids are remembered this long in event time, behind the watermark, to drop
-    /// duplicates. Events older than watermark - horizon cannot be checked and are refused.
+    /// duplicates. An event older than watermark - horizon cannot be checked; its minute is
+    /// final long before, so at worst a duplicate that late is booked twice as a late event,
+    /// never counted twice in a minute.
     pub dedup_horizon_ms: i64,
+    /// Late events are booked for this long behind the watermark; older ones are refused
+    /// (dead-lettered). Default 7 days, the producer's default MAX_EVENT_AGE.
+    pub late_horizon_ms: i64,
     /// An event whose time is further than this after the broker's record timestamp is refused
     /// (a deterministic "from the far future" check: no wall clock involved).
     pub max_future_skew_ms: i64,
@@ -24,7 +29,8 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             allowed_lateness_ms: 30_000,
-            dedup_horizon_ms: 10 * MINUTE_MS,
+            dedup_horizon_ms: 2 * MINUTE_MS,
+            late_horizon_ms: 7 * 24 * 60 * MINUTE_MS,
             max_future_skew_ms: 5 * MINUTE_MS,
             rate: RateConfig::default(),
             amount: AmountConfig::default(),

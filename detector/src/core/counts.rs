@@ -75,8 +75,15 @@ impl MinuteCounts {
             TransactionStatus::Failed => self.failed += 1,
             TransactionStatus::Reversed => self.reversed += 1,
         }
-        *self.auth_codes.entry(tx.auth_code.clone()).or_default() += 1;
-        self.categories.entry((tx.category.clone(), tx.currency.clone())).or_default().add(tx.amount_minor);
+        // Look up before inserting: the key is allocated only the first time in a minute.
+        match self.auth_codes.get_mut(tx.auth_code.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.auth_codes.insert(tx.auth_code.clone(), 1);
+            }
+        }
+        let key = (tx.category.clone(), tx.currency.clone());
+        self.categories.entry(key).or_default().add(tx.amount_minor);
     }
 
     pub fn merge(&mut self, o: &MinuteCounts) {

@@ -151,7 +151,7 @@ impl MergeState {
             }
         }
         if let Some(f) = self.frontier {
-            let keep_from = f - cfg.dedup_horizon_ms.max(60 * MINUTE_MS);
+            let keep_from = f - cfg.late_horizon_ms.max(60 * MINUTE_MS);
             while self.late.first_key_value().is_some_and(|((m, _), _)| *m < keep_from) {
                 self.late.pop_first();
             }

@@ -43,7 +43,7 @@ pub enum Stage1Output {
 pub enum Refusal {
     /// Event time further after the record timestamp than the allowed skew.
     FromTheFuture,
-    /// Older than watermark − dedup horizon: cannot be checked for duplicates.
+    /// Older than watermark − late horizon.
     TooOld,
 }
 
@@ -51,7 +51,7 @@ impl Refusal {
     pub fn reason(self) -> &'static str {
         match self {
             Refusal::FromTheFuture => "occurred_at is further in the future than MAX_FUTURE_SKEW allows",
-            Refusal::TooOld => "occurred_at is older than the watermark minus DEDUP_HORIZON",
+            Refusal::TooOld => "occurred_at is older than the watermark minus LATE_HORIZON",
         }
     }
 }
@@ -69,6 +69,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub verdict: Verdict,
+    /// False when the event was older than the dedup horizon and could not be checked.
+    pub dedup_checked: bool,
     pub outputs: Vec<Stage1Output>,
     pub amount_scores: Vec<AmountScore>,
     pub windows_closed: usize,
@@ -131,18 +133,24 @@ impl PartitionState {
     /// Processes one event. `record_ts` is the broker record's timestamp (set by the producer
     /// when it accepted the event); it bounds event time from above deterministically.
     pub fn process(&mut self, tx: &Transaction, record_ts: i64, cfg: &CoreConfig) -> Step {
-        let mut step =
-            Step { verdict: Verdict::Counted, outputs: Vec::new(), amount_scores: Vec::new(), windows_closed: 0 };
+        let mut step = Step {
+            verdict: Verdict::Counted,
+            dedup_checked: true,
+            outputs: Vec::new(),
+            amount_scores: Vec::new(),
+            windows_closed: 0,
+        };
         let t = tx.occurred_at;
         if t > record_ts.saturating_add(cfg.max_future_skew_ms) {
             step.verdict = Verdict::Refused(Refusal::FromTheFuture);
             return step;
         }
-        if self.watermark != i64::MIN && t < self.watermark.saturating_sub(cfg.dedup_horizon_ms) {
+        if self.watermark != i64::MIN && t < self.watermark.saturating_sub(cfg.late_horizon_ms) {
             step.verdict = Verdict::Refused(Refusal::TooOld);
             return step;
         }
-        if !self.dedup.insert(id_key(&tx.transaction_id), t) {
+        step.dedup_checked = self.watermark == i64::MIN || t >= self.watermark.saturating_sub(cfg.dedup_horizon_ms);
+        if step.dedup_checked && !self.dedup.insert(id_key(&tx.transaction_id), t) {
             step.verdict = Verdict::Duplicate;
             return step;
         }
@@ -243,9 +251,9 @@ impl PartitionState {
         if self.watermark == i64::MIN {
             return;
         }
-        let cutoff = self.watermark.saturating_sub(cfg.dedup_horizon_ms);
-        self.dedup.evict_before(cutoff);
-        while self.late.first_key_value().is_some_and(|(m, _)| *m + MINUTE_MS < cutoff) {
+        self.dedup.evict_before(self.watermark.saturating_sub(cfg.dedup_horizon_ms));
+        let late_cutoff = self.watermark.saturating_sub(cfg.late_horizon_ms);
+        while self.late.first_key_value().is_some_and(|(m, _)| *m + MINUTE_MS < late_cutoff) {
             self.late.pop_first();
         }
     }

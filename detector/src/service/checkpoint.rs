@@ -61,7 +61,13 @@ pub struct CheckpointStore {
 
 impl CheckpointStore {
     pub fn new(kafka: &KafkaConfig, topic: &str, producer: FutureProducer) -> Result<Self> {
-        let reader: BaseConsumer = kafka.consumer_config("vigil-checkpoint-reader").create()?;
+        let mut cc = kafka.consumer_config("vigil-checkpoint-reader");
+        // Restores read a few large records: fetch them in big, immediate responses rather
+        // than waiting the default 500 ms per fetch for more data.
+        cc.set("fetch.wait.max.ms", "10")
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("fetch.max.bytes", "67108864");
+        let reader: BaseConsumer = cc.create()?;
         Ok(CheckpointStore { topic: topic.to_owned(), producer, reader })
     }
 

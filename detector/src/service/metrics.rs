@@ -44,6 +44,7 @@ pub struct DetectorMetrics {
     pub windows_closed: Counter,
     pub minutes_final: Counter,
     pub late_events: Counter,
+    pub late_unchecked: Counter,
     pub anomalies: Family<AnomalyLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub dedup_entries: Gauge,
@@ -65,6 +66,7 @@ impl DetectorMetrics {
             windows_closed: Counter::default(),
             minutes_final: Counter::default(),
             late_events: Counter::default(),
+            late_unchecked: Counter::default(),
             anomalies: Family::default(),
             dead_letters: Family::default(),
             dedup_entries: Gauge::default(),
@@ -78,10 +80,29 @@ impl DetectorMetrics {
             checkpoint_bytes: Family::default(),
             restore_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         };
+        // Every label set exists from the start at 0, so a rate() or increase() over it sees the
+        // first occurrence.
+        for rule in
+            ["denied_rate", "failed_rate", "reversed_rate", "auth_code_rate", "amount_zscore", "amount_low_variance"]
+        {
+            for severity in ["medium", "high", "critical"] {
+                for state in ["firing", "updated", "resolved"] {
+                    let _ = s.anomalies.get_or_create(&AnomalyLabels { rule, severity, state });
+                }
+            }
+        }
+        for verdict in ["counted", "late", "duplicate", "refused_future", "refused_old", "undecodable"] {
+            let _ = s.events.get_or_create(&VerdictLabels { verdict });
+        }
         m.register("events", "Transactions processed, by verdict", s.events.clone());
         m.register("windows_closed", "Per-partition minute windows closed (stage 1)", s.windows_closed.clone());
         m.register("minutes_final", "Minutes made final over all partitions (stage 2)", s.minutes_final.clone());
         m.register("late_events", "Events that arrived after their minute was final", s.late_events.clone());
+        m.register(
+            "late_unchecked_events",
+            "Late events older than DEDUP_HORIZON, booked without a duplicate check",
+            s.late_unchecked.clone(),
+        );
         m.register("anomalies", "Anomaly states emitted, by rule, severity and state", s.anomalies.clone());
         m.register(
             "dead_letters",

@@ -117,7 +117,7 @@ impl Application {
         let mut stage1 = {
             let (p, kafka, topics, stop) = (producer()?, s.kafka.clone(), topics.clone(), stop.clone());
             let store = CheckpointStore::new(&kafka, &s.checkpoint_topic, p.clone())?;
-            let stage = PartitionStage { cfg: core.clone(), codec: self.codec.clone(), metrics: self.dm.clone() };
+            let stage = PartitionStage::new(core.clone(), self.codec.clone(), self.dm.clone());
             let settings = StageSettings {
                 input_topic: s.transactions_topic.clone(),
                 group: s.consumer_group.clone(),

@@ -297,6 +297,7 @@ pub fn run<S: Stage>(
     let mut last_commit = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut last_lag = Instant::now();
+    let mut last_idle_check = Instant::now();
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
@@ -315,8 +316,11 @@ pub fn run<S: Stage>(
             Some(Err(e)) => tracing::warn!(stage = S::NAME, error = %e, "Consumer error."),
             None => {}
         }
-        if let Err(e) = sh.tick_idle() {
-            break Err(e);
+        if last_idle_check.elapsed() >= Duration::from_millis(100) {
+            if let Err(e) = sh.tick_idle() {
+                break Err(e);
+            }
+            last_idle_check = Instant::now();
         }
         if last_commit.elapsed() >= settings.commit_interval || sh.out.pending() >= 100_000 {
             if let Err(e) = sh.flush_and_commit(&consumer, CommitMode::Async, None) {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use vigil_schemas::{Codec, MinutePartial, Transaction};
 
 use super::metrics::{DeadLetterLabels, DetectorMetrics, VerdictLabels};
@@ -12,14 +13,31 @@ use crate::error::Result;
 
 /// Stage 1: transactions in, partials, late bookings and amount anomalies out.
 pub struct PartitionStage {
-    pub cfg: Arc<CoreConfig>,
-    pub codec: Arc<Codec>,
-    pub metrics: DetectorMetrics,
+    cfg: Arc<CoreConfig>,
+    codec: Arc<Codec>,
+    metrics: DetectorMetrics,
+    /// The per-verdict counters, looked up once rather than per event.
+    verdicts: Vec<(&'static str, Counter)>,
 }
 
 impl PartitionStage {
+    pub fn new(cfg: Arc<CoreConfig>, codec: Arc<Codec>, metrics: DetectorMetrics) -> Self {
+        let verdicts = ["counted", "late", "duplicate", "refused_future", "refused_old", "undecodable"]
+            .into_iter()
+            .map(|v| (v, metrics.events.get_or_create(&VerdictLabels { verdict: v }).clone()))
+            .collect();
+        PartitionStage { cfg, codec, metrics, verdicts }
+    }
+
     fn verdict(&self, v: &'static str) {
-        self.metrics.events.get_or_create(&VerdictLabels { verdict: v }).inc();
+        match self.verdicts.iter().find(|(name, _)| *name == v) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                self.metrics.events.get_or_create(&VerdictLabels { verdict: v }).inc();
+            }
+        }
     }
 
     fn dead_letter(&self, out: &mut Outputs, origin: &Origin<'_>, label: &'static str, reason: &str) -> Result<()> {
@@ -66,6 +84,9 @@ impl Stage for PartitionStage {
             Verdict::Late => {
                 self.verdict("late");
                 self.metrics.late_events.inc();
+                if !step.dedup_checked {
+                    self.metrics.late_unchecked.inc();
+                }
             }
             Verdict::Duplicate => self.verdict("duplicate"),
             Verdict::Refused(r) => {

@@ -86,7 +86,14 @@ impl AnomalyConsumer {
     }
 
     async fn handle(&self, message: &BorrowedMessage<'_>, stop: &CancellationToken) -> Handled {
-        let anomaly = match message.payload().map(|p| self.codec.decode::<Anomaly>(p)) {
+        let mut decoded = message.payload().map(|p| self.codec.decode::<Anomaly>(p));
+        if let Some(Err(vigil_schemas::Error::UnknownSchemaId(id))) = decoded {
+            // Confluent-framed by a writer whose schema id we have not seen yet: ask the registry.
+            if self.codec.learn_schema_id(id).await.is_ok() {
+                decoded = message.payload().map(|p| self.codec.decode::<Anomaly>(p));
+            }
+        }
+        let anomaly = match decoded {
             Some(Ok(a)) => a,
             Some(Err(e)) => {
                 tracing::warn!(partition = message.partition(), offset = message.offset(), error = %e, "Skipped a message that is not an anomaly.");

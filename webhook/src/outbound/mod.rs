@@ -58,7 +58,10 @@ impl Outbound {
             min_severity: out.min_severity,
             wakes: workers.iter().map(|w| w.wake.clone()).collect(),
             metrics,
-            codec: Codec::single_object(),
+            codec: match &config.schema_registry_url {
+                Some(url) => Codec::reading_with_registry(vigil_schemas::SchemaRegistry::new(url)),
+                None => Codec::single_object(),
+            },
         };
         Ok(Outbound { consumer, workers })
     }

@@ -80,12 +80,14 @@ fn duplicates_count_once_and_future_or_ancient_events_are_refused() {
     let future = tx(2, 10 * 60_000, TransactionStatus::Approved);
     assert_eq!(s.process(&future, T0, &cfg).verdict, Verdict::Refused(Refusal::FromTheFuture));
     s.process(&tx(3, 3_600_000, TransactionStatus::Approved), T0 + 3_600_000, &cfg);
-    assert_eq!(
-        s.process(&tx(4, 60_000, TransactionStatus::Approved), T0 + 3_600_000, &cfg).verdict,
-        Verdict::Refused(Refusal::TooOld)
-    );
     // The dedup set forgot ids older than the horizon: memory stays bounded.
     assert_eq!(s.dedup_entries(), 1);
+    // Older than the dedup horizon: booked as late, unchecked for duplicates.
+    let step = s.process(&tx(4, 60_000, TransactionStatus::Approved), T0 + 3_600_000, &cfg);
+    assert_eq!((step.verdict, step.dedup_checked), (Verdict::Late, false));
+    // Older than the late horizon: refused.
+    let ancient = Transaction { occurred_at: T0 - 8 * 86_400_000, ..tx(5, 0, TransactionStatus::Approved) };
+    assert_eq!(s.process(&ancient, T0 + 3_600_000, &cfg).verdict, Verdict::Refused(Refusal::TooOld));
 }
 
 #[test]
