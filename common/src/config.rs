@@ -180,7 +180,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "d" => n * 86_400.0,
         other => return Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
         return Err("out of range".into());
     }
     Ok(Duration::from_secs_f64(secs))

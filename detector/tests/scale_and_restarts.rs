@@ -1,6 +1,8 @@
 //! The detector gives the same answers whether it runs as one process or three, rebalanced
 //! mid-stream, killed with SIGKILL and restarted, and whether events are delivered once or twice.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The SQL view `v_tx_anomaly` (the older design's rule, computed by PostgreSQL from the sink's
 //! tables) and the detector (computed from the stream) agree on which minutes are anomalous.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

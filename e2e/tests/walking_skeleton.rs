@@ -1,12 +1,17 @@
 //! The thinnest complete path: HTTP -> producer -> broker -> detector -> broker -> sink ->
 //! PostgreSQL, with exact counts.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use serde_json::json;
 use vigil_e2e::Pipeline;
+
+/// A row of v_tx_minute: minute, total, approved, denied, failed, reversed and the three rates.
+type MinuteRow = (DateTime<Utc>, i64, i64, i64, i64, i64, Option<f64>, Option<f64>, Option<f64>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_over_three_minutes_arrive_as_exact_per_minute_counts_and_rates() {
@@ -52,14 +57,13 @@ async fn events_over_three_minutes_arrive_as_exact_per_minute_counts_and_rates()
     // The minutes are final once every partition has gone idle (1 s in tests).
     let pool = p.db.pool.clone();
     let rows = vigil_testkit::eventually(Duration::from_secs(60), || async {
-        let rows: Vec<(DateTime<Utc>, i64, i64, i64, i64, i64, Option<f64>, Option<f64>, Option<f64>)> =
-            sqlx::query_as(
-                "SELECT minute, total, approved, denied, failed, reversed, denied_rate, failed_rate, reversed_rate
+        let rows: Vec<MinuteRow> = sqlx::query_as(
+            "SELECT minute, total, approved, denied, failed, reversed, denied_rate, failed_rate, reversed_rate
              FROM v_tx_minute ORDER BY minute",
-            )
-            .fetch_all(&pool)
-            .await
-            .ok()?;
+        )
+        .fetch_all(&pool)
+        .await
+        .ok()?;
         (rows.len() == 3 && rows.iter().map(|r| r.1).sum::<i64>() == 38).then_some(rows)
     })
     .await

@@ -1,5 +1,7 @@
 //! The producer's HTTP contract, against the real broker.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use serde_json::{json, Value};

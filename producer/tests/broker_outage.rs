@@ -1,5 +1,7 @@
 //! Durability when the broker goes away and comes back, and on SIGTERM.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -7,6 +7,8 @@
 //! subject version, fetch a schema by id) from a minimal stand-in. The framing and the
 //! decoding are real; the registry is the stand-in.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

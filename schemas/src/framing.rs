@@ -101,7 +101,7 @@ pub trait WireEvent: Serialize + DeserializeOwned + Sized {
     }
 
     fn into_decoded(self) -> Decoded;
-    fn from_decoded(d: Decoded) -> std::result::Result<Self, Decoded>;
+    fn from_decoded(d: Decoded) -> Option<Self>;
 }
 
 /// Any event, for topics that carry several types.
@@ -134,10 +134,10 @@ macro_rules! wire_event {
             fn into_decoded(self) -> Decoded {
                 Decoded::$ty(self)
             }
-            fn from_decoded(d: Decoded) -> std::result::Result<Self, Decoded> {
+            fn from_decoded(d: Decoded) -> Option<Self> {
                 match d {
-                    Decoded::$ty(v) => Ok(v),
-                    other => Err(other),
+                    Decoded::$ty(v) => Some(v),
+                    _ => None,
                 }
             }
         }
@@ -250,7 +250,8 @@ impl Codec {
     /// Decodes a message that must be of type `T`.
     pub fn decode<T: WireEvent>(&self, bytes: &[u8]) -> Result<T> {
         let decoded = self.decode_any(bytes)?;
-        T::from_decoded(decoded).map_err(|other| Error::WrongType { expected: T::LABEL, found: other.label() })
+        let found = decoded.label();
+        T::from_decoded(decoded).ok_or(Error::WrongType { expected: T::LABEL, found })
     }
 
     /// Decodes a message of any known type, whichever framing it has.

@@ -1,6 +1,8 @@
 //! Redelivery, reordering, concurrent sinks and a database restart never change what the
 //! tables hold; garbage is dead-lettered and the stream goes on.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

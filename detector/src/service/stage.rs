@@ -264,6 +264,7 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
 }
 
 /// Builds and runs one stage until `shutdown` (or a fatal error).
+#[allow(clippy::too_many_arguments)]
 pub fn run<S: Stage>(
     stage: S,
     settings: StageSettings,
