@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod detector;
+mod latency;
 mod producer;
 mod report;
 mod sink;
@@ -38,6 +39,15 @@ enum Which {
         #[arg(long, default_value_t = 20_000)]
         minutes: usize,
     },
+    /// Latency under a steady real-time stream: producer 2xx -> amount anomaly row, window
+    /// close -> rate anomaly row.
+    Latency {
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Seconds of live traffic (the denied spike is in the second full minute).
+        #[arg(long, default_value_t = 200)]
+        seconds: u64,
+    },
     /// Everything above.
     All,
 }
@@ -48,10 +58,12 @@ async fn main() -> anyhow::Result<()> {
         Which::Producer { events } => producer::run(events).await,
         Which::Detector { events, memory_events } => detector::run(events, memory_events).await,
         Which::Sink { minutes } => sink::run(minutes).await,
+        Which::Latency { rate, seconds } => latency::run(rate, seconds).await,
         Which::All => {
             producer::run(100_000).await?;
             detector::run(300_000, 5_000_000).await?;
-            sink::run(20_000).await
+            sink::run(20_000).await?;
+            latency::run(5000, 200).await
         }
     }
 }
