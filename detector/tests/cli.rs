@@ -1,0 +1,114 @@
+//! The `detector` binary's commands that need no broker: `replay`, `--help`, `--check-config`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn detector() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_detector"))
+}
+
+fn ndjson_line(i: usize, minute: i64, status: &str) -> String {
+    let t =
+        chrono::DateTime::from_timestamp_millis(1_765_713_600_000 + minute * 60_000 + (i as i64 % 60) * 900).unwrap();
+    format!(
+        r#"{{"transaction_id":"00000000-0000-4000-8000-{i:012}","occurred_at":"{}","status":"{status}","auth_code":"{}","amount_minor":{},"currency":"EUR","category":"food","merchant_id":"m-{}"}}"#,
+        t.to_rfc3339(),
+        if status == "denied" { "05" } else { "00" },
+        1000 + (i % 50) * 10,
+        i % 5
+    )
+}
+
+#[test]
+fn replay_prints_every_minute_and_the_spike_it_finds_as_ndjson() {
+    let mut lines = Vec::new();
+    let mut i = 0;
+    for minute in 0..40 {
+        let denied = if (32..34).contains(&minute) { 60 } else { 8 + minute as usize % 3 };
+        for k in 0..200 {
+            i += 1;
+            lines.push(ndjson_line(i, minute, if k < denied { "denied" } else { "approved" }));
+        }
+    }
+    let mut child = detector()
+        .args(["replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let values: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let minutes: Vec<&serde_json::Value> = values.iter().filter(|v| v["type"] == "minute_aggregate").collect();
+    assert_eq!(minutes.len(), 40);
+    assert!(minutes.iter().all(|m| m["value"]["total"] == 200));
+    let firing: Vec<&serde_json::Value> = values
+        .iter()
+        .filter(|v| v["type"] == "anomaly" && v["value"]["rule"] == "denied_rate" && v["value"]["state"] == "firing")
+        .collect();
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["value"]["window_start"], 1_765_713_600_000_i64 + 32 * 60_000);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replayed 8000 events"));
+}
+
+#[test]
+fn replay_series_scores_each_value_between_0_and_1_and_flags_the_outlier() {
+    let dir = std::env::temp_dir().join(vigil_testkit::unique("series"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("series.csv");
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..40 {
+        let v = if i == 35 { 0.40 } else { 0.05 + ((i * 7) % 5) as f64 * 0.002 };
+        csv.push_str(&format!("2025-12-14T12:{i:02}:00Z,{v}\n"));
+    }
+    std::fs::write(&path, csv).unwrap();
+    let out = detector().args(["replay", "--series"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(text.lines().next(), Some("timestamp,value,score,is_anomaly"));
+    assert_eq!(rows.len(), 40);
+    for r in &rows {
+        let s: f64 = r[2].parse().unwrap();
+        assert!((0.0..=1.0).contains(&s), "{r:?}");
+    }
+    let flagged: Vec<&str> = rows.iter().filter(|r| r[3] == "1").map(|r| r[0]).collect();
+    assert_eq!(flagged, vec!["2025-12-14T12:35:00Z"]);
+}
+
+#[test]
+fn check_config_names_every_bad_value_and_help_lists_every_variable() {
+    let out = detector()
+        .arg("--check-config")
+        .env("ALLOWED_LATENESS", "soon")
+        .env("RATE_Z_THRESHOLD", "-1")
+        .env("AMOUNT_MIN_SEVERITY", "urgent")
+        .env("KAFKA_BROKERS", "nohost")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for var in ["ALLOWED_LATENESS", "RATE_Z_THRESHOLD", "AMOUNT_MIN_SEVERITY", "KAFKA_BROKERS"] {
+        assert!(err.contains(var), "{var} not named in:\n{err}");
+    }
+    let ok = detector().arg("--check-config").env("KAFKA_BROKERS", "127.0.0.1:1").output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let help = String::from_utf8(detector().arg("--help").output().unwrap().stdout).unwrap();
+    for var in [
+        "ALLOWED_LATENESS",
+        "DEDUP_HORIZON",
+        "LATE_HORIZON",
+        "IDLE_TIMEOUT",
+        "CHECKPOINT_INTERVAL",
+        "BASELINE_WINDOW_DAYS",
+        "ANOMALY_STRICT_MODE",
+        "CONSUMER_INSTANCE_ID",
+        "KAFKA_SASL_PASSWORD",
+    ] {
+        assert!(help.contains(var), "--help does not mention {var}");
+    }
+}
