@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::send::BatchOutcome;
 
+/// [`SendReport::stopped_early`] when SIGINT or SIGTERM ended the run.
+pub const STOPPED_BY_SIGNAL: &str = "stopped by a signal";
+
 /// Counts of one run. Always `sent = accepted + refused + unavailable`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SendReport {
@@ -60,9 +63,12 @@ impl SendReport {
         }
     }
 
-    /// Every transaction was accepted and the run was not cut short.
+    /// Every transaction sent was accepted, and the run was not stopped by a failure (a stop by
+    /// signal is how a `--loop` run ends, and is no failure).
     pub fn all_accepted(&self) -> bool {
-        self.refused == 0 && self.unavailable == 0 && self.stopped_early.is_none()
+        self.refused == 0
+            && self.unavailable == 0
+            && self.stopped_early.as_deref().is_none_or(|why| why == STOPPED_BY_SIGNAL)
     }
 
     pub fn to_json(&self) -> String {
@@ -122,6 +128,12 @@ mod tests {
         assert_eq!((r.sent, r.accepted, r.refused, r.unavailable, r.retried, r.batches), (1000, 998, 1, 1, 3, 2));
         assert_eq!(r.responses.get("207"), Some(&2));
         assert!(!r.all_accepted());
+        let mut ok = SendReport { sent: 5, accepted: 5, ..Default::default() };
+        assert!(ok.all_accepted());
+        ok.stopped_early = Some(STOPPED_BY_SIGNAL.into());
+        assert!(ok.all_accepted(), "a signal ends a --loop run normally");
+        ok.stopped_early = Some("the producer refused the API key".into());
+        assert!(!ok.all_accepted());
         assert!(r.human().contains("unavailable           1"), "{}", r.human());
     }
 }

@@ -14,7 +14,9 @@
 //! counted. Batches in flight at once may reach the broker in any order, so a batch is only
 //! sent while the event-time spread of everything in flight (its own included) stays within
 //! `max_skew` (20 s by default): concurrency never makes an event late. At low event density
-//! (a batch spanning minutes of event time) batches therefore go one at a time.
+//! (a batch spanning minutes of event time) batches therefore go one at a time. The broker
+//! target needs no such care: it enqueues every record in order on one idempotent producer,
+//! which keeps that order per partition whatever is in flight.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::generator::{utc, Generator, SimTransaction};
-use crate::report::SendReport;
+use crate::report::{SendReport, STOPPED_BY_SIGNAL};
 use crate::send::{Batch, BatchOutcome, Target};
 use crate::truth::{write_atomically, GroundTruth};
 
@@ -130,10 +132,11 @@ impl Runner<'_> {
         self.next_seq += 1;
         let (first, last) = (batch.first_ms(), batch.last_ms());
         let skew = self.opts.max_skew.as_millis() as i64;
+        let ordered = self.target.preserves_order();
         loop {
             let oldest = self.spans.first().map(|(t, _)| *t);
             let fits = self.in_flight.len() < self.opts.concurrency.max(1)
-                && oldest.is_none_or(|o| last - o.min(first) <= skew);
+                && (ordered || oldest.is_none_or(|o| last - o.min(first) <= skew));
             if fits {
                 break;
             }
@@ -141,6 +144,10 @@ impl Runner<'_> {
                 Some(done) => self.record(done),
                 None => break,
             }
+        }
+        // A batch that answered "stop" (a refused key) stops the run: send nothing more.
+        if self.fatal.is_some() {
+            return;
         }
         self.spans.insert((first, batch.seq));
         let seq = batch.seq;
@@ -229,7 +236,7 @@ pub async fn run(mut gen: Generator, target: &Target, opts: &RunOptions, stop: C
             break Some(f.clone());
         }
         if stop.is_cancelled() {
-            break Some("stopped by a signal".to_string());
+            break Some(STOPPED_BY_SIGNAL.to_string());
         }
         let Some(tx) = lookahead.take() else {
             runner.dispatch(std::mem::take(&mut items)).await;

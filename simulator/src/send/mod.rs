@@ -87,6 +87,13 @@ impl Target {
         }
     }
 
+    /// Whether batches reach the broker in the order they were started, however many are in
+    /// flight (one idempotent producer enqueueing in order; one output stream). HTTP requests in
+    /// flight together may be published in any order.
+    pub fn preserves_order(&self) -> bool {
+        !matches!(self, Target::Http(_))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Target::Http(_) => "http",
