@@ -138,6 +138,9 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            // Anomalies are sparse: do not let the broker hold a fetch for the default 500 ms
+            // waiting for more data when latency is what we are for.
+            .set("fetch.wait.max.ms", "50")
             .set("enable.partition.eof", "false");
         c
     }

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, env = "SINK_BATCH_SIZE", default_value = "500")]
     pub batch_size: String,
     /// Longest a message waits for its batch to fill.
-    #[arg(long, env = "SINK_LINGER", default_value = "200ms")]
+    #[arg(long, env = "SINK_LINGER", default_value = "50ms")]
     pub linger: String,
     /// Longest wait between retries of a failed write.
     #[arg(long, env = "SINK_MAX_BACKOFF", default_value = "10s")]
