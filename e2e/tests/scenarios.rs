@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use clap::Parser;
 use vigil_e2e::{start_producer, start_sink, Pipeline, Running, Topics};
-use vigil_simulator::check::{classify, load_anomalies, AnomalyRow, CheckOptions, Report, Verdict};
+use vigil_simulator::check::{check, classify, load_anomalies, AnomalyRow, CheckOptions, Report, Verdict};
 use vigil_simulator::run::{run, RunOptions, RunResult, Speed};
 use vigil_simulator::send::{HttpTarget, Target};
 use vigil_simulator::{Generator, Scenario};
@@ -260,7 +260,9 @@ async fn seed_validation_spikes_are_each_detected_at_onset_as_one_anomaly_that_r
     })
     .await;
     let rows = all_anomalies(&p).await;
-    let report = grade(&out.truth, &rows);
+    // Exactly what `vigil-check --ground-truth FILE --database-url URL` does.
+    let report = check(&out.truth, &p.db.pool, &CheckOptions::default()).await.unwrap();
+    assert_eq!(report, grade(&out.truth, &rows));
     println!("{}", report.human());
     assert!(resolved.is_some(), "alert conditions: three resolved rate anomalies expected; the table holds {rows:#?}");
 
