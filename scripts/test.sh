@@ -16,9 +16,15 @@ export VIGIL_TEST_TANSU_BIN="$TANSU_BIN"
 export RUST_BACKTRACE=1
 
 cd "$ROOT"
+# Each test makes its own database; drop those earlier runs left behind.
+for db in $(psql "$PG_ADMIN_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'vigil\_test\_%'"); do
+  psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+done
 log "Building the workspace and its tests."
 cargo build --workspace --all-targets --locked
 log "Running the tests."
-# Integration tests start real consumers and producers; two at a time fit two cores.
-cargo test --workspace --locked "$@" -- --test-threads="${VIGIL_TEST_THREADS:-4}"
+# `-p NAME` selects packages; otherwise the whole workspace (`--exclude NAME` works with it).
+scope=(--workspace)
+for a in "$@"; do case "$a" in -p|--package|-p*|--package=*) scope=() ;; esac; done
+cargo test "${scope[@]}" --locked --no-fail-fast "$@" -- --test-threads="${VIGIL_TEST_THREADS:-4}"
 log "All tests passed in $(( $(date +%s) - start )) s."

@@ -108,7 +108,7 @@ pub struct RuleArgs {
     #[arg(long, env = "BASELINE_BUCKET", default_value = "1d")]
     pub baseline_bucket: String,
     /// Amount rules: transactions a baseline needs before judging.
-    #[arg(long, env = "AMOUNT_MIN_SAMPLES", default_value = "50")]
+    #[arg(long, env = "AMOUNT_MIN_SAMPLES", default_value = "100")]
     pub amount_min_samples: String,
     /// Amount rules: lowest severity emitted as an anomaly (medium, high, critical).
     #[arg(long, env = "AMOUNT_MIN_SEVERITY", default_value = "high")]

@@ -45,22 +45,36 @@ impl Topics {
     }
 }
 
-/// A running service: its port, its stop token and its task.
+/// A running service: its port, its stop token and its task. Dropping it (e.g. when a test
+/// panics) cancels the service, so a failing test fails instead of hanging on running loops.
 pub struct Running {
     pub port: u16,
     pub stop: CancellationToken,
-    pub task: JoinHandle<anyhow::Result<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Running {
+    pub fn new(port: u16, stop: CancellationToken, task: JoinHandle<anyhow::Result<()>>) -> Self {
+        Running { port, stop, task: Some(task) }
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Graceful stop (as SIGTERM would), waiting for the service to finish.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.cancel();
-        self.task.await?
+        match self.task.take() {
+            Some(t) => t.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -78,11 +92,12 @@ pub async fn start_producer(topics: &Topics, extra: &[&str]) -> Running {
     let port = app.port();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
-    Running { port, stop, task }
+    Running::new(port, stop, task)
 }
 
-/// Detector with test-friendly timings: idle partitions close their windows after 1 s.
-pub async fn start_detector(topics: &Topics, group: &str, extra: &[&str]) -> Running {
+/// Detector with test-friendly timings: partitions with nothing left to read close their
+/// windows after `idle` (e.g. "3s").
+pub async fn start_detector(topics: &Topics, group: &str, idle: &str, extra: &[&str]) -> Running {
     let mut args = vec![
         "detector".to_string(),
         "--bind=127.0.0.1:0".into(),
@@ -95,7 +110,7 @@ pub async fn start_detector(topics: &Topics, group: &str, extra: &[&str]) -> Run
         format!("--merge-checkpoint-topic={}", topics.merge_checkpoints),
         format!("--dead-letter-topic={}", topics.dead_letter),
         format!("--consumer-group={group}"),
-        "--idle-timeout=1s".into(),
+        format!("--idle-timeout={idle}"),
         "--commit-interval=200ms".into(),
         "--checkpoint-interval=2s".into(),
     ];
@@ -106,7 +121,7 @@ pub async fn start_detector(topics: &Topics, group: &str, extra: &[&str]) -> Run
     let port = app.port();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
-    Running { port, stop, task }
+    Running::new(port, stop, task)
 }
 
 pub async fn start_sink(topics: &Topics, db: &TestDb, group: &str, extra: &[&str]) -> Running {
@@ -128,7 +143,7 @@ pub async fn start_sink(topics: &Topics, db: &TestDb, group: &str, extra: &[&str
     let port = app.port();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
-    Running { port, stop, task }
+    Running::new(port, stop, task)
 }
 
 /// Producer, detector and sink on fresh topics and a fresh database.
@@ -142,12 +157,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The pipeline with a 3 s idle timeout.
     pub async fn start(transaction_partitions: i32) -> Self {
+        Self::start_with(transaction_partitions, "3s", &[]).await
+    }
+
+    /// With the detector's idle timeout and extra producer flags.
+    pub async fn start_with(transaction_partitions: i32, idle_timeout: &str, producer_args: &[&str]) -> Self {
         vigil_common::telemetry::init("e2e");
         let topics = Topics::fresh(transaction_partitions).await;
         let db = fresh_database().await;
-        let producer = start_producer(&topics, &[]).await;
-        let detector = start_detector(&topics, &unique("detector"), &[]).await;
+        let producer = start_producer(&topics, producer_args).await;
+        let detector = start_detector(&topics, &unique("detector"), idle_timeout, &[]).await;
         let sink = start_sink(&topics, &db, &unique("sink"), &[]).await;
         let p = Pipeline { topics, db, producer, detector, sink, http: reqwest::Client::new() };
         p.wait_ready(Duration::from_secs(60)).await;

@@ -27,8 +27,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
-use clap::Parser;
-use vigil_e2e::{start_producer, start_sink, Pipeline, Running, Topics};
+use vigil_e2e::Pipeline;
 use vigil_simulator::check::{check, classify, load_anomalies, AnomalyRow, CheckOptions, Report, Verdict};
 use vigil_simulator::run::{run, RunOptions, RunResult, Speed};
 use vigil_simulator::send::{HttpTarget, Target};
@@ -43,65 +42,10 @@ const IDLE_TIMEOUT: &str = "5s";
 /// times would be each other's.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The harness's detector (`vigil_e2e::start_detector`) with a longer idle timeout; its own
-/// sets `--idle-timeout=1s`, which a second flag cannot override.
-async fn start_detector(topics: &Topics, group: &str) -> Running {
-    let args = vec![
-        "detector".to_string(),
-        "--bind=127.0.0.1:0".into(),
-        format!("--kafka-brokers={}", vigil_testkit::brokers()),
-        format!("--transactions-topic={}", topics.transactions),
-        format!("--partials-topic={}", topics.partials),
-        format!("--minutes-topic={}", topics.minutes),
-        format!("--anomalies-topic={}", topics.anomalies),
-        format!("--checkpoint-topic={}", topics.checkpoints),
-        format!("--merge-checkpoint-topic={}", topics.merge_checkpoints),
-        format!("--dead-letter-topic={}", topics.dead_letter),
-        format!("--consumer-group={group}"),
-        format!("--idle-timeout={IDLE_TIMEOUT}"),
-        "--commit-interval=200ms".into(),
-        "--checkpoint-interval=2s".into(),
-    ];
-    let parsed = vigil_detector::Args::parse_from(args);
-    let config = vigil_detector::Config::from_args(&parsed).unwrap();
-    let app = vigil_detector::Application::build(config).await.unwrap();
-    let port = app.port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(app.run(stop.clone()));
-    Running { port, stop, task }
-}
-
-/// Producer (with `producer_args`), detector and sink on fresh topics and a fresh database, as
-/// `Pipeline::start`.
+/// Producer (with `producer_args`), detector (idle after 5 s) and sink on fresh topics and a
+/// fresh database.
 async fn start_pipeline(partitions: i32, producer_args: &[&str]) -> Pipeline {
-    vigil_common::telemetry::init("e2e");
-    let topics = Topics::fresh(partitions).await;
-    let db = vigil_testkit::fresh_database().await;
-    let producer = start_producer(&topics, producer_args).await;
-    let detector = start_detector(&topics, &vigil_testkit::unique("detector")).await;
-    let sink = start_sink(&topics, &db, &vigil_testkit::unique("sink"), &[]).await;
-    let p = Pipeline { topics, db, producer, detector, sink, http: reqwest::Client::new() };
-    p.wait_ready(Duration::from_secs(60)).await;
-    p
-}
-
-/// Cancels every service of a pipeline when dropped, so a failing assertion fails the test
-/// instead of hanging it: without it the panic drops the runtime, which waits forever for the
-/// detector's blocking consumer loops, whose stop token nobody cancelled.
-struct StopOnDrop(Vec<tokio_util::sync::CancellationToken>);
-
-impl StopOnDrop {
-    fn new(p: &Pipeline) -> Self {
-        StopOnDrop(vec![p.producer.stop.clone(), p.detector.stop.clone(), p.sink.stop.clone()])
-    }
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.cancel();
-        }
-    }
+    Pipeline::start_with(partitions, IDLE_TIMEOUT, producer_args).await
 }
 
 /// Transactions per event-time minute, as the generator will send them.
@@ -230,7 +174,6 @@ async fn seed_validation_spikes_are_each_detected_at_onset_as_one_anomaly_that_r
     let expected = per_minute(&scenario, start);
     let _turn = TURN.lock().await;
     let p = start_pipeline(3, &[]).await;
-    let _stop = StopOnDrop::new(&p);
     let t0 = Instant::now();
     let (out, send_time) = simulate(&p, &scenario, start).await;
 
@@ -372,7 +315,6 @@ async fn a_normal_day_raises_no_anomaly_at_all() {
     let expected = per_minute(&scenario, start);
     let _turn = TURN.lock().await;
     let p = start_pipeline(3, &[]).await;
-    let _stop = StopOnDrop::new(&p);
     let t0 = Instant::now();
     let (out, send_time) = simulate(&p, &scenario, start).await;
     assert_all_accepted(&out);
@@ -410,7 +352,6 @@ async fn every_injected_amount_outlier_is_flagged_at_its_expected_tier_and_nothi
     let expected = per_minute(&scenario, start);
     let _turn = TURN.lock().await;
     let p = start_pipeline(3, &[]).await;
-    let _stop = StopOnDrop::new(&p);
     let t0 = Instant::now();
     let (out, send_time) = simulate(&p, &scenario, start).await;
     assert_all_accepted(&out);
@@ -477,7 +418,6 @@ async fn seed_validation_sent_straight_to_the_broker_is_detected_the_same_way() 
     // then booked late (seen in 1 of 7 runs with 3 partitions: 1 067 transactions of minutes
     // 1 to 9 from two partitions). That is the detector's, not the simulator's, and is reported.
     let p = start_pipeline(1, &[]).await;
-    let _stop = StopOnDrop::new(&p);
     let t0 = Instant::now();
     let kafka = vigil_simulator::send::KafkaTarget::new(
         &vigil_testkit::kafka(),
@@ -540,7 +480,6 @@ merchants = [{ id = "m-1" }]
     let key = "sim-key-0123456789abcdef";
     let _turn = TURN.lock().await;
     let p = start_pipeline(1, &[&format!("--api-keys={key}")]).await;
-    let _stop = StopOnDrop::new(&p);
     let opts = RunOptions { speed: Speed::Max, batch_size: 50, ..RunOptions::default() };
     let with = |k: Option<&str>| {
         Target::Http(

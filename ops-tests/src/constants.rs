@@ -1,9 +1,8 @@
 //! What the operations files must agree on: ports, topics and credentials of the stack.
 //!
-//! There is no README for the Docker stack yet; this table is the written record of its
-//! contract, and `tests/compose.rs` checks the compose file, `redpanda.yml`, the Prometheus,
-//! Alertmanager and Grafana configs, `scripts/stack.sh` and the services' own defaults (their
-//! `--help`) against it. A README written later should quote these values.
+//! This table is the written record of the stack's contract: `tests/compose.rs` checks the
+//! compose file, `redpanda.yml`, the Prometheus, Alertmanager and Grafana configs,
+//! `scripts/stack.sh`, the services' own defaults (their `--help`) and the README against it.
 
 /// A Vigil service: its binary, the variable holding its listen address, its port (the
 /// binary's default, the one compose uses, the one Prometheus scrapes).

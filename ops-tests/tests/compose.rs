@@ -430,3 +430,28 @@ fn the_simulator_streams_a_known_scenario_to_the_producer_once_the_pipeline_is_r
         assert!(help.contains(flag), "simulator run does not know {flag}");
     }
 }
+
+#[test]
+fn the_readme_quotes_the_stacks_ports_topics_and_credentials() {
+    let readme = repo::read("README.md");
+    for s in SERVICES.iter().filter(|s| s.published) {
+        assert!(readme.contains(&format!("localhost:{}", s.port)), "README lacks {}'s port {}", s.name, s.port);
+    }
+    for needle in [
+        format!("localhost:{GRAFANA_PORT}"),
+        format!("login {GRAFANA_ADMIN_USER}/{GRAFANA_ADMIN_PASSWORD}"),
+        format!("localhost:{PROMETHEUS_PORT}"),
+        format!("localhost:{ALERTMANAGER_PORT}"),
+        format!("localhost:{KAFKA_EXTERNAL_PORT}"),
+        KAFKA_BROKERS.to_string(),
+        format!("database `{POSTGRES_DB}`, user `{POSTGRES_USER}`"),
+        format!("default `{POSTGRES_DEFAULT_PASSWORD}`"),
+        GRAFANA_DB_USER.to_string(),
+        WEBHOOK_DEFAULT_TOKEN.to_string(),
+    ] {
+        assert!(readme.contains(&needle), "README lacks {needle:?}");
+    }
+    for (topic, partitions) in TOPICS {
+        assert!(readme.contains(&format!("| `{topic}` | {partitions} |")), "README's topic table lacks {topic} with {partitions} partitions");
+    }
+}

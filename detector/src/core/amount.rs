@@ -2,8 +2,9 @@
 //!
 //! Amounts are heavy-tailed (roughly log-normal), so the score is taken on `ln(1 + amount)`:
 //! there a z-score's tail probabilities mean what the normal distribution says they mean, and
-//! the tiers keep their promise (see the false-alarm test below). Only large amounts are
-//! anomalies; an unusually small amount is not flagged.
+//! the tiers keep their promise (see the false-alarm test below). The score accounts for the
+//! baseline being an estimate (see [`predictive_score`]). Only large amounts are anomalies; an
+//! unusually small amount is not flagged.
 //!
 //! Baselines are time-bucketed sufficient statistics (count, mean, M2), merged with Chan's
 //! formulas over the buckets of the window, never lists of past amounts: memory is
@@ -14,7 +15,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Severity, Transaction};
 
 use super::config::AmountConfig;
@@ -270,13 +271,12 @@ fn judge_one(
         return (score, Some(a));
     }
 
-    let z = (x - base.mean) / sd;
+    let (z, p) = predictive_score(x, base);
     let severity = tier(z, cfg);
     let score = AmountScore { dimension, z, severity };
     let Some(severity) = severity.filter(|s| *s >= cfg.min_severity) else {
         return (score, None);
     };
-    let p = Normal::standard().sf(z);
     let message = format!(
         "Amount {} at {who} is {z:.1}σ above its {}-day baseline (typical {}, n = {}); {} (threshold {:.1}σ).",
         money(tx.amount_minor, &tx.currency),
@@ -303,6 +303,26 @@ fn judge_one(
         message,
     );
     (score, Some(a))
+}
+
+/// How unusual `x` is for a baseline estimated from `base.n` samples, as a standard-normal
+/// score, and its one-sided tail probability.
+///
+/// The baseline's mean and spread are estimates: a new observation from the same normal
+/// distribution satisfies (x − mean) / (s·√(1 + 1/n)) ~ Student's t with n − 1 degrees of freedom
+/// (a prediction interval). Its tail probability is turned back into the normal score with the
+/// same probability, so the tiers (2.5σ / 3σ / 5σ) promise the same false-alarm rate whether a
+/// baseline holds 50 transactions or 50 000. A plain z on a young baseline alarms too often.
+pub fn predictive_score(x: f64, base: &RunningStats) -> (f64, f64) {
+    let n = base.n as f64;
+    let t = (x - base.mean) / (base.stddev() * (1.0 + 1.0 / n).sqrt());
+    let p = match StudentsT::new(0.0, 1.0, (n - 1.0).max(1.0)) {
+        Ok(dist) => dist.sf(t),
+        Err(_) => Normal::standard().sf(t),
+    };
+    // -Φ⁻¹(p) keeps precision for tiny p (1 − p would round to 1).
+    let z = if p <= 0.0 { t } else { -Normal::standard().inverse_cdf(p) };
+    (if z.is_finite() { z } else { t }, p)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -91,7 +91,7 @@ pub struct AmountConfig {
     pub window_days: u32,
     /// Width of one time bucket of sufficient statistics. Default 1 day.
     pub bucket_ms: i64,
-    /// No judgement before a key's baseline holds this many transactions. Default 50.
+    /// No judgement before a key's baseline holds this many transactions. Default 100.
     pub min_samples: u64,
     /// z thresholds of the tiers (in ln space). Defaults 2.5 / 3 / 5; strict mode 2 / 2.5 / 4.
     pub z_medium: f64,
@@ -114,7 +114,7 @@ impl Default for AmountConfig {
         AmountConfig {
             window_days: 30,
             bucket_ms: 24 * 60 * MINUTE_MS,
-            min_samples: 50,
+            min_samples: 100,
             z_medium: 2.5,
             z_high: 3.0,
             z_critical: 5.0,

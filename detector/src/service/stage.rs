@@ -131,12 +131,22 @@ impl<S: Stage> Shared<S> {
         Ok(())
     }
 
-    fn tick_idle(&mut self) -> Result<()> {
+    /// A partition is idle when it delivered nothing for the idle timeout **and** has nothing
+    /// unread: a partition whose records are waiting behind others (a backlog, a slow start
+    /// after assignment) is busy, not idle, and must not have its windows closed early.
+    fn tick_idle(&mut self, consumer: &BaseConsumer<StageContext<S>>) -> Result<()> {
         let Some(idle) = self.settings.idle_timeout else { return Ok(()) };
-        for slot in self.slots.values_mut() {
-            if slot.last_record.elapsed() >= idle {
-                self.stage.on_idle(&mut slot.state, &mut self.out)?;
-                slot.last_record = Instant::now();
+        for (p, slot) in self.slots.iter_mut() {
+            if slot.last_record.elapsed() < idle {
+                continue;
+            }
+            slot.last_record = Instant::now();
+            match consumer.fetch_watermarks(&self.settings.input_topic, *p, Duration::from_secs(1)) {
+                Ok((_, high)) if high > slot.next_offset => continue,
+                Ok(_) => self.stage.on_idle(&mut slot.state, &mut self.out)?,
+                // Cannot tell (broker unreachable): better late windows than windows closed on
+                // records still coming.
+                Err(_) => continue,
             }
         }
         Ok(())
@@ -318,7 +328,7 @@ pub fn run<S: Stage>(
             None => {}
         }
         if last_idle_check.elapsed() >= Duration::from_millis(100) {
-            if let Err(e) = sh.tick_idle() {
+            if let Err(e) = sh.tick_idle(&consumer) {
                 break Err(e);
             }
             last_idle_check = Instant::now();

@@ -53,13 +53,13 @@ fn severity_tiers_fire_at_their_z_scores() {
         (5.2, Some(Severity::Critical)),
     ];
     for (z, expected) in cases {
-        let mut b = seeded(200, mu, sigma, &cfg);
+        let mut b = seeded(20_000, mu, sigma, &cfg);
         let (anoms, scores) = b.judge(&tx(1000, amount_at_z(mu, sigma, z), "m"), &cfg);
         assert_eq!(anoms.first().map(|a| a.severity), expected, "z = {z}, scores {scores:?}");
         if let Some(a) = anoms.first() {
             assert!((a.score - z).abs() < 0.02, "score {} for z {z}", a.score);
             assert_eq!(a.rule, AnomalyRule::AmountZscore);
-            assert_eq!(a.baseline_n, 200);
+            assert_eq!(a.baseline_n, 20_000);
             assert!(a.message.contains("σ above"), "{}", a.message);
         }
     }
@@ -69,7 +69,7 @@ fn severity_tiers_fire_at_their_z_scores() {
 fn only_tiers_at_or_above_the_minimum_severity_are_emitted() {
     let cfg = category_only(); // min severity high
     let (mu, sigma) = (7.0, 0.5);
-    let mut b = seeded(200, mu, sigma, &cfg);
+    let mut b = seeded(20_000, mu, sigma, &cfg);
     let (anoms, scores) = b.judge(&tx(1000, amount_at_z(mu, sigma, 2.7), "m"), &cfg);
     assert!(anoms.is_empty());
     assert_eq!(scores[0].severity, Some(Severity::Medium));
@@ -80,19 +80,39 @@ fn strict_mode_makes_every_tier_more_sensitive() {
     let cfg = AmountConfig { min_severity: Severity::Medium, ..category_only() }.strict();
     let (mu, sigma) = (7.0, 0.5);
     for (z, expected) in [(2.2, Severity::Medium), (2.7, Severity::High), (4.2, Severity::Critical)] {
-        let mut b = seeded(200, mu, sigma, &cfg);
+        let mut b = seeded(20_000, mu, sigma, &cfg);
         let (anoms, _) = b.judge(&tx(1000, amount_at_z(mu, sigma, z), "m"), &cfg);
         assert_eq!(anoms.first().map(|a| a.severity), Some(expected), "z = {z}");
     }
 }
 
 #[test]
+fn a_young_baseline_asks_for_more_before_it_alarms() {
+    // 3.1 sample standard deviations above 50 samples' mean is not yet "high": with so few
+    // samples the spread itself is uncertain (Student's t, 49 degrees of freedom).
+    let cfg = AmountConfig { min_severity: Severity::Medium, ..category_only() };
+    let (mu, sigma) = (7.0, 0.5);
+    let cfg = AmountConfig { min_samples: 50, ..cfg };
+    let mut young = seeded(50, mu, sigma, &cfg);
+    let (anoms, scores) = young.judge(&tx(1000, amount_at_z(mu, sigma, 3.1), "m"), &cfg);
+    assert!(scores[0].z < 3.0, "z = {}", scores[0].z);
+    assert_eq!(anoms.first().map(|a| a.severity), Some(Severity::Medium));
+    // The same deviation against a mature baseline is high.
+    let mut mature = seeded(20_000, mu, sigma, &cfg);
+    let (anoms, _) = mature.judge(&tx(1000, amount_at_z(mu, sigma, 3.1), "m"), &cfg);
+    assert_eq!(anoms.first().map(|a| a.severity), Some(Severity::High));
+    // Far in the tail the score stays finite and ordered.
+    let (z, p) = predictive_score(mu + 40.0 * sigma, &RunningStats { n: 50, mean: mu, m2: sigma * sigma * 49.0 });
+    assert!(z.is_finite() && z > 8.0 && p < 1e-12, "z {z} p {p}");
+}
+
+#[test]
 fn nothing_is_judged_below_the_minimum_sample_size() {
     let cfg = category_only();
-    let mut b = seeded(49, 7.0, 0.5, &cfg);
+    let mut b = seeded(99, 7.0, 0.5, &cfg);
     let (anoms, scores) = b.judge(&tx(1000, 10_000_000, "m"), &cfg);
     assert!(anoms.is_empty() && scores.is_empty());
-    // The 50th sample makes the next one judged.
+    // The 100th sample makes the next one judged.
     let (anoms, _) = b.judge(&tx(1001, 10_000_000, "m"), &cfg);
     assert_eq!(anoms.len(), 1);
 }
@@ -101,7 +121,7 @@ fn nothing_is_judged_below_the_minimum_sample_size() {
 fn a_flat_history_uses_the_low_variance_fallback() {
     let cfg = category_only();
     let mut b = AmountBaselines::default();
-    for i in 0..100 {
+    for i in 0..150 {
         b.judge(&tx(i, 5000, "m"), &cfg);
     }
     // 1.5x: not flagged. 2.5x and material: high. 20x: critical. (Each probe on a copy, since
@@ -113,7 +133,7 @@ fn a_flat_history_uses_the_low_variance_fallback() {
     let (a, _) = b.clone().judge(&tx(202, 100_000, "m"), &cfg);
     assert_eq!(a[0].severity, Severity::Critical);
     let mut small = AmountBaselines::default();
-    for i in 0..100 {
+    for i in 0..150 {
         small.judge(&tx(i, 100, "m"), &cfg);
     }
     let (a, _) = small.judge(&tx(300, 250, "m"), &cfg);
