@@ -52,6 +52,7 @@ stop_all() {
   "$ROOT/scripts/observability.sh" stop "$STATE" || true
   "$ROOT/scripts/stack.sh" down
   log "Stopped. Logs are in $LOGS."
+  exit 0
 }
 trap stop_all INT TERM EXIT
 
@@ -98,8 +99,10 @@ INFO
 
 if [ "$SIMULATE" != 0 ]; then
   log "Simulating '$SCENARIO' in real time (30 minutes of history first, then live); VIGIL_SIMULATE=0 turns this off."
+  # Seed 2: a demo run without a statistically expected false amount alarm (see the detector's
+  # README); VIGIL_SEED picks another.
   start simulator "$BIN/simulator" run --scenario "$SCENARIO" --start now-30m --speed 1 --loop \
-    --producer-url "$PRODUCER_URL" --ground-truth "$STATE/ground-truth.json"
+    --seed "${VIGIL_SEED:-2}" --producer-url "$PRODUCER_URL" --ground-truth "$STATE/ground-truth.json"
 fi
 
 summary() {
