@@ -144,8 +144,39 @@ fn check_version(source: Source, version: Option<&str>) -> Result<(), Vec<FieldE
     }
 }
 
+/// The path of the first string or key holding U+0000, in the notation of [`typed`]'s paths
+/// (`alerts[0].labels.n`, `.` for the body itself).
+fn path_of_nul(value: &Value, path: &str) -> Option<String> {
+    let child = |key: &str| if path == "." { key.to_owned() } else { format!("{path}.{key}") };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => {
+            let base = if path == "." { "" } else { path };
+            items.iter().enumerate().find_map(|(i, v)| path_of_nul(v, &format!("{base}[{i}]")))
+        }
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(child(&k.replace('\0', "\\u0000")))
+            } else {
+                path_of_nul(v, &child(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Checks the shape of a parsed body and normalises it; every error names its field.
+///
+/// The whole body is stored, and PostgreSQL's text and jsonb cannot hold U+0000: a NUL in any
+/// string or key, known field or not, is refused here rather than failing the insert.
 pub fn parse(source: Source, value: &Value) -> Result<Notification, Vec<FieldError>> {
+    if let Some(field) = path_of_nul(value, ".") {
+        let field = if field == "." { "body".to_owned() } else { field };
+        return Err(vec![FieldError {
+            field,
+            message: "must not contain U+0000 (NUL), which cannot be stored".into(),
+        }]);
+    }
     match source {
         Source::Grafana => {
             let n: wire::GrafanaNotification = typed(value)?;
@@ -262,6 +293,20 @@ mod tests {
         errs[0].field.clone()
     }
 
+    /// Found by schemathesis: a NUL anywhere in the body reached PostgreSQL, which refused it
+    /// ("unsupported Unicode escape sequence"), and the client got 500 instead of 422.
+    #[test]
+    fn a_nul_anywhere_in_the_body_is_refused_naming_where() {
+        let mut a = grafana_alert();
+        a["annotations"]["summary"] = json!("a\u{0}b");
+        let body = json!({"receiver": "r", "status": "firing", "alerts": [a], "unknown": {"x": ["ok"]}});
+        assert_eq!(field_of(Source::Grafana, body), "alerts[0].annotations.summary");
+        let body = json!({"receiver": "r", "status": "firing", "alerts": [], "extra": [1, {"deep": "\u{0}"}]});
+        assert_eq!(field_of(Source::Alertmanager, body), "extra[1].deep");
+        let body = json!({"receiver": "r", "status": "firing", "alerts": [], "\u{0}": 1});
+        assert_eq!(field_of(Source::Alertmanager, body), "\\u0000");
+    }
+
     #[test]
     fn a_wrong_shape_names_the_offending_field() {
         let mut a = grafana_alert();
@@ -290,6 +335,12 @@ mod tests {
         );
         assert_eq!(field_of(Source::Grafana, json!({"receiver": "r", "status": "firing"})), "alerts");
         assert_eq!(field_of(Source::Grafana, json!([])), "body");
+        let mut a = grafana_alert();
+        a["labels"]["n\u{0}"] = json!("x");
+        assert_eq!(
+            field_of(Source::Grafana, json!({"receiver": "r", "status": "firing", "alerts": [a]})),
+            "alerts[0].labels.n\\u0000"
+        );
         assert_eq!(
             field_of(Source::Alertmanager, json!({"receiver": "r", "status": "firing", "version": "3", "alerts": []})),
             "version"

@@ -71,3 +71,20 @@ async fn a_wrong_shape_is_refused_with_422_naming_the_field_and_nothing_is_store
     );
     app.stop().await;
 }
+
+/// Found by schemathesis: PostgreSQL cannot store U+0000, so a NUL in the body used to fail the
+/// insert with a 500.
+#[tokio::test]
+async fn a_nul_character_anywhere_in_the_body_is_refused_with_422_not_500_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let mut grafana = fixture_json("grafana-firing-two-alerts.json");
+    grafana["alerts"][1]["annotations"]["summary"] = json!("before\u{0}after");
+    let p = problem(app.post_grafana(grafana.to_string()).await, 422).await;
+    assert_eq!(fields(&p), vec!["alerts[1].annotations.summary"], "{p}");
+    let mut am = fixture_json("alertmanager-firing-v4.json");
+    am["someExtension"] = json!({"note": "\u{0}"});
+    let p = problem(app.post_alertmanager(am.to_string()).await, 422).await;
+    assert_eq!(fields(&p), vec!["someExtension.note"], "{p}");
+    app.assert_nothing_stored().await;
+    app.stop().await;
+}
