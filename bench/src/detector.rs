@@ -16,43 +16,13 @@ use vigil_schemas::{Codec, Transaction};
 use crate::report::{publish, rate, rss_mib};
 use crate::workload;
 
-struct Topics {
-    names: Vec<String>,
-}
+type Topics = vigil_testkit::PipelineTopics;
 
-impl Topics {
-    async fn fresh() -> Topics {
-        let names = vigil_testkit::fresh_topics(&[
-            ("bench-transactions", 6),
-            ("bench-partials", 1),
-            ("bench-minutes", 3),
-            ("bench-anomalies", 3),
-            ("bench-checkpoints", 6),
-            ("bench-merge-checkpoints", 1),
-            ("bench-dead-letter", 1),
-        ])
-        .await;
-        Topics { names }
-    }
-
-    fn args(&self, group: &str) -> Vec<String> {
-        let n = &self.names;
-        vec![
-            "detector".into(),
-            "--bind=127.0.0.1:0".into(),
-            format!("--kafka-brokers={}", vigil_testkit::brokers()),
-            format!("--transactions-topic={}", n[0]),
-            format!("--partials-topic={}", n[1]),
-            format!("--minutes-topic={}", n[2]),
-            format!("--anomalies-topic={}", n[3]),
-            format!("--checkpoint-topic={}", n[4]),
-            format!("--merge-checkpoint-topic={}", n[5]),
-            format!("--dead-letter-topic={}", n[6]),
-            format!("--consumer-group={group}"),
-            "--checkpoint-interval=5m".into(),
-            "--idle-timeout=10s".into(),
-        ]
-    }
+fn args(topics: &Topics, group: &str) -> Vec<String> {
+    let mut a = vec!["detector".to_string(), "--bind=127.0.0.1:0".into()];
+    a.extend(topics.detector_flags());
+    a.extend([format!("--consumer-group={group}"), "--checkpoint-interval=5m".into(), "--idle-timeout=10s".into()]);
+    a
 }
 
 pub async fn run(events: usize, memory_events: usize) -> anyhow::Result<()> {
@@ -125,13 +95,13 @@ async fn produce(topic: &str, txs: &[Transaction]) -> anyhow::Result<()> {
 
 /// (bare consumer events/s, detector events/s) on one fresh topic of `n` events.
 async fn throughput(n: usize) -> anyhow::Result<(f64, f64)> {
-    let topics = Topics::fresh().await;
+    let topics = Topics::fresh(6).await;
     let start_ms = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let txs: Vec<_> = workload::transactions(3, n, 5000, start_ms, 10_000).collect();
-    produce(&topics.names[0], &txs).await?;
+    produce(&topics.transactions, &txs).await?;
 
     // A bare consumer that only decodes.
-    let topic = topics.names[0].clone();
+    let topic = topics.transactions.clone();
     let bare = tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = vigil_testkit::kafka().consumer_config(&vigil_testkit::unique("bare")).create().unwrap();
         let mut tpl = TopicPartitionList::new();
@@ -154,9 +124,10 @@ async fn throughput(n: usize) -> anyhow::Result<(f64, f64)> {
     .await?;
 
     // The detector, in-process, timed from its first processed event to its last.
-    let config = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(
-        topics.args(&vigil_testkit::unique("bench")),
-    ))
+    let config = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(args(
+        &topics,
+        &vigil_testkit::unique("bench"),
+    )))
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = vigil_detector::Application::build(config).await?;
     let url = format!("http://127.0.0.1:{}/metrics", app.port());
@@ -192,7 +163,7 @@ async fn throughput(n: usize) -> anyhow::Result<(f64, f64)> {
 /// the service would; then a detector starts on those checkpoints and the time to /ready is
 /// measured.
 async fn restart(lines: &mut Vec<String>) -> anyhow::Result<()> {
-    let topics = Topics::fresh().await;
+    let topics = Topics::fresh(6).await;
     let cfg = CoreConfig::default();
     let router = Pipeline::new(cfg.clone(), 6);
     let mut states: Vec<PartitionState> = (0..6).map(|p| PartitionState::new(p, 6)).collect();
@@ -205,7 +176,7 @@ async fn restart(lines: &mut Vec<String>) -> anyhow::Result<()> {
     }
     let build = t.elapsed().as_secs_f64();
     let producer: FutureProducer = vigil_testkit::kafka().producer_config(Duration::from_secs(60)).create()?;
-    let store = CheckpointStore::new(&vigil_testkit::kafka(), &topics.names[4], producer)?;
+    let store = CheckpointStore::new(&vigil_testkit::kafka(), &topics.checkpoints, producer)?;
     let mut bytes = 0;
     let mut dedup = 0;
     for (p, s) in states.iter().enumerate() {
@@ -215,7 +186,7 @@ async fn restart(lines: &mut Vec<String>) -> anyhow::Result<()> {
         store.save(p as i32, 0, &state)?;
     }
     let group = vigil_testkit::unique("bench");
-    let config = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(topics.args(&group)))
+    let config = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(args(&topics, &group)))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = Instant::now();
     let app = vigil_detector::Application::build(config).await?;

@@ -15,55 +15,41 @@ use tokio_util::sync::CancellationToken;
 use crate::report::publish;
 use crate::workload;
 
-async fn start_all(topics: &[String], db_url: &str) -> Vec<CancellationToken> {
+async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<CancellationToken> {
     let brokers = vigil_testkit::brokers();
     let mut stops = Vec::new();
     let producer = vigil_producer::Config::from_args(vigil_producer::Args::parse_from([
         "producer".to_string(),
         "--bind=127.0.0.1:39502".into(),
         format!("--kafka-brokers={brokers}"),
-        format!("--topic={}", topics[0]),
+        format!("--topic={}", topics.transactions),
     ]))
     .unwrap();
     let app = vigil_producer::Application::build(producer).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
     stops.push(stop);
-    let detector = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from([
-        "detector".to_string(),
-        "--bind=127.0.0.1:0".into(),
-        format!("--kafka-brokers={brokers}"),
-        format!("--transactions-topic={}", topics[0]),
-        format!("--partials-topic={}", topics[1]),
-        format!("--minutes-topic={}", topics[2]),
-        format!("--anomalies-topic={}", topics[3]),
-        format!("--checkpoint-topic={}", topics[4]),
-        format!("--merge-checkpoint-topic={}", topics[5]),
-        format!("--dead-letter-topic={}", topics[6]),
-        format!("--consumer-group={}", vigil_testkit::unique("lat")),
-    ]))
-    .unwrap();
+    let mut argv = vec!["detector".to_string(), "--bind=127.0.0.1:0".into()];
+    argv.extend(topics.detector_flags());
+    argv.push(format!("--consumer-group={}", vigil_testkit::unique("lat")));
+    let detector = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(argv)).unwrap();
     let app = vigil_detector::Application::build(detector).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
     stops.push(stop);
-    let sink = vigil_sink::Config::from_args(&vigil_sink::Args::parse_from([
-        "sink".to_string(),
-        "--bind=127.0.0.1:0".into(),
-        format!("--database-url={db_url}"),
-        format!("--kafka-brokers={brokers}"),
-        format!("--minutes-topic={}", topics[2]),
-        format!("--anomalies-topic={}", topics[3]),
-        format!("--dead-letter-topic={}", topics[6]),
-        format!("--consumer-group={}", vigil_testkit::unique("lat")),
-    ]))
-    .unwrap();
+    let mut argv = vec!["sink".to_string(), "--bind=127.0.0.1:0".into(), format!("--database-url={db_url}")];
+    argv.extend(topics.sink_flags());
+    argv.push(format!("--consumer-group={}", vigil_testkit::unique("lat")));
+    let sink = vigil_sink::Config::from_args(&vigil_sink::Args::parse_from(argv)).unwrap();
     let app = vigil_sink::Application::build(sink).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
     stops.push(stop);
     stops
 }
+
+/// Outlier transaction ids with the time their batch was acknowledged.
+type Acks = Vec<(String, DateTime<Utc>)>;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -73,16 +59,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(rate: u64, live_seconds: u64) -> anyhow::Result<()> {
-    let topics = vigil_testkit::fresh_topics(&[
-        ("lat-transactions", 6),
-        ("lat-partials", 1),
-        ("lat-minute", 3),
-        ("lat-anomalies", 3),
-        ("lat-checkpoints", 6),
-        ("lat-merge-checkpoints", 1),
-        ("lat-dead", 1),
-    ])
-    .await;
+    let topics = vigil_testkit::PipelineTopics::fresh(6).await;
     let db = vigil_testkit::fresh_database().await;
     let stops = start_all(&topics, &db.url).await;
     let url = "http://127.0.0.1:39502/ingest/transactions";
@@ -109,7 +86,7 @@ pub async fn run(rate: u64, live_seconds: u64) -> anyhow::Result<()> {
     // every other batch; a denied spike during the second full minute.
     let live_start = Utc::now();
     let spike_minute = live_start.duration_trunc(chrono::Duration::minutes(1))? + chrono::Duration::minutes(2);
-    let acks: Arc<Mutex<Vec<(String, DateTime<Utc>)>>> = Arc::default();
+    let acks: Arc<Mutex<Acks>> = Arc::default();
     let stop_sending = Arc::new(AtomicBool::new(false));
     let per_batch = (rate / 10).max(1) as usize;
     let mut seq: u64 = 0;

@@ -73,7 +73,7 @@ async fn a_detector_killed_with_sigkill_and_restarted_gives_the_outputs_of_an_un
         // Static membership: the restarted process takes its partitions back at once; with
         // dynamic membership tansu 0.6.0 never hands a dead member's partitions to a new one.
         cmd.arg(format!("--bind=127.0.0.1:{}", vigil_testkit::free_port()))
-            .args(topics.args(&group, "15s"))
+            .args(args(&topics, &group, "15s"))
             .env("CONSUMER_INSTANCE_ID", "detector-0")
             .env("RUST_LOG", "warn");
         cmd.spawn().unwrap()

@@ -7,43 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vigil_testkit::{fresh_database, fresh_topics, unique, TestDb};
+use vigil_testkit::{fresh_database, unique, TestDb};
 
-/// Topic names of one pipeline.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub transactions: String,
-    pub partials: String,
-    pub minutes: String,
-    pub anomalies: String,
-    pub checkpoints: String,
-    pub merge_checkpoints: String,
-    pub dead_letter: String,
-}
-
-impl Topics {
-    pub async fn fresh(transaction_partitions: i32) -> Self {
-        let names = fresh_topics(&[
-            ("transactions", transaction_partitions),
-            ("tx-partials", 1),
-            ("tx-minute", 3),
-            ("anomalies", 3),
-            ("detector-checkpoints", transaction_partitions),
-            ("detector-merge-checkpoints", 1),
-            ("dead-letter", 1),
-        ])
-        .await;
-        Topics {
-            transactions: names[0].clone(),
-            partials: names[1].clone(),
-            minutes: names[2].clone(),
-            anomalies: names[3].clone(),
-            checkpoints: names[4].clone(),
-            merge_checkpoints: names[5].clone(),
-            dead_letter: names[6].clone(),
-        }
-    }
-}
+pub use vigil_testkit::PipelineTopics as Topics;
 
 /// A running service: its port, its stop token and its task. Dropping it (e.g. when a test
 /// panics) cancels the service, so a failing test fails instead of hanging on running loops.
@@ -98,22 +64,14 @@ pub async fn start_producer(topics: &Topics, extra: &[&str]) -> Running {
 /// Detector with test-friendly timings: partitions with nothing left to read close their
 /// windows after `idle` (e.g. "3s").
 pub async fn start_detector(topics: &Topics, group: &str, idle: &str, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "detector".to_string(),
-        "--bind=127.0.0.1:0".into(),
-        format!("--kafka-brokers={}", vigil_testkit::brokers()),
-        format!("--transactions-topic={}", topics.transactions),
-        format!("--partials-topic={}", topics.partials),
-        format!("--minutes-topic={}", topics.minutes),
-        format!("--anomalies-topic={}", topics.anomalies),
-        format!("--checkpoint-topic={}", topics.checkpoints),
-        format!("--merge-checkpoint-topic={}", topics.merge_checkpoints),
-        format!("--dead-letter-topic={}", topics.dead_letter),
+    let mut args = vec!["detector".to_string(), "--bind=127.0.0.1:0".into()];
+    args.extend(topics.detector_flags());
+    args.extend([
         format!("--consumer-group={group}"),
         format!("--idle-timeout={idle}"),
         "--commit-interval=200ms".into(),
         "--checkpoint-interval=2s".into(),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let parsed = vigil_detector::Args::parse_from(args);
     let config = vigil_detector::Config::from_args(&parsed).unwrap();
@@ -125,17 +83,9 @@ pub async fn start_detector(topics: &Topics, group: &str, idle: &str, extra: &[&
 }
 
 pub async fn start_sink(topics: &Topics, db: &TestDb, group: &str, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "sink".to_string(),
-        "--bind=127.0.0.1:0".into(),
-        format!("--database-url={}", db.url),
-        format!("--kafka-brokers={}", vigil_testkit::brokers()),
-        format!("--minutes-topic={}", topics.minutes),
-        format!("--anomalies-topic={}", topics.anomalies),
-        format!("--dead-letter-topic={}", topics.dead_letter),
-        format!("--consumer-group={group}"),
-        "--linger=100ms".into(),
-    ];
+    let mut args = vec!["sink".to_string(), "--bind=127.0.0.1:0".into(), format!("--database-url={}", db.url)];
+    args.extend(topics.sink_flags());
+    args.extend([format!("--consumer-group={group}"), "--linger=100ms".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let parsed = vigil_sink::Args::parse_from(args);
     let config = vigil_sink::Config::from_args(&parsed).unwrap();

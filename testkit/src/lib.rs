@@ -6,6 +6,8 @@
 //! a skip: a test that cannot reach the broker or the database panics with the reason.
 #![allow(clippy::unwrap_used)]
 
+pub mod schemathesis;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -368,4 +370,65 @@ fn run(cmd: &mut std::process::Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The topics of one whole pipeline, created fresh (`<name>-<unique>`), with the partition
+/// counts the stack uses (transactions and checkpoints: `partitions`).
+#[derive(Debug, Clone)]
+pub struct PipelineTopics {
+    pub transactions: String,
+    pub partials: String,
+    pub minutes: String,
+    pub anomalies: String,
+    pub checkpoints: String,
+    pub merge_checkpoints: String,
+    pub dead_letter: String,
+}
+
+impl PipelineTopics {
+    pub async fn fresh(partitions: i32) -> PipelineTopics {
+        let n = fresh_topics(&[
+            ("transactions", partitions),
+            ("tx-partials", 1),
+            ("tx-minute", 3),
+            ("anomalies", 3),
+            ("detector-checkpoints", partitions),
+            ("detector-merge-checkpoints", 1),
+            ("dead-letter", 1),
+        ])
+        .await;
+        PipelineTopics {
+            transactions: n[0].clone(),
+            partials: n[1].clone(),
+            minutes: n[2].clone(),
+            anomalies: n[3].clone(),
+            checkpoints: n[4].clone(),
+            merge_checkpoints: n[5].clone(),
+            dead_letter: n[6].clone(),
+        }
+    }
+
+    /// The detector's broker and topic flags for these topics.
+    pub fn detector_flags(&self) -> Vec<String> {
+        vec![
+            format!("--kafka-brokers={}", brokers()),
+            format!("--transactions-topic={}", self.transactions),
+            format!("--partials-topic={}", self.partials),
+            format!("--minutes-topic={}", self.minutes),
+            format!("--anomalies-topic={}", self.anomalies),
+            format!("--checkpoint-topic={}", self.checkpoints),
+            format!("--merge-checkpoint-topic={}", self.merge_checkpoints),
+            format!("--dead-letter-topic={}", self.dead_letter),
+        ]
+    }
+
+    /// The sink's broker and topic flags for these topics.
+    pub fn sink_flags(&self) -> Vec<String> {
+        vec![
+            format!("--kafka-brokers={}", brokers()),
+            format!("--minutes-topic={}", self.minutes),
+            format!("--anomalies-topic={}", self.anomalies),
+            format!("--dead-letter-topic={}", self.dead_letter),
+        ]
+    }
 }

@@ -15,57 +15,18 @@ use vigil_schemas::{Codec, Decoded, Transaction, TransactionStatus};
 pub const MINUTE: i64 = 60_000;
 pub const CATEGORIES: [&str; 7] = ["food", "travel", "fuel", "grocery", "electronics", "pharmacy", "books"];
 
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub transactions: String,
-    pub partials: String,
-    pub minutes: String,
-    pub anomalies: String,
-    pub checkpoints: String,
-    pub merge_checkpoints: String,
-    pub dead_letter: String,
-}
+pub use vigil_testkit::PipelineTopics as Topics;
 
-impl Topics {
-    pub async fn fresh(partitions: i32) -> Topics {
-        let n = vigil_testkit::fresh_topics(&[
-            ("transactions", partitions),
-            ("tx-partials", 1),
-            ("tx-minute", 3),
-            ("anomalies", 3),
-            ("detector-checkpoints", partitions),
-            ("detector-merge-checkpoints", 1),
-            ("dead-letter", 1),
-        ])
-        .await;
-        Topics {
-            transactions: n[0].clone(),
-            partials: n[1].clone(),
-            minutes: n[2].clone(),
-            anomalies: n[3].clone(),
-            checkpoints: n[4].clone(),
-            merge_checkpoints: n[5].clone(),
-            dead_letter: n[6].clone(),
-        }
-    }
-
-    /// The service's flags (or environment) for these topics.
-    pub fn args(&self, group: &str, idle: &str) -> Vec<String> {
-        vec![
-            format!("--kafka-brokers={}", vigil_testkit::brokers()),
-            format!("--transactions-topic={}", self.transactions),
-            format!("--partials-topic={}", self.partials),
-            format!("--minutes-topic={}", self.minutes),
-            format!("--anomalies-topic={}", self.anomalies),
-            format!("--checkpoint-topic={}", self.checkpoints),
-            format!("--merge-checkpoint-topic={}", self.merge_checkpoints),
-            format!("--dead-letter-topic={}", self.dead_letter),
-            format!("--consumer-group={group}"),
-            format!("--idle-timeout={idle}"),
-            "--commit-interval=200ms".into(),
-            "--checkpoint-interval=1s".into(),
-        ]
-    }
+/// The service's flags for these topics, a group and an idle timeout.
+pub fn args(topics: &Topics, group: &str, idle: &str) -> Vec<String> {
+    let mut a = topics.detector_flags();
+    a.extend([
+        format!("--consumer-group={group}"),
+        format!("--idle-timeout={idle}"),
+        "--commit-interval=200ms".into(),
+        "--checkpoint-interval=1s".into(),
+    ]);
+    a
 }
 
 pub struct InProcess {
@@ -82,9 +43,9 @@ impl InProcess {
 }
 
 pub async fn start_in_process(topics: &Topics, group: &str, idle: &str) -> InProcess {
-    let mut args = vec!["detector".to_string(), "--bind=127.0.0.1:0".into()];
-    args.extend(topics.args(group, idle));
-    let config = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(args)).unwrap();
+    let mut argv = vec!["detector".to_string(), "--bind=127.0.0.1:0".into()];
+    argv.extend(args(topics, group, idle));
+    let config = vigil_detector::Config::from_args(&vigil_detector::Args::parse_from(argv)).unwrap();
     let app = vigil_detector::Application::build(config).await.unwrap();
     let port = app.port();
     let stop = CancellationToken::new();
