@@ -34,4 +34,8 @@ lint: ## Clippy with warnings as errors.
 	cargo clippy --workspace --all-targets -- -D warnings
 
 bench: ## Benchmarks (release build) against the test stack; figures in bench/results/.
-	scripts/bench.sh
+	scripts/bench.sh $(ARGS)
+
+.PHONY: fuzz
+fuzz: ## Fuzzing, long form: schemathesis on both APIs (thousands of cases), cargo-fuzz on the decoders (60 s each).
+	scripts/fuzz.sh
