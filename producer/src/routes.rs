@@ -288,7 +288,10 @@ pub async fn ingest_legacy(
         (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Neither application/json nor application/x-ndjson", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "No item valid (body = BatchResult), or too many/no items (problem+json)", body = BatchResult),
+        (status = 422, description = "No item valid (a BatchResult), or too many or no items (a problem)", content(
+            (BatchResult = "application/json"),
+            (ProblemDoc = "application/problem+json"),
+        )),
         (status = 429, description = "Over the client's rate limit; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "No item acknowledged in time; see Retry-After", body = BatchResult),
     ))]
