@@ -98,6 +98,7 @@ pub struct AmountBaselines {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AmountScore {
     pub dimension: AnomalyDimension,
+    /// The prediction score; below the lowest tier, the plain z (an upper bound of it).
     pub z: f64,
     pub severity: Option<Severity>,
 }
@@ -271,7 +272,15 @@ fn judge_one(
         return (score, Some(a));
     }
 
-    let (z, p) = predictive_score(x, base);
+    // The prediction score is never above the plain z (Student's t has heavier tails and the
+    // prediction interval is wider), so below the lowest tier the costly exact score cannot
+    // change the verdict: the plain z stands in for it there, as an upper bound.
+    let plain = (x - base.mean) / sd;
+    let (z, p) = if plain >= cfg.z_medium.min(cfg.z_high).min(cfg.z_critical) {
+        predictive_score(x, base)
+    } else {
+        (plain, f64::NAN)
+    };
     let severity = tier(z, cfg);
     let score = AmountScore { dimension, z, severity };
     let Some(severity) = severity.filter(|s| *s >= cfg.min_severity) else {
