@@ -99,6 +99,9 @@ pub async fn start_sink(topics: &Topics, db: &TestDb, group: &str, extra: &[&str
 /// Producer, detector and sink on fresh topics and a fresh database.
 pub struct Pipeline {
     pub topics: Topics,
+    /// The detector's consumer group (its merge stage's is `<group>-merge`) and the sink's.
+    pub detector_group: String,
+    pub sink_group: String,
     pub db: TestDb,
     pub producer: Running,
     pub detector: Running,
@@ -118,9 +121,11 @@ impl Pipeline {
         let topics = Topics::fresh(transaction_partitions).await;
         let db = fresh_database().await;
         let producer = start_producer(&topics, producer_args).await;
-        let detector = start_detector(&topics, &unique("detector"), idle_timeout, &[]).await;
-        let sink = start_sink(&topics, &db, &unique("sink"), &[]).await;
-        let p = Pipeline { topics, db, producer, detector, sink, http: reqwest::Client::new() };
+        let (detector_group, sink_group) = (unique("detector"), unique("sink"));
+        let detector = start_detector(&topics, &detector_group, idle_timeout, &[]).await;
+        let sink = start_sink(&topics, &db, &sink_group, &[]).await;
+        let p =
+            Pipeline { topics, db, detector_group, sink_group, producer, detector, sink, http: reqwest::Client::new() };
         p.wait_ready(Duration::from_secs(60)).await;
         p
     }

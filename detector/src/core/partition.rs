@@ -238,12 +238,10 @@ impl PartitionState {
             }
         }
         self.reported = self.reported.max(self.watermark);
-        out.push(Stage1Output::Partial(marker(
-            PartialKind::Idle,
-            self.partition,
-            self.partition_count,
-            self.watermark,
-        )));
+        // A partition that never saw an event reports the epoch: "complete up to nothing yet"
+        // (a timestamp any reader can represent, unlike the internal i64::MIN).
+        let wm = if self.watermark == i64::MIN { 0 } else { self.watermark };
+        out.push(Stage1Output::Partial(marker(PartialKind::Idle, self.partition, self.partition_count, wm)));
         out
     }
 
