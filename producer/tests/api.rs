@@ -317,3 +317,18 @@ async fn health_and_ready_answer_when_the_broker_is_up() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn beyond_the_in_flight_bound_ingest_answers_503_instead_of_queueing() {
+    let app = TestApp::spawn_with(None, None, &["--max-in-flight=1"]).await;
+    let r = app.post_json("/ingest/transactions", &json!([event(), event()])).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let b: Value = r.json().await.unwrap();
+    assert_eq!((b["accepted"].as_u64(), b["unavailable"].as_u64()), (Some(0), Some(2)));
+    assert!(b["items"].as_array().unwrap().iter().all(|i| i["status"] == "unavailable"));
+    // One event fits the bound.
+    assert_eq!(app.post_json("/ingest/transaction", &event()).await.status(), 202);
+    assert_eq!(app.published(0).len(), 1, "nothing of the refused batch was published");
+    app.shutdown().await;
+}
