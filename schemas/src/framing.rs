@@ -18,6 +18,14 @@ use crate::{avsc, Error, Result};
 const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 /// Confluent wire format magic byte.
 const CONFLUENT_MAGIC: u8 = 0x00;
+/// The longest string and the most items of one array or map block a datum may declare.
+///
+/// apache-avro refuses lengths above its allocation limit (512 MiB by default) but reserves an
+/// array or map block's declared item count times the item's size (about 80 bytes), so a
+/// 21-byte message declaring 500 million items made the decoder ask for 43 GB and abort the
+/// process (found by `cargo fuzz`, see `fuzz/`). A message is at most 1 MiB on a default
+/// broker and ours are far smaller; 256 Ki bounds that reservation to about 20 MB.
+pub const MAX_DECODED_LEN: usize = 256 * 1024;
 
 /// How [`Codec::encode`] frames messages. Decoding accepts both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +314,8 @@ impl Codec {
 
 fn decode_datum(name: &str, writer: &Schema, mut datum: &[u8]) -> Result<Decoded> {
     let reader = known_by_name(name).ok_or_else(|| Error::Registry(format!("no reader schema for {name}")))?;
+    // Process-wide and set once: the first call wins, so it is made before every decode.
+    apache_avro::util::max_allocation_bytes(MAX_DECODED_LEN);
     let value: Value = apache_avro::from_avro_datum(writer, &mut datum, Some(&reader.schema))?;
     if !datum.is_empty() {
         return Err(Error::TrailingBytes(datum.len()));
