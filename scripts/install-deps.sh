@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, only when it is missing:
-#   PostgreSQL (Debian packages), the tansu broker (cargo install, cached), Python test clients.
+#   PostgreSQL (Debian packages), the tansu broker (cargo install, cached), Python test clients
+#   and schemathesis.
 # Usage: scripts/install-deps.sh [--with-python] [--with-prometheus]
 source "$(dirname "$0")/lib.sh"
 
@@ -57,6 +58,13 @@ if [ "$want_python" = 1 ]; then
   if ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka' 2>/dev/null; then
     log "Installing fastavro and confluent-kafka into $VENV."
     "$VENV/bin/pip" install -q fastavro confluent-kafka || die "pip install failed"
+  fi
+  # schemathesis fuzzes the HTTP APIs from their OpenAPI documents (make test, scripts/fuzz.sh).
+  # Pinned: its CLI options and report formats change between versions.
+  SCHEMATHESIS_VERSION="4.32.5"
+  if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
+    log "Installing schemathesis $SCHEMATHESIS_VERSION into $VENV."
+    "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" || die "pip install schemathesis failed"
   fi
 fi
 log "Dependencies are in place."

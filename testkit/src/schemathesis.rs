@@ -42,6 +42,8 @@ pub struct Run {
     pub checks: String,
     /// Extra arguments for `schemathesis run`.
     pub extra: Vec<String>,
+    /// Examples per operation and phase; `None` takes `VIGIL_SCHEMATHESIS_EXAMPLES`.
+    pub examples: Option<u32>,
 }
 
 impl Run {
@@ -52,6 +54,7 @@ impl Run {
             headers: Vec::new(),
             checks: CHECKS.to_owned(),
             extra: Vec::new(),
+            examples: None,
         }
     }
 
@@ -77,7 +80,7 @@ impl Run {
         let python = std::env::var("VIGIL_TEST_PYTHON").unwrap_or_else(|_| {
             panic!("VIGIL_TEST_PYTHON is not set: run the tests with `make test`, which installs schemathesis")
         });
-        let examples = env_or("VIGIL_SCHEMATHESIS_EXAMPLES", DEFAULT_EXAMPLES);
+        let examples = self.examples.unwrap_or_else(|| env_or("VIGIL_SCHEMATHESIS_EXAMPLES", DEFAULT_EXAMPLES));
         let seed = env_or("VIGIL_SCHEMATHESIS_SEED", DEFAULT_SEED);
         let (dir, keep) = match std::env::var_os("VIGIL_SCHEMATHESIS_REPORT_DIR") {
             Some(d) => (PathBuf::from(d).join(crate::unique(&self.name)), true),

@@ -12,3 +12,4 @@ mod inbound;
 mod listing;
 mod ops;
 mod outbound;
+mod schemathesis;
