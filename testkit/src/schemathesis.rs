@@ -21,12 +21,14 @@ pub const DEFAULT_EXAMPLES: u32 = 40;
 pub const DEFAULT_SEED: u64 = 20_261_122;
 
 /// The checks every run applies: no 5xx; status codes, content types, headers and bodies as
-/// documented; and data the schema calls invalid must be refused. `positive_data_acceptance` is
+/// documented; data the schema calls invalid refused; an undocumented method answered 405 with
+/// an `Allow` header; a missing required header refused. `positive_data_acceptance` is
 /// left out: the services refuse some schema-valid data on purpose, by rules no JSON Schema
 /// states (an event older than MAX_EVENT_AGE, an Idempotency-Key that disagrees with the body's
 /// id, a cursor that no page returned).
 pub const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-                          response_headers_conformance,response_schema_conformance,negative_data_rejection";
+                          response_headers_conformance,response_schema_conformance,negative_data_rejection,\
+                          unsupported_method,allow_header_conformance,missing_required_header";
 
 /// One schemathesis run to make.
 #[derive(Debug, Clone)]
