@@ -136,6 +136,7 @@ impl<S: Stage> Shared<S> {
     /// after assignment) is busy, not idle, and must not have its windows closed early.
     fn tick_idle(&mut self, consumer: &BaseConsumer<StageContext<S>>) -> Result<()> {
         let Some(idle) = self.settings.idle_timeout else { return Ok(()) };
+        let mut went_idle = Vec::new();
         for (p, slot) in self.slots.iter_mut() {
             if slot.last_record.elapsed() < idle {
                 continue;
@@ -143,11 +144,27 @@ impl<S: Stage> Shared<S> {
             slot.last_record = Instant::now();
             match consumer.fetch_watermarks(&self.settings.input_topic, *p, Duration::from_secs(1)) {
                 Ok((_, high)) if high > slot.next_offset => continue,
-                Ok(_) => self.stage.on_idle(&mut slot.state, &mut self.out)?,
+                Ok(_) => {
+                    let before = self.out.pending();
+                    self.stage.on_idle(&mut slot.state, &mut self.out)?;
+                    if self.out.pending() > before {
+                        went_idle.push(*p);
+                    }
+                }
                 // Cannot tell (broker unreachable): better late windows than windows closed on
                 // records still coming.
                 Err(_) => continue,
             }
+        }
+        // Going idle is the one decision taken on the wall clock, which a replay does not see
+        // again: a restart that replayed the records around it from an older checkpoint would
+        // count the late events after it in the window instead (a window the merge stage
+        // ignores as a re-send) and book later ones against a late counter started again from
+        // zero, losing them. So the state right after it is checkpointed at once (its outputs
+        // acknowledged first, as for every checkpoint), and no replay crosses it.
+        if !went_idle.is_empty() {
+            self.out.flush()?;
+            self.checkpoint(&went_idle)?;
         }
         Ok(())
     }
