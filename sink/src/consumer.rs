@@ -1,8 +1,9 @@
 //! The consume loop: decode, batch, write in one transaction, then commit offsets.
 //!
 //! * Offsets are committed only after the transaction that wrote their messages committed.
-//! * A message that does not decode, or that the database refuses as data, goes to the
-//!   dead-letter topic with the reason in its headers, and the loop goes on.
+//! * A message that does not decode, belongs on another topic, names a time more than a day
+//!   after its record timestamp, or that the database refuses as data, goes to the dead-letter
+//!   topic with the reason in its headers, and the loop goes on.
 //! * When the database is unreachable the partitions are paused (the consumer keeps polling,
 //!   so it stays in its group), the batch is retried with backoff until it lands, and
 //!   consumption resumes by itself.
@@ -31,6 +32,23 @@ struct Item {
     partition: i32,
     offset: i64,
     row: Row,
+}
+
+/// How far a row's time may lie after its record's timestamp. The detector writes a minute or
+/// an anomaly after the events it covers, and refuses events more than `MAX_FUTURE_SKEW`
+/// (minutes) ahead of theirs; a row a day ahead is a poison message, and stored it would stand
+/// in every table and dashboard as the newest minute until the year it names.
+const MAX_AHEAD_MS: i64 = 24 * 3_600_000;
+
+/// The latest time a row names.
+fn newest_time(row: &Row) -> Option<i64> {
+    match row {
+        Row::Aggregate(a) => Some(a.minute_start),
+        Row::Late(l) => Some(l.minute_start),
+        Row::Anomaly(a) => {
+            [Some(a.first_seen), Some(a.last_updated), a.window_end, a.resolved_at].into_iter().flatten().max()
+        }
+    }
 }
 
 pub struct Loop {
@@ -113,6 +131,13 @@ impl Loop {
                 return Ok(None);
             }
         };
+        if let (Some(ts), Some(at)) = (m.timestamp().to_millis(), newest_time(&row)) {
+            if at > ts.saturating_add(MAX_AHEAD_MS) {
+                self.dead_letter(m, "refused_future", "its time is more than a day after the record's timestamp")
+                    .await?;
+                return Ok(None);
+            }
+        }
         let kind = match &row {
             Row::Aggregate(_) => "minute_aggregate",
             Row::Late(_) => "late_events",

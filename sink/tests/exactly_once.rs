@@ -121,6 +121,39 @@ async fn garbage_is_dead_lettered_with_a_reason_and_the_following_messages_are_w
     sink.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minute_or_anomaly_from_the_far_future_is_dead_lettered_not_stored() {
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let codec = vigil_schemas::Codec::single_object();
+    let next_year = chrono::Utc::now().timestamp_millis() + 365 * 24 * 3_600_000;
+    let mut far = aggregate(0);
+    far.minute_start = next_year - next_year % 60_000;
+    let mut far_anomaly = anomaly(0, 0, AnomalyState::Firing);
+    far_anomaly.last_updated = next_year;
+    send_raw(&topics.minutes, &codec.encode(&far).unwrap()).await;
+    send_raw(&topics.anomalies, &codec.encode(&far_anomaly).unwrap()).await;
+    send(&topics, &messages(3, 0)).await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    wait_written(&db.pool, 3, 0).await;
+    let dead = vigil_testkit::read_topic(&topics.dead_letter, 2, Duration::from_secs(20));
+    assert_eq!(dead.len(), 2);
+    for r in &dead {
+        let reason =
+            r.headers.iter().find(|(k, _)| k == "vigil.error").map(|h| String::from_utf8_lossy(&h.1).into_owned());
+        assert!(reason.as_deref().is_some_and(|r| r.contains("after the record's timestamp")), "{reason:?}");
+    }
+    assert_eq!(
+        count(&db.pool, "SELECT count(DISTINCT minute) FROM transactions").await,
+        3,
+        "the far minute is not stored"
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM anomalies").await, 0);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", sink.port)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"vigil_sink_dead_letters_total{kind="refused_future"} 2"#), "{metrics}");
+    sink.stop().await;
+}
+
 #[tokio::test]
 async fn retention_deletes_only_rows_older_than_the_configured_age() {
     let db = vigil_testkit::fresh_database().await;
