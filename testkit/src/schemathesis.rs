@@ -46,6 +46,8 @@ pub struct Run {
     pub extra: Vec<String>,
     /// Examples per operation and phase; `None` takes `VIGIL_SCHEMATHESIS_EXAMPLES`.
     pub examples: Option<u32>,
+    /// A `schemathesis.toml` for this run (e.g. per-operation check settings); empty for none.
+    pub config: String,
 }
 
 impl Run {
@@ -57,6 +59,7 @@ impl Run {
             checks: CHECKS.to_owned(),
             extra: Vec::new(),
             examples: None,
+            config: String::new(),
         }
     }
 
@@ -93,7 +96,13 @@ impl Run {
 
         let mut cmd = Command::new(&python);
         // The module has no __main__; this is what the `schemathesis` console script runs.
-        cmd.args(["-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())", "run"])
+        cmd.args(["-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"]);
+        if !self.config.is_empty() {
+            let path = dir.join("schemathesis.toml");
+            std::fs::write(&path, &self.config).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            cmd.arg("--config-file").arg(path);
+        }
+        cmd.arg("run")
             .arg(format!("{}/openapi.json", self.base_url))
             .args(["--checks", &self.checks])
             .args(["--max-examples", &examples.to_string()])
