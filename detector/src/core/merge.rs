@@ -47,6 +47,17 @@ pub const APPROVAL_CODES: [&str; 1] = ["00"];
 /// At most this many auth-code series (a bound on state whatever codes clients send).
 pub const MAX_AUTH_CODE_SERIES: usize = 200;
 
+/// Whether a partial claims event time further after its broker record timestamp than stage 1
+/// can: stage 1 refuses events more than `MAX_FUTURE_SKEW` after their own record timestamp,
+/// reports at most the end of the minute holding the newest event it accepted, and writes a
+/// partial after the events it covers; one more minute allows for the clocks of the
+/// producer's and the detector's hosts to differ. Such a partial (a poison message) would make
+/// every later partial of its source partition look like a re-send, losing its counts.
+pub fn is_from_the_future(p: &MinutePartial, record_ts: i64, cfg: &CoreConfig) -> bool {
+    let limit = record_ts.saturating_add(cfg.max_future_skew_ms).saturating_add(2 * MINUTE_MS);
+    p.watermark > limit || p.minute_start.is_some_and(|m| m > limit)
+}
+
 /// The merge stage's whole state. Serializable: it is what its checkpoint holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MergeState {

@@ -8,6 +8,7 @@ use vigil_schemas::{Codec, MinutePartial, Transaction};
 use super::metrics::{DeadLetterLabels, DetectorMetrics, VerdictLabels};
 use super::outputs::{Origin, Outputs};
 use super::stage::Stage;
+use crate::core::merge::is_from_the_future;
 use crate::core::{CoreConfig, MergeState, PartitionState, Refusal, Stage1Output, Stage2Output, Verdict};
 use crate::error::Result;
 
@@ -156,7 +157,7 @@ impl Stage for MergeStage {
         &self,
         state: &mut MergeState,
         msg: &Origin<'_>,
-        _timestamp: Option<i64>,
+        timestamp: Option<i64>,
         out: &mut Outputs,
     ) -> Result<()> {
         let p: MinutePartial = match self.codec.decode(msg.payload) {
@@ -170,6 +171,17 @@ impl Stage for MergeStage {
                 return out.dead_letter(msg, &format!("not a MinutePartial: {e}"));
             }
         };
+        if timestamp.is_some_and(|ts| is_from_the_future(&p, ts, &self.cfg)) {
+            self.metrics
+                .dead_letters
+                .get_or_create(&DeadLetterLabels { stage: Self::NAME, reason: "refused_future" })
+                .inc();
+            tracing::warn!(offset = msg.offset, "Partial from the future dead-lettered.");
+            return out.dead_letter(
+                msg,
+                "the partial's watermark or minute is further after its record timestamp than MAX_FUTURE_SKEW allows",
+            );
+        }
         for o in state.on_partial(&p, &self.cfg) {
             match o {
                 Stage2Output::Aggregate(a) => {

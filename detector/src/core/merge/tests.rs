@@ -81,3 +81,17 @@ fn minutes_are_final_in_order_whatever_order_partials_arrive_in() {
     assert_eq!(results[0], vec![(T0, 4, 2), (T0 + 60_000, 6, 2)]);
     assert!(results.iter().all(|r| *r == results[0]), "{results:?}");
 }
+
+#[test]
+fn a_partial_beyond_the_future_skew_of_its_record_timestamp_is_recognised() {
+    let cfg = CoreConfig::default();
+    let ts = T0 + 10 * 60_000;
+    // The newest minute stage 1 can close: the one holding an event MAX_FUTURE_SKEW ahead.
+    let newest = ts + cfg.max_future_skew_ms;
+    let minute = newest - newest % 60_000;
+    assert!(!is_from_the_future(&window(0, 3, minute, minute + 60_000, 1, 0), ts, &cfg));
+    assert!(!is_from_the_future(&window(0, 3, T0, T0 + 60_000, 1, 0), ts, &cfg), "the past is fine");
+    let year = 365 * 24 * 60 * 60_000;
+    assert!(is_from_the_future(&window(0, 3, T0 + year, T0 + year + 60_000, 1, 0), ts, &cfg));
+    assert!(is_from_the_future(&marker(PartialKind::Progress, 0, 3, ts + year), ts, &cfg));
+}
