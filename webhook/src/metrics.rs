@@ -93,7 +93,7 @@ impl WebhookMetrics {
         );
         m.register(
             "anomalies_consumed",
-            "Anomaly events read from Kafka, by outcome (queued, filtered, undecodable)",
+            "Anomaly events read from Kafka, by outcome (queued, filtered, undecodable, refused_future)",
             s.anomalies_consumed.clone(),
         );
         m.register(

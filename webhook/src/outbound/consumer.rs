@@ -25,6 +25,17 @@ pub fn eligible(a: &Anomaly, min: Severity) -> bool {
     a.state == AnomalyState::Firing && a.severity >= min
 }
 
+/// How far an anomaly's times may lie after its record's timestamp. The detector writes an
+/// anomaly after the minutes it covers, minutes at most ahead of the clock; one a day ahead is a
+/// poison message (the sink dead-letters it) and must not page anyone.
+const MAX_AHEAD_MS: i64 = 24 * 3_600_000;
+
+/// Whether `a` names a time more than a day after `record_ts`.
+pub fn from_the_far_future(a: &Anomaly, record_ts: i64) -> bool {
+    let newest = [Some(a.first_seen), Some(a.last_updated), a.window_end, a.resolved_at].into_iter().flatten().max();
+    newest.is_some_and(|t| t > record_ts.saturating_add(MAX_AHEAD_MS))
+}
+
 /// A consumer in `group` subscribed to `topic`, storing offsets by hand.
 pub fn subscribe(kafka: &KafkaConfig, group: &str, topic: &str) -> crate::Result<StreamConsumer> {
     let mut config = kafka.consumer_config(group);
@@ -105,6 +116,11 @@ impl AnomalyConsumer {
                 return Handled::Done;
             }
         };
+        if message.timestamp().to_millis().is_some_and(|ts| from_the_far_future(&anomaly, ts)) {
+            tracing::warn!(partition = message.partition(), offset = message.offset(), anomaly_id = %anomaly.id, "Skipped an anomaly from the far future.");
+            self.metrics.consumed("refused_future");
+            return Handled::Done;
+        }
         if !eligible(&anomaly, self.min_severity) {
             self.metrics.consumed("filtered");
             return Handled::Done;
@@ -179,6 +195,17 @@ mod tests {
             last_updated: 0,
             resolved_at: None,
         }
+    }
+
+    #[test]
+    fn an_anomaly_a_day_after_its_record_timestamp_is_from_the_far_future() {
+        let mut a = anomaly(Severity::Critical, AnomalyState::Firing);
+        let ts = 1_765_713_600_000;
+        a.first_seen = ts - 60_000;
+        a.last_updated = ts + 5 * 60_000;
+        assert!(!from_the_far_future(&a, ts));
+        a.last_updated = ts + 365 * 24 * 3_600_000;
+        assert!(from_the_far_future(&a, ts));
     }
 
     #[test]
