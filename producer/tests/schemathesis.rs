@@ -19,8 +19,9 @@ use vigil_testkit::schemathesis::{Report, Run};
 
 /// Generated timestamps span years 1 to 9999; the widest window the configuration takes
 /// (1e10 s either side, about 317 years) lets those near now through, so the accepting and
-/// publishing path is fuzzed too, not only the refusals.
-const WIDE_WINDOW: [&str; 2] = ["--max-event-age=115000d", "--max-future-skew=115000d"];
+/// publishing path is fuzzed too, not only the refusals. Rate limiting is off (the default,
+/// stated here): a 429 would only hide what the generated request reaches.
+const SETTINGS: [&str; 3] = ["--max-event-age=115000d", "--max-future-skew=115000d", "--rate-limit-per-second=0"];
 const API_KEY: &str = "schemathesis-api-key-000001";
 
 /// A batch answers each item on its own: one with a bad item among good ones is answered 207
@@ -94,7 +95,7 @@ async fn check_topic_matches_acknowledgements(app: &TestApp, report: &Report) {
 
 #[tokio::test]
 async fn generated_requests_get_documented_answers_and_only_acknowledged_events_reach_the_topic() {
-    let app = TestApp::spawn_with(None, None, &WIDE_WINDOW).await;
+    let app = TestApp::spawn_with(None, None, &SETTINGS).await;
     let report = run("producer", &app).execute().await;
     println!("{}", report.figures());
     report.assert_passed(300);
@@ -110,7 +111,7 @@ async fn generated_requests_get_documented_answers_and_only_acknowledged_events_
 #[tokio::test]
 async fn with_api_keys_generated_requests_get_documented_answers_and_none_gets_in_without_the_key() {
     let keys = format!("--api-keys={API_KEY}");
-    let app = TestApp::spawn_with(None, None, &[WIDE_WINDOW[0], WIDE_WINDOW[1], &keys]).await;
+    let app = TestApp::spawn_with(None, None, &[SETTINGS[0], SETTINGS[1], SETTINGS[2], &keys]).await;
     let report = run("producer-api-keys", &app).header("Authorization", &format!("Bearer {API_KEY}")).execute().await;
     println!("{}", report.figures());
     report.assert_passed(300);
