@@ -128,6 +128,15 @@ impl KafkaConfig {
         c
     }
 
+    /// The consumers' session timeout: Kafka's default (45 s, KIP-735), so a broker that is
+    /// unreachable for up to that long costs a pause, not the group. With tansu 0.6.0 a member
+    /// whose session expired on the client side is never assigned partitions again (the
+    /// coordinator keeps its old member id as the group's leader and answers every SyncGroup
+    /// with "rebalance in progress"). A restarted member with `group.instance.id` still takes
+    /// its partitions back at once, and a dynamic member that closes sends LeaveGroup, so
+    /// neither waits for the timeout.
+    pub const SESSION_TIMEOUT_MS: &'static str = "45000";
+
     /// A consumer in `group` that commits explicitly and starts at the beginning when it has
     /// no committed offset.
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
@@ -136,7 +145,7 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", Self::SESSION_TIMEOUT_MS)
             .set("heartbeat.interval.ms", "1000")
             // Anomalies are sparse: do not let the broker hold a fetch for the default 500 ms
             // waiting for more data when latency is what we are for.
