@@ -67,6 +67,20 @@ impl KafkaArgs {
                 format_args!("{protocol:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"),
             ),
         }
+        // A setting this build of librdkafka cannot honour makes every client fail at start,
+        // with an error that quotes the setting's value (a password included): refuse it here,
+        // naming the variable only.
+        let features = builtin_features();
+        let tls = matches!(protocol.as_str(), "ssl" | "sasl_ssl");
+        if tls && !features.iter().any(|f| f == "ssl") {
+            v.error(
+                "KAFKA_SECURITY_PROTOCOL",
+                format_args!(
+                    "{protocol} needs TLS, which this build's librdkafka lacks (builtin features: {}); build rdkafka with its ssl feature",
+                    features.join(",")
+                ),
+            );
+        }
         if protocol.starts_with("sasl") {
             let mech = self.kafka_sasl_mechanism.trim().to_ascii_uppercase();
             v.check(
@@ -74,28 +88,50 @@ impl KafkaArgs {
                 "KAFKA_SASL_MECHANISM",
                 format_args!("{mech:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
             );
+            let needed = if mech.starts_with("SCRAM") { "sasl_scram" } else { "sasl_plain" };
+            v.check(
+                features.iter().any(|f| f == needed),
+                "KAFKA_SASL_MECHANISM",
+                format_args!(
+                    "{mech} needs the {needed} feature, which this build's librdkafka lacks (builtin features: {})",
+                    features.join(",")
+                ),
+            );
             v.check(!self.kafka_sasl_username.is_empty(), "KAFKA_SASL_USERNAME", "is required with SASL");
             v.check(!self.kafka_sasl_password.is_empty(), "KAFKA_SASL_PASSWORD", "is required with SASL");
             security.push(("sasl.mechanism", Secret::new(mech)));
             security.push(("sasl.username", Secret::new(&self.kafka_sasl_username)));
             security.push(("sasl.password", Secret::new(&self.kafka_sasl_password)));
         }
-        let tls = [
-            ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION", &self.kafka_ssl_ca_location),
-            ("ssl.certificate.location", "KAFKA_SSL_CERTIFICATE_LOCATION", &self.kafka_ssl_certificate_location),
-            ("ssl.key.location", "KAFKA_SSL_KEY_LOCATION", &self.kafka_ssl_key_location),
-        ];
-        for (prop, var, value) in tls {
-            if !value.is_empty() {
-                v.check(std::path::Path::new(value).exists(), var, format_args!("file {value:?} does not exist"));
-                security.push((prop, Secret::new(value.as_str())));
+        // TLS settings mean something only with a TLS protocol; with plaintext they are left
+        // out rather than handed to a client that may not even support them.
+        if tls {
+            let files = [
+                ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION", &self.kafka_ssl_ca_location),
+                ("ssl.certificate.location", "KAFKA_SSL_CERTIFICATE_LOCATION", &self.kafka_ssl_certificate_location),
+                ("ssl.key.location", "KAFKA_SSL_KEY_LOCATION", &self.kafka_ssl_key_location),
+            ];
+            for (prop, var, value) in files {
+                if !value.is_empty() {
+                    v.check(std::path::Path::new(value).exists(), var, format_args!("file {value:?} does not exist"));
+                    security.push((prop, Secret::new(value.as_str())));
+                }
             }
-        }
-        if !self.kafka_ssl_key_password.is_empty() {
-            security.push(("ssl.key.password", Secret::new(&self.kafka_ssl_key_password)));
+            if !self.kafka_ssl_key_password.is_empty() {
+                security.push(("ssl.key.password", Secret::new(&self.kafka_ssl_key_password)));
+            }
         }
         KafkaConfig { brokers, security }
     }
+}
+
+/// The features this build of librdkafka has (`builtin.features`), e.g. `ssl`, `sasl_plain`.
+pub fn builtin_features() -> Vec<String> {
+    ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .map(|f| f.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
 }
 
 impl KafkaConfig {
@@ -183,11 +219,12 @@ mod tests {
 
     #[test]
     fn sasl_settings_reach_the_client_config_and_never_debug_print() {
+        // SASL/PLAIN over plaintext: what this build of librdkafka supports (no TLS, no SCRAM).
         let cli = Cli::parse_from([
             "x",
             "--kafka-brokers=b1:9093,b2:9093",
-            "--kafka-security-protocol=SASL_SSL",
-            "--kafka-sasl-mechanism=scram-sha-512",
+            "--kafka-security-protocol=SASL_PLAINTEXT",
+            "--kafka-sasl-mechanism=plain",
             "--kafka-sasl-username=vigil",
             "--kafka-sasl-password=s3cret",
         ]);
@@ -195,8 +232,8 @@ mod tests {
         let cfg = cli.kafka.validate(&mut v);
         v.finish().unwrap();
         let c = cfg.client_config();
-        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
-        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("security.protocol"), Some("sasl_plaintext"));
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
         assert_eq!(c.get("sasl.username"), Some("vigil"));
         assert_eq!(c.get("sasl.password"), Some("s3cret"));
         assert!(!format!("{cfg:?}").contains("s3cret"));
@@ -211,5 +248,40 @@ mod tests {
         for var in ["KAFKA_BROKERS", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"] {
             assert!(err.contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn settings_this_build_cannot_honour_are_refused_by_variable_without_their_values() {
+        let features = builtin_features();
+        assert!(features.iter().any(|f| f == "sasl_plain"), "{features:?}");
+        let cli = Cli::parse_from([
+            "x",
+            "--kafka-security-protocol=sasl_ssl",
+            "--kafka-sasl-mechanism=SCRAM-SHA-512",
+            "--kafka-sasl-username=vigil",
+            "--kafka-sasl-password=s3cret-password",
+            "--kafka-ssl-key-password=s3cret-key-password",
+        ]);
+        let mut v = Validator::new();
+        let cfg = cli.kafka.validate(&mut v);
+        let result = v.finish();
+        if features.iter().any(|f| f == "ssl") && features.iter().any(|f| f == "sasl_scram") {
+            result.unwrap();
+            assert_eq!(cfg.client_config().get("ssl.key.password"), Some("s3cret-key-password"));
+        } else {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("KAFKA_SECURITY_PROTOCOL") || err.contains("KAFKA_SASL_MECHANISM"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tls_settings_reach_the_client_only_with_a_tls_protocol() {
+        let cli = Cli::parse_from(["x", "--kafka-ssl-key-password=unused-with-plaintext"]);
+        let mut v = Validator::new();
+        let cfg = cli.kafka.validate(&mut v);
+        v.finish().unwrap();
+        assert_eq!(cfg.client_config().get("ssl.key.password"), None);
+        let _: rdkafka::consumer::BaseConsumer = cfg.consumer_config("g").create().unwrap();
     }
 }
