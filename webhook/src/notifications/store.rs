@@ -101,10 +101,11 @@ pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Store
     .fetch_all(&mut *tx)
     .await?;
 
-    let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+    // Each inserted key counts once: a second alert with the same key in this body is a duplicate.
+    let mut uncounted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
     let (mut firing, mut resolved) = (0u64, 0u64);
     for (a, key) in n.alerts.iter().zip(&keys) {
-        if inserted.contains(key.as_str()) {
+        if uncounted.remove(key.as_str()) {
             match a.status {
                 AlertStatus::Firing => firing += 1,
                 AlertStatus::Resolved => resolved += 1,

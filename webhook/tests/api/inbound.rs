@@ -89,6 +89,26 @@ async fn the_same_notification_sent_three_times_stores_its_alerts_once() {
     app.stop().await;
 }
 
+/// Found by schemathesis (long form, seed 744951558): an alert listed twice in one body was
+/// stored once but answered (and counted in the metrics) as stored twice.
+#[tokio::test]
+async fn an_alert_listed_twice_in_one_body_is_stored_once_and_answered_as_one_duplicate() {
+    let app = spawn_app().await;
+    let mut body = fixture_json("grafana-firing-two-alerts.json");
+    let first = body["alerts"][0].clone();
+    body["alerts"].as_array_mut().unwrap().push(first);
+    let answer: Value = app.post_grafana(body.to_string()).await.json().await.unwrap();
+    assert_eq!(
+        (answer["alerts"].as_u64(), answer["stored"].as_u64(), answer["duplicates"].as_u64()),
+        (Some(3), Some(2), Some(1)),
+        "{answer}"
+    );
+    assert_eq!(app.count("received_alerts").await, 2);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains(r#"vigil_webhook_alerts_duplicate_total{source="grafana"} 1"#), "{metrics}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_notification_sent_concurrently_many_times_is_stored_once() {
     let app = spawn_app().await;
