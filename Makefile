@@ -1,7 +1,7 @@
 # Vigil — the two commands a new machine needs are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: bench run test e2e stack-up stack-down stack-status deps fmt lint clean-state help
+.PHONY: bench run test e2e stack-up stack-down stack-status deps fmt lint clean-state help chaos soak
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -39,3 +39,9 @@ bench: ## Benchmarks (release build) against the test stack; figures in bench/re
 .PHONY: fuzz
 fuzz: ## Fuzzing, long form: schemathesis on both APIs (thousands of cases), cargo-fuzz on the decoders (60 s each).
 	scripts/fuzz.sh
+
+chaos: ## Reliability, long form: every fault twice with exact books, poison, secrets, limits; then fuzzing (report: .vigil/chaos/report.txt).
+	scripts/chaos.sh
+
+soak: ## Steady traffic through the whole stack; fails if memory or descriptors grow (SOAK_DURATION=10m SOAK_RATE=100).
+	scripts/soak.sh
