@@ -452,6 +452,9 @@ fn the_readme_quotes_the_stacks_ports_topics_and_credentials() {
         assert!(readme.contains(&needle), "README lacks {needle:?}");
     }
     for (topic, partitions) in TOPICS {
-        assert!(readme.contains(&format!("| `{topic}` | {partitions} |")), "README's topic table lacks {topic} with {partitions} partitions");
+        assert!(
+            readme.contains(&format!("| `{topic}` | {partitions} |")),
+            "README's topic table lacks {topic} with {partitions} partitions"
+        );
     }
 }

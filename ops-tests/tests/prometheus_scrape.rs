@@ -97,7 +97,7 @@ async fn start_webhook(db_url: &str) -> Running {
     let port = app.port();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
-    Running { port, stop, task }
+    Running::new(port, stop, task)
 }
 
 /// Metric names a service exposes, from the `# TYPE` lines of its /metrics (present even for
