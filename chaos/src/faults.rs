@@ -213,8 +213,9 @@ impl SuiteReport {
         let _ = writeln!(
             s,
             "Traffic: {} minutes of history at {:.0}/min sent at once, then {:.0} events/s live through POST \
-             /ingest/transactions (simulator, items retried up to 30 times with the same id). Detector IDLE_TIMEOUT {}.\n",
-            o.history_minutes, o.history_per_minute, o.live_per_second, o.idle_timeout
+             /ingest/transactions, stamped {} minutes behind the clock (simulator, items retried up to 30 times with \
+             the same id). Detector IDLE_TIMEOUT {}.\n",
+            o.history_minutes, o.history_per_minute, o.live_per_second, LIVE_BEHIND_MINUTES, o.idle_timeout
         );
         for ph in &self.phases {
             let t = &ph.traffic;
@@ -319,6 +320,9 @@ impl SuiteReport {
 
 /// How long the books may stand still after traffic stopped before the wait ends: the
 /// detector closes idle partitions after 2 s and the sink writes within a second.
+/// How far behind the wall clock the live traffic is stamped.
+const LIVE_BEHIND_MINUTES: i64 = 3;
+
 const STABLE_FOR: Duration = Duration::from_secs(30);
 
 /// The cumulative counts of every phase so far.
@@ -344,7 +348,8 @@ pub async fn run(o: SuiteOptions) -> SuiteReport {
     stack
         .timeline
         .note(format!("History: {} minutes at {}/min, sent at once.", o.history_minutes, o.history_per_minute));
-    let start = Utc::now() - chrono::Duration::minutes(i64::from(o.history_minutes));
+    // Ending where the live traffic (stamped LIVE_BEHIND_MINUTES behind the clock) begins.
+    let start = Utc::now() - chrono::Duration::minutes(i64::from(o.history_minutes) + LIVE_BEHIND_MINUTES);
     let report = send
         .run(traffic::history(o.history_minutes, o.history_per_minute), 1, start, Speed::Max, CancellationToken::new())
         .await;
@@ -413,7 +418,12 @@ async fn phase(
     let traffic = {
         let (send, stop) = (send.clone(), stop.clone());
         let scenario = traffic::live(o.live_per_second * 60.0);
-        tokio::spawn(async move { send.run(scenario, seed, Utc::now(), Speed::Factor(1.0), stop).await })
+        // Stamped three minutes behind the wall clock, as a back-fill would be: the detector
+        // then closes a window as soon as the stack goes quiet (a live stream keeps its current
+        // minute open until the wall clock is ALLOWED_LATENESS past it), so each phase's books
+        // can be checked within seconds of the traffic stopping.
+        let start = Utc::now() - chrono::Duration::minutes(LIVE_BEHIND_MINUTES);
+        tokio::spawn(async move { send.run(scenario, seed, start, Speed::Factor(1.0), stop).await })
     };
     tokio::time::sleep(o.lead_in).await;
 

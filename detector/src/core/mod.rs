@@ -70,7 +70,7 @@ impl Pipeline {
     pub fn finish(&mut self) -> Vec<Output> {
         let mut stage1 = Vec::new();
         for p in &mut self.partitions {
-            stage1.extend(p.go_idle());
+            stage1.extend(p.go_idle(i64::MAX, &self.cfg));
         }
         self.route(stage1)
     }

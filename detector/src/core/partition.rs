@@ -13,9 +13,10 @@
 //! * Whenever the watermark enters a new minute, a `progress` partial tells the merge stage this
 //!   partition is complete up to there (after the window partials it closed, which each claim
 //!   only their own end).
-//! * [`PartitionState::go_idle`] is called by the service when no record arrived for the idle
-//!   timeout (wall clock). It closes every open window (watermark := end of the minute of the
-//!   highest event time) and sends an `idle` marker, so the merge stage stops waiting for this
+//! * [`PartitionState::go_idle`] is called by the service, with the wall clock, when no record
+//!   arrived for the idle timeout. The watermark follows the wall clock (minus the allowed
+//!   lateness) up to the end of the minute of the highest event time; once there, every open
+//!   window is closed and an `idle` marker tells the merge stage to stop waiting for this
 //!   partition. The next event makes it active again.
 //!
 //! All of it is a deterministic function of the partition's records in offset order.
@@ -222,21 +223,37 @@ impl PartitionState {
         closed
     }
 
-    /// The partition saw nothing for the idle timeout: close every open window and tell the
-    /// merge stage not to wait for it. Returns nothing when already idle.
-    pub fn go_idle(&mut self) -> Vec<Stage1Output> {
+    /// The partition saw nothing for the idle timeout; `now_ms` is the wall clock. Event time is
+    /// taken to have moved on with the wall clock while nothing arrived, so the watermark moves
+    /// to the start of the minute holding `now_ms − allowed lateness`, but never past the end of
+    /// the minute holding the highest event time. When it reaches that end, every window is closed and an `idle` marker tells
+    /// the merge stage not to wait for this partition. Until then (a quiet partition of a
+    /// real-time stream, whose current minute can still receive punctual events) only the
+    /// windows the wall clock has passed are closed, and the partition stays active: a pause in
+    /// live traffic never turns the rest of the minute's events into late ones. A replayed or
+    /// back-filled stream, stamped in the past, closes at once.
+    ///
+    /// Returns nothing when already idle, or when the wall clock moves nothing.
+    pub fn go_idle(&mut self, now_ms: i64, cfg: &CoreConfig) -> Vec<Stage1Output> {
         if self.idle {
             return Vec::new();
         }
-        self.idle = true;
         let mut out = Vec::new();
         if let Some(max) = self.max_event_time {
             let end = minute_of(max) + MINUTE_MS;
+            // Whole minutes only: every move then closes a window or reports progress, so
+            // every state change the wall clock makes is an output (and checkpointed).
+            let reachable = minute_of(end.min(now_ms.saturating_sub(cfg.allowed_lateness_ms)));
+            if reachable < end {
+                self.advance(reachable, &mut out);
+                return out;
+            }
             if end > self.watermark {
                 self.watermark = end;
                 self.close_until(end, &mut out);
             }
         }
+        self.idle = true;
         self.reported = self.reported.max(self.watermark);
         // A partition that never saw an event reports the epoch: "complete up to nothing yet"
         // (a timestamp any reader can represent, unlike the internal i64::MIN).

@@ -43,8 +43,8 @@ pub trait Stage: Send + 'static {
         out: &mut Outputs,
     ) -> Result<()>;
 
-    /// Called when the partition had no record for the idle timeout.
-    fn on_idle(&self, _state: &mut Self::State, _out: &mut Outputs) -> Result<()> {
+    /// Called when the partition had no record for the idle timeout; `now_ms` is the wall clock.
+    fn on_idle(&self, _state: &mut Self::State, _now_ms: i64, _out: &mut Outputs) -> Result<()> {
         Ok(())
     }
 
@@ -146,7 +146,7 @@ impl<S: Stage> Shared<S> {
                 Ok((_, high)) if high > slot.next_offset => continue,
                 Ok(_) => {
                     let before = self.out.pending();
-                    self.stage.on_idle(&mut slot.state, &mut self.out)?;
+                    self.stage.on_idle(&mut slot.state, chrono::Utc::now().timestamp_millis(), &mut self.out)?;
                     if self.out.pending() > before {
                         went_idle.push(*p);
                     }

@@ -103,10 +103,12 @@ impl Stage for PartitionStage {
         route_stage1(step.outputs, out, &self.metrics)
     }
 
-    fn on_idle(&self, state: &mut PartitionState, out: &mut Outputs) -> Result<()> {
-        let outputs = state.go_idle();
-        if !outputs.is_empty() {
+    fn on_idle(&self, state: &mut PartitionState, now_ms: i64, out: &mut Outputs) -> Result<()> {
+        let outputs = state.go_idle(now_ms, &self.cfg);
+        if state.is_idle() && !outputs.is_empty() {
             tracing::debug!(partition = state.partition, "Partition idle: its open windows are closed.");
+        } else if !outputs.is_empty() {
+            tracing::debug!(partition = state.partition, "Quiet partition: the wall clock closed past windows.");
         }
         route_stage1(outputs, out, &self.metrics)
     }

@@ -49,7 +49,7 @@ fn the_window_start_is_inclusive_and_the_end_exclusive() {
     s.process(&tx(1, 60_000, TransactionStatus::Approved), T0 + 60_000, &cfg);
     s.process(&tx(2, 119_999, TransactionStatus::Approved), T0 + 119_999, &cfg);
     s.process(&tx(3, 120_000, TransactionStatus::Approved), T0 + 120_000, &cfg);
-    let out = s.go_idle();
+    let out = s.go_idle(i64::MAX, &cfg);
     let counts: Vec<(Option<i64>, i64)> =
         partials(&out).iter().filter(|p| p.kind == PartialKind::Window).map(|p| (p.minute_start, p.approved)).collect();
     assert_eq!(counts, vec![(Some(T0 + 60_000), 2), (Some(T0 + 120_000), 1)]);
@@ -96,18 +96,65 @@ fn going_idle_flushes_every_open_window_and_marks_the_partition() {
     let mut s = PartitionState::new(1, 2);
     s.process(&tx(1, 5_000, TransactionStatus::Approved), T0, &cfg);
     s.process(&tx(2, 65_000, TransactionStatus::Failed), T0, &cfg);
-    let out = s.go_idle();
+    let out = s.go_idle(i64::MAX, &cfg);
     let kinds: Vec<(PartialKind, Option<i64>)> = partials(&out).iter().map(|p| (p.kind, p.minute_start)).collect();
     assert_eq!(
         kinds,
         vec![(PartialKind::Window, Some(T0)), (PartialKind::Window, Some(T0 + 60_000)), (PartialKind::Idle, None)]
     );
     assert!(s.is_idle());
-    assert!(s.go_idle().is_empty(), "idle is announced once");
+    assert!(s.go_idle(i64::MAX, &cfg).is_empty(), "idle is announced once");
     // The next event wakes it; an event for a flushed minute is late.
     let step = s.process(&tx(3, 70_000, TransactionStatus::Approved), T0, &cfg);
     assert_eq!(step.verdict, Verdict::Late);
     assert!(!s.is_idle());
+}
+
+#[test]
+fn a_quiet_partition_of_a_live_stream_keeps_its_current_minute_open_until_the_wall_clock_passes_it() {
+    let cfg = CoreConfig::default();
+    let mut s = PartitionState::new(0, 1);
+    // Live traffic: events stamped as they happen, then a pause longer than the idle timeout.
+    s.process(&tx(1, 5_000, TransactionStatus::Approved), T0 + 5_000, &cfg);
+    s.process(&tx(2, 20_000, TransactionStatus::Denied), T0 + 20_000, &cfg);
+    // 12:00 is still the current minute: at most progress up to its start, no window, not idle.
+    let out = s.go_idle(T0 + 35_000, &cfg);
+    assert!(partials(&out).iter().all(|p| p.kind == PartialKind::Progress && p.watermark == T0), "{out:?}");
+    assert!(!s.is_idle());
+    // The traffic resumes within the minute: counted in it, not late.
+    let step = s.process(&tx(3, 40_000, TransactionStatus::Approved), T0 + 40_000, &cfg);
+    assert_eq!(step.verdict, Verdict::Counted);
+    // Nothing more: the wall clock passes 12:01 + the allowed lateness, and the minute closes.
+    assert!(s.go_idle(T0 + 60_000 + 29_999, &cfg).is_empty(), "within the allowed lateness");
+    let out = s.go_idle(T0 + 90_000, &cfg);
+    let kinds: Vec<(PartialKind, Option<i64>, i64)> =
+        partials(&out).iter().map(|p| (p.kind, p.minute_start, p.approved)).collect();
+    assert_eq!(kinds, vec![(PartialKind::Window, Some(T0), 2), (PartialKind::Idle, None, 0)]);
+    assert!(s.is_idle());
+}
+
+#[test]
+fn the_wall_clock_closes_the_windows_it_has_passed_while_the_current_one_stays_open() {
+    let cfg = CoreConfig::default();
+    let mut s = PartitionState::new(0, 1);
+    s.process(&tx(1, 50_000, TransactionStatus::Approved), T0 + 50_000, &cfg);
+    // 12:01:05 − 30 s: the watermark is still in 12:00, whose window is open.
+    s.process(&tx(2, 65_000, TransactionStatus::Failed), T0 + 65_000, &cfg);
+    assert_eq!(s.open_windows(), 2);
+    // Quiet until 12:01:35: 12:00 is over by the wall clock, 12:01 is not.
+    let out = s.go_idle(T0 + 95_000, &cfg);
+    let kinds: Vec<(PartialKind, Option<i64>)> = partials(&out).iter().map(|p| (p.kind, p.minute_start)).collect();
+    assert_eq!(kinds, vec![(PartialKind::Window, Some(T0))], "its end is the progress reported");
+    assert!(!s.is_idle(), "the merge stage still waits for 12:01 from this partition");
+    assert_eq!(s.open_windows(), 1);
+    // Asked again before the next minute of wall clock: no change, no output.
+    assert!(s.go_idle(T0 + 100_000, &cfg).is_empty());
+    // A replayed stream (stamped in the past) closes everything at once.
+    let mut r = PartitionState::new(0, 1);
+    r.process(&tx(3, 50_000, TransactionStatus::Approved), T0 + 50_000, &cfg);
+    let out = r.go_idle(T0 + 3_600_000, &cfg);
+    assert!(r.is_idle());
+    assert_eq!(partials(&out).iter().filter(|p| p.kind == PartialKind::Window).count(), 1);
 }
 
 #[test]
