@@ -214,7 +214,9 @@ impl SuiteReport {
             s,
             "Traffic: {} minutes of history at {:.0}/min sent at once, then {:.0} events/s live through POST \
              /ingest/transactions, stamped {} minutes behind the clock (simulator, items retried up to 30 times with \
-             the same id). Detector IDLE_TIMEOUT {}.\n",
+             the same id). Detector IDLE_TIMEOUT {}: a stream stamped in the past that pauses longer than that \
+             (between phases, during a fault) has its current minute closed, and the rest of that minute's events \
+             are booked as late, which the books count.\n",
             o.history_minutes, o.history_per_minute, o.live_per_second, LIVE_BEHIND_MINUTES, o.idle_timeout
         );
         for ph in &self.phases {
@@ -422,8 +424,9 @@ async fn phase(
         // then closes a window as soon as the stack goes quiet (a live stream keeps its current
         // minute open until the wall clock is ALLOWED_LATENESS past it), so each phase's books
         // can be checked within seconds of the traffic stopping.
+        let behind = Duration::from_secs(60 * LIVE_BEHIND_MINUTES as u64);
         let start = Utc::now() - chrono::Duration::minutes(LIVE_BEHIND_MINUTES);
-        tokio::spawn(async move { send.run(scenario, seed, start, Speed::Factor(1.0), stop).await })
+        tokio::spawn(async move { send.run_delayed(scenario, seed, start, Speed::Factor(1.0), behind, stop).await })
     };
     tokio::time::sleep(o.lead_in).await;
 

@@ -98,6 +98,19 @@ impl Send {
         speed: Speed,
         stop: CancellationToken,
     ) -> SendReport {
+        self.run_delayed(scenario, seed, start, speed, Duration::ZERO, stop).await
+    }
+
+    /// As [`Send::run`], each transaction sent `delay` after the simulated clock reaches it.
+    pub async fn run_delayed(
+        &self,
+        scenario: Scenario,
+        seed: u64,
+        start: DateTime<Utc>,
+        speed: Speed,
+        delay: Duration,
+        stop: CancellationToken,
+    ) -> SendReport {
         let target = Target::Http(
             HttpTarget::new(&self.producer_url, None, self.retries, self.request_timeout)
                 .expect("an HTTP client builds"),
@@ -107,6 +120,7 @@ impl Send {
             batch_size: 200,
             concurrency: self.concurrency,
             max_skew: Duration::from_secs(20),
+            delay,
             progress_every: Duration::from_secs(5),
             ground_truth: None,
             report: None,

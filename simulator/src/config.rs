@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// --start in the past, that history goes immediately, then the rest at the given pace).
     #[arg(long, env = "SIMULATOR_SPEED", default_value = "1")]
     pub speed: String,
+    /// Send each transaction this long after the simulated clock reaches its occurred_at (with a
+    /// factor speed): a feed that trails the wall clock, as a back-fill or a delayed upstream
+    /// does. With --start now-<delay> and --speed 1, the stream runs in real time, <delay>
+    /// behind the clock, instead of catching up at once. Not with --speed max.
+    #[arg(long, env = "SIMULATOR_DELAY", default_value = "0s")]
+    pub delay: String,
     /// Event time of the scenario's start: `now`, `now-<duration>` (e.g. now-30m, now-24h) or
     /// an RFC 3339 time; rounded down to the minute. Default: `now`, or with --speed max
     /// `now-<scenario duration>` so that event time ends now (the producer refuses events
@@ -227,6 +233,12 @@ impl RunConfig {
         let batch_size = v.parse_in("--batch-size", &a.batch_size, 1usize, 100_000);
         let concurrency = v.parse_in("--concurrency", &a.concurrency, 1usize, 256);
         let max_skew = v.parse_duration("--max-skew", &a.max_skew);
+        let delay = v.parse_duration("--delay", &a.delay);
+        v.check(
+            speed != Speed::Max || delay.is_zero(),
+            "--delay",
+            "cannot go with --speed max: nothing is paced, so nothing can trail the clock",
+        );
         let seed: u64 = v.parse("--seed", &a.seed);
         let retries = v.parse_in("--retries", &a.retries, 0u32, 1000);
         let request_timeout = v.parse_positive_duration("--request-timeout", &a.request_timeout);
@@ -265,6 +277,7 @@ impl RunConfig {
                 batch_size,
                 concurrency,
                 max_skew,
+                delay,
                 progress_every,
                 ground_truth: a.ground_truth.clone(),
                 report: a.report.clone(),
@@ -383,6 +396,12 @@ mod tests {
         }
         let a = args(&["--loop", "--speed", "max"]);
         assert!(RunConfig::from_args(&a, now()).unwrap_err().to_string().contains("--loop"));
+        let a = args(&["--delay", "3m", "--speed", "max"]);
+        assert!(RunConfig::from_args(&a, now()).unwrap_err().to_string().contains("--delay"));
+        let a = args(&["--delay", "soon"]);
+        assert!(RunConfig::from_args(&a, now()).unwrap_err().to_string().contains("--delay"));
+        let c = RunConfig::from_args(&args(&["--delay", "3m", "--start", "now-3m"]), now()).unwrap();
+        assert_eq!(c.options.delay, Duration::from_secs(180));
     }
 
     #[test]

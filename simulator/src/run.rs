@@ -73,6 +73,9 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Largest event-time spread of the batches in flight at once.
     pub max_skew: Duration,
+    /// With [`Speed::Factor`]: each transaction is sent this long after the simulated clock
+    /// reaches its event time, so the stream trails the wall clock (a back-fill, a delayed feed).
+    pub delay: Duration,
     pub progress_every: Duration,
     pub ground_truth: Option<PathBuf>,
     pub report: Option<PathBuf>,
@@ -85,6 +88,7 @@ impl Default for RunOptions {
             batch_size: 500,
             concurrency: 4,
             max_skew: Duration::from_secs(20),
+            delay: Duration::ZERO,
             progress_every: Duration::from_secs(5),
             ground_truth: None,
             report: None,
@@ -183,6 +187,19 @@ fn write_truth(path: &Option<PathBuf>, truth: &GroundTruth) -> Result<()> {
     }
 }
 
+/// When a transaction at event time `t` (ms) is due, counted from the run's start at wall-clock
+/// `real0` (ms): the simulated clock starts at `real0` and runs `speed` times as fast; what it
+/// has already passed is due at once; `delay` is added to every send.
+fn due_after(t: i64, real0: i64, speed: Speed, delay: Duration) -> Duration {
+    match speed {
+        Speed::Max => Duration::ZERO,
+        Speed::Factor(f) => {
+            let at_s = (t - real0) as f64 / 1000.0 / f + delay.as_secs_f64();
+            Duration::from_secs_f64(at_s.max(0.0))
+        }
+    }
+}
+
 /// Sends everything `gen` yields to `target`, paced by `opts.speed`, until the generator ends
 /// or `stop` is cancelled. Writes the ground truth when each scenario iteration begins and at
 /// the end, and the report at the end.
@@ -219,15 +236,7 @@ pub async fn run(mut gen: Generator, target: &Target, opts: &RunOptions, stop: C
     );
 
     // How long until a transaction at event time `t` is due (zero when it is).
-    let due_in = |t: i64| -> Duration {
-        match opts.speed {
-            Speed::Max => Duration::ZERO,
-            Speed::Factor(f) => {
-                let at = Duration::from_secs_f64(((t - real0).max(0) as f64 / 1000.0) / f);
-                at.saturating_sub(wall0.elapsed())
-            }
-        }
-    };
+    let due_in = |t: i64| -> Duration { due_after(t, real0, opts.speed, opts.delay).saturating_sub(wall0.elapsed()) };
 
     let mut lookahead = gen.next();
     let mut items: Vec<SimTransaction> = Vec::with_capacity(opts.batch_size);
@@ -304,5 +313,22 @@ mod tests {
         assert_eq!(Speed::parse("0.5"), Ok(Speed::Factor(0.5)));
         assert!(Speed::parse("0").is_err());
         assert!(Speed::parse("fast").is_err());
+    }
+
+    #[test]
+    fn pacing_sends_what_the_clock_passed_at_once_and_a_delay_makes_the_stream_trail_it() {
+        let (real0, min) = (1_000_000_000_000i64, 60_000i64);
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(due_after(real0 + min, real0, Speed::Max, Duration::ZERO), Duration::ZERO);
+        // Real time: history at once, the rest as the wall clock reaches it.
+        assert_eq!(due_after(real0 - 3 * min, real0, Speed::Factor(1.0), Duration::ZERO), Duration::ZERO);
+        assert_eq!(due_after(real0 + min, real0, Speed::Factor(1.0), Duration::ZERO), secs(60));
+        // 60x: a minute of event time a second.
+        assert_eq!(due_after(real0 + min, real0, Speed::Factor(60.0), Duration::ZERO), secs(1));
+        // Three minutes behind the clock: the stream starting three minutes ago is due from now
+        // on, each event three minutes after its time.
+        assert_eq!(due_after(real0 - 3 * min, real0, Speed::Factor(1.0), secs(180)), Duration::ZERO);
+        assert_eq!(due_after(real0 - 2 * min, real0, Speed::Factor(1.0), secs(180)), secs(60));
+        assert_eq!(due_after(real0, real0, Speed::Factor(1.0), secs(180)), secs(180));
     }
 }
