@@ -24,46 +24,10 @@ use crate::receiver::Receiver;
 use crate::services::{Kind, Service};
 
 /// Topic names of one stack.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    pub transactions: String,
-    pub partials: String,
-    pub minutes: String,
-    pub anomalies: String,
-    pub checkpoints: String,
-    pub merge_checkpoints: String,
-    pub dead_letter: String,
-}
+pub type Topics = vigil_testkit::PipelineTopics;
 
 /// Partitions of the transactions topic (as `scripts/stack.sh` creates it).
 pub const TRANSACTION_PARTITIONS: i32 = 6;
-
-impl Topics {
-    fn new() -> Topics {
-        let s = unique("c");
-        Topics {
-            transactions: format!("transactions-{s}"),
-            partials: format!("tx-partials-{s}"),
-            minutes: format!("tx-minute-{s}"),
-            anomalies: format!("anomalies-{s}"),
-            checkpoints: format!("detector-checkpoints-{s}"),
-            merge_checkpoints: format!("detector-merge-checkpoints-{s}"),
-            dead_letter: format!("vigil-dead-letter-{s}"),
-        }
-    }
-
-    fn specs(&self) -> Vec<(&str, i32)> {
-        vec![
-            (self.transactions.as_str(), TRANSACTION_PARTITIONS),
-            (self.partials.as_str(), 1),
-            (self.minutes.as_str(), 3),
-            (self.anomalies.as_str(), 3),
-            (self.checkpoints.as_str(), TRANSACTION_PARTITIONS),
-            (self.merge_checkpoints.as_str(), 1),
-            (self.dead_letter.as_str(), 1),
-        ]
-    }
-}
 
 /// How to build a stack.
 #[derive(Debug, Clone)]
@@ -184,9 +148,9 @@ impl Stack {
         } else {
             (None, vigil_testkit::brokers())
         };
-        let topics = Topics::new();
+        let topics = Topics::named(&unique("c"));
         KafkaConfig::plaintext(&brokers)
-            .ensure_topics(&topics.specs())
+            .ensure_topics(&topics.specs(TRANSACTION_PARTITIONS))
             .await
             .unwrap_or_else(|e| panic!("cannot create topics on {brokers}: {e:#}"));
 

@@ -386,26 +386,41 @@ pub struct PipelineTopics {
 }
 
 impl PipelineTopics {
+    /// Fresh topics on the test broker.
     pub async fn fresh(partitions: i32) -> PipelineTopics {
-        let n = fresh_topics(&[
-            ("transactions", partitions),
-            ("tx-partials", 1),
-            ("tx-minute", 3),
-            ("anomalies", 3),
-            ("detector-checkpoints", partitions),
-            ("detector-merge-checkpoints", 1),
-            ("dead-letter", 1),
-        ])
-        .await;
+        let topics = PipelineTopics::named(&unique("t"));
+        kafka()
+            .ensure_topics(&topics.specs(partitions))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create topics on {}: {e:#}", brokers()));
+        topics
+    }
+
+    /// The names, each the stack's topic name with `-<suffix>`; nothing is created.
+    pub fn named(suffix: &str) -> PipelineTopics {
         PipelineTopics {
-            transactions: n[0].clone(),
-            partials: n[1].clone(),
-            minutes: n[2].clone(),
-            anomalies: n[3].clone(),
-            checkpoints: n[4].clone(),
-            merge_checkpoints: n[5].clone(),
-            dead_letter: n[6].clone(),
+            transactions: format!("transactions-{suffix}"),
+            partials: format!("tx-partials-{suffix}"),
+            minutes: format!("tx-minute-{suffix}"),
+            anomalies: format!("anomalies-{suffix}"),
+            checkpoints: format!("detector-checkpoints-{suffix}"),
+            merge_checkpoints: format!("detector-merge-checkpoints-{suffix}"),
+            dead_letter: format!("vigil-dead-letter-{suffix}"),
         }
+    }
+
+    /// Every topic with its partition count, as `scripts/stack.sh` creates them (the
+    /// transactions topic and the checkpoints: `partitions`).
+    pub fn specs(&self, partitions: i32) -> Vec<(&str, i32)> {
+        vec![
+            (self.transactions.as_str(), partitions),
+            (self.partials.as_str(), 1),
+            (self.minutes.as_str(), 3),
+            (self.anomalies.as_str(), 3),
+            (self.checkpoints.as_str(), partitions),
+            (self.merge_checkpoints.as_str(), 1),
+            (self.dead_letter.as_str(), 1),
+        ]
     }
 
     /// The detector's broker and topic flags for these topics.

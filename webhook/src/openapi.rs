@@ -1,66 +1,11 @@
 //! The OpenAPI document, generated from the handlers' annotations (`utoipa`), served at
-//! `/openapi.json`. The operational routes come from `vigil_common`, so they are described here
-//! by stubs that are never routed.
+//! `/openapi.json`. The operational routes and the problem+json body come from
+//! `vigil_common::openapi`, as for every service.
 
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
-
-/// RFC 9457 problem details: every error of every route.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDoc {
-    /// URI naming the kind of problem, e.g. https://vigil.dev/problems/invalid-notification.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: Option<String>,
-    /// The fields at fault (422).
-    pub errors: Option<Vec<FieldErrorDoc>>,
-}
-
-/// One field at fault.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = FieldError)]
-pub struct FieldErrorDoc {
-    /// Path of the field or name of the parameter, e.g. `alerts[0].status` or `limit`.
-    pub field: String,
-    pub message: String,
-}
-
-/// `{"status": "ok"}` or `{"status": "ready"}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusDoc {
-    pub status: String,
-}
-
-/// The process answers.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, description = "Alive", body = StatusDoc)))]
-#[allow(dead_code)]
-fn health() {}
-
-/// The database is reachable and every migration is applied.
-#[utoipa::path(get, path = "/ready", tag = "operations",
-    responses(
-        (status = 200, description = "Ready", body = StatusDoc),
-        (status = 503, description = "Not ready; `detail` says why", body = ProblemDoc, content_type = "application/problem+json"),
-    ))]
-#[allow(dead_code)]
-fn ready() {}
-
-/// Prometheus metrics (`vigil_webhook_*`), OpenMetrics text.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics exposition", body = String, content_type = "application/openmetrics-text")))]
-#[allow(dead_code)]
-fn metrics() {}
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3.1 document", body = Object, content_type = "application/json")))]
-#[allow(dead_code)]
-fn openapi_json() {}
+use utoipa::{Modify, OpenApi};
+use vigil_common::openapi::OpsApi;
+pub use vigil_common::openapi::{FieldErrorDoc, ProblemDoc};
 
 struct SecuritySchemes;
 
@@ -96,13 +41,18 @@ impl Modify for SecuritySchemes {
                        Critical anomalies are also POSTed to external webhooks as `OutboundAnomaly`, signed with \
                        `X-Vigil-Signature: sha256=<hex HMAC-SHA256 of \"<X-Vigil-Timestamp>.<body>\">`."
     ),
-    paths(health, ready, metrics, openapi_json),
     components(schemas(ProblemDoc, FieldErrorDoc, crate::outbound::payload::OutboundAnomaly)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "inbound", description = "Notifications from Grafana and Alertmanager"),
         (name = "alerts", description = "Lists, newest first, with keyset pagination"),
-        (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// The whole document: the webhook's routes and the operational ones.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(OpsApi::openapi());
+    doc
+}

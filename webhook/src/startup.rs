@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vigil_common::http::{ops_router, serve, ReadyCheck};
@@ -24,7 +23,6 @@ use vigil_common::metrics::{track_http, HttpMetrics, Metrics};
 use vigil_common::problem::{self, Problem};
 
 use crate::metrics::WebhookMetrics;
-use crate::openapi::ApiDoc;
 use crate::outbound::Outbound;
 use crate::state::AppState;
 use crate::{listing, notifications, Config};
@@ -125,7 +123,7 @@ impl Application {
 
 /// Every API route with its OpenAPI operation: the document cannot miss a route.
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(crate::openapi::document())
         .routes(routes!(notifications::routes::grafana))
         .routes(routes!(notifications::routes::alertmanager))
         .routes(routes!(listing::list_anomalies))
