@@ -14,11 +14,7 @@ start=$(date +%s)
 "$ROOT/scripts/install-deps.sh" --with-python
 "$ROOT/scripts/stack.sh" up
 
-export VIGIL_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
-export VIGIL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
-export VIGIL_TEST_PYTHON="$CACHE/venv/bin/python"
-export VIGIL_TEST_TANSU_BIN="$TANSU_BIN"
-export RUST_BACKTRACE=1
+export_test_env
 
 cd "$ROOT"
 log "Building the services and the suite."

@@ -36,9 +36,7 @@ figures() {
 run_api() {
   "$ROOT/scripts/install-deps.sh" --with-python
   "$ROOT/scripts/stack.sh" up
-  export VIGIL_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
-  export VIGIL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
-  export VIGIL_TEST_PYTHON="$CACHE/venv/bin/python"
+  export_test_env
   export VIGIL_SCHEMATHESIS_EXAMPLES="${VIGIL_SCHEMATHESIS_EXAMPLES:-400}"
   export VIGIL_SCHEMATHESIS_SEED="${VIGIL_SCHEMATHESIS_SEED:-$(( (RANDOM << 15) | RANDOM ))}"
   export VIGIL_SCHEMATHESIS_REPORT_DIR="$OUT/schemathesis"

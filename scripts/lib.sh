@@ -55,3 +55,13 @@ pg_datadir() {
     echo "$STATE/pgdata"
   fi
 }
+
+# The variables the tests read to find the test stack (after `stack.sh up` set PG_ADMIN_URL and
+# KAFKA_BROKERS): make test, make chaos and make fuzz all run tests against it.
+export_test_env() {
+  export VIGIL_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
+  export VIGIL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
+  export VIGIL_TEST_PYTHON="$CACHE/venv/bin/python"
+  export VIGIL_TEST_TANSU_BIN="$TANSU_BIN"
+  export RUST_BACKTRACE=1
+}
