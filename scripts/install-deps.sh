@@ -29,6 +29,8 @@ if [ -z "$(pg_bindir)" ] || [ ! -x "$(pg_bindir)/initdb" ]; then
   apt_install postgresql
 fi
 command -v psql >/dev/null || apt_install postgresql-client
+# The local stack clears a stopped broker's stored group membership with it (stack.sh).
+command -v sqlite3 >/dev/null || apt_install sqlite3
 
 # rdkafka builds its bundled librdkafka with a C compiler and make.
 for tool in cc make pkg-config; do

@@ -51,6 +51,9 @@ kafka_up() {
   else
     [ -x "$TANSU_BIN" ] || die "tansu is not installed (run scripts/install-deps.sh)"
     mkdir -p "$STATE/tansu"
+    # No client can be a member while the broker is down: drop the membership tansu stored, so
+    # a returning static member is not wedged (see tansu-forget-members.sh).
+    "$ROOT/scripts/tansu-forget-members.sh" "$STATE/tansu"
     # tansu reads .env from its working directory; this one has none. Its SQLite URL is
     # relative to the working directory (an absolute one is mangled).
     log "Starting tansu on $KAFKA_BROKERS (SQLite storage in $STATE/tansu)."

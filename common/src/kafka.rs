@@ -168,9 +168,11 @@ impl KafkaConfig {
     /// unreachable for up to that long costs a pause, not the group. With tansu 0.6.0 a member
     /// whose session expired on the client side is never assigned partitions again (the
     /// coordinator keeps its old member id as the group's leader and answers every SyncGroup
-    /// with "rebalance in progress"). A restarted member with `group.instance.id` still takes
-    /// its partitions back at once, and a dynamic member that closes sends LeaveGroup, so
-    /// neither waits for the timeout.
+    /// with "rebalance in progress"). A member with `group.instance.id` restarted within the
+    /// timeout takes its partitions back at once, and a dynamic member that closes sends
+    /// LeaveGroup, so neither waits for it. (A static member returning after the timeout meets
+    /// the same wedge through tansu's stored membership, which the local stack clears before it
+    /// starts the broker: scripts/tansu-forget-members.sh.)
     pub const SESSION_TIMEOUT_MS: &'static str = "45000";
 
     /// A consumer in `group` that commits explicitly and starts at the beginning when it has

@@ -191,6 +191,11 @@ impl OwnBroker {
         KafkaConfig::plaintext(self.brokers())
     }
 
+    /// Its working directory (holds `tansu.db` and `tansu.log`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Starts (again) on the same port and storage, and waits until it accepts connections.
     pub fn restart(&mut self) {
         let bin = std::env::var("VIGIL_TEST_TANSU_BIN").unwrap_or_else(|_| {
