@@ -18,9 +18,13 @@ db="$dir/tansu.db"
 [ -f "$db" ] || exit 0
 command -v sqlite3 >/dev/null || die "sqlite3 is missing (run scripts/install-deps.sh)"
 
-groups=$(sqlite3 "$db" "SELECT group_concat(cg.name, ', ') FROM consumer_group_detail d
-  JOIN consumer_group cg ON cg.id = d.consumer_group;") || die "cannot read $db"
-if [ -n "$groups" ]; then
+# The count, then at most five names (a test broker holds hundreds of groups).
+read -r count names < <(sqlite3 -separator ' ' "$db" "SELECT count(*),
+  (SELECT group_concat(name, ', ') FROM (SELECT cg.name FROM consumer_group_detail d
+     JOIN consumer_group cg ON cg.id = d.consumer_group ORDER BY cg.name LIMIT 5))
+  FROM consumer_group_detail;") || die "cannot read $db"
+if [ "${count:-0}" -gt 0 ]; then
   sqlite3 "$db" "DELETE FROM consumer_group_detail;" || die "cannot update $db"
-  log "Cleared the stored membership of consumer groups $groups (committed offsets kept)."
+  more=""; [ "$count" -gt 5 ] && more=", …"
+  log "Cleared the stored membership of $count consumer group(s) ($names$more); committed offsets kept."
 fi
