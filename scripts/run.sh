@@ -11,6 +11,12 @@ LOGS="$STATE/logs"
 PIDS=()
 
 "$ROOT/scripts/install-deps.sh" --with-prometheus
+if port_open "$KAFKA_PORT"; then
+  # stack.sh clears tansu's stored group membership only when it starts the broker itself.
+  log "The broker on $KAFKA_BROKERS was already running: if the detector or the sink gets no" \
+    "partitions (tansu 0.6.0 can wedge a group whose member returns after its session timeout;" \
+    "see scripts/tansu-forget-members.sh), stop with Ctrl-C, run 'scripts/stack.sh down' and start again."
+fi
 "$ROOT/scripts/stack.sh" up
 mkdir -p "$LOGS"
 
