@@ -2,30 +2,16 @@
 # Installs what the local stack and the tests need, only when it is missing:
 #   PostgreSQL (Debian packages), the tansu broker (cargo install, cached), Python test clients
 #   and schemathesis.
-# Usage: scripts/install-deps.sh [--with-python] [--with-prometheus] [--no-tansu | --only-tansu]
-#   --no-tansu / --only-tansu split off the broker's one-time build, so make test can run it
-#   beside the workspace's build.
+# Usage: scripts/install-deps.sh [--with-python] [--with-prometheus]
 source "$(dirname "$0")/lib.sh"
 
-want_python=0; want_prom=0; tansu=1
+want_python=0; want_prom=0
 for a in "$@"; do
   case "$a" in
     --with-python) want_python=1 ;;
     --with-prometheus) want_prom=1 ;;
-    --no-tansu) tansu=0 ;;
-    --only-tansu) tansu=only ;;
-    *) die "unknown option $a" ;;
   esac
 done
-
-install_tansu() {
-  [ -x "$TANSU_BIN" ] && return 0
-  log "Building the tansu $TANSU_VERSION broker once into $CACHE (about 11-15 minutes on 2 cores)."
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql,postgres \
-    --root "$CACHE/tansu-$TANSU_VERSION" --target-dir "$CACHE/tansu-build" \
-    || die "cargo install tansu failed"
-  rm -rf "$CACHE/tansu-build"
-}
 
 apt_install() {
   [ "$(id -u)" = 0 ] || die "installing $* needs root (apt-get); install them and re-run"
@@ -51,11 +37,12 @@ for tool in cc make pkg-config; do
   command -v "$tool" >/dev/null || apt_install build-essential pkg-config
 done
 
-if [ "$tansu" = only ]; then
-  install_tansu
-  exit 0
-elif [ "$tansu" = 1 ]; then
-  install_tansu
+if [ ! -x "$TANSU_BIN" ]; then
+  log "Building the tansu $TANSU_VERSION broker once into $CACHE (about 11-15 minutes on 2 cores)."
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql,postgres \
+    --root "$CACHE/tansu-$TANSU_VERSION" --target-dir "$CACHE/tansu-build" \
+    || die "cargo install tansu failed"
+  rm -rf "$CACHE/tansu-build"
 fi
 
 if [ "$want_prom" = 1 ]; then
