@@ -176,7 +176,7 @@ async fn restart(lines: &mut Vec<String>) -> anyhow::Result<()> {
     }
     let build = t.elapsed().as_secs_f64();
     let producer: FutureProducer = vigil_testkit::kafka().producer_config(Duration::from_secs(60)).create()?;
-    let store = CheckpointStore::new(&vigil_testkit::kafka(), &topics.checkpoints, producer)?;
+    let mut store = CheckpointStore::new(&vigil_testkit::kafka(), &topics.checkpoints, producer)?;
     let mut bytes = 0;
     let mut dedup = 0;
     for (p, s) in states.iter().enumerate() {

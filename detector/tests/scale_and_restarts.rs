@@ -100,3 +100,38 @@ async fn a_detector_killed_with_sigkill_and_restarted_gives_the_outputs_of_an_un
         "outputs differ after kill -9:\n missing: {missing:#?}\n extra: {extra:#?}"
     );
 }
+
+/// A process killed while it writes a checkpoint leaves a partial one on the broker; the next
+/// restore takes the newest complete checkpoint before it, and the next write keeps both
+/// readable (the compaction side of this is tested on a model in `service::checkpoint`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_cut_short_by_a_crash_leaves_the_one_before_it_to_restore() {
+    use vigil_detector::service::checkpoint::{CheckpointStore, Restored};
+
+    let topics = Topics::fresh(1).await;
+    let kafka = vigil_testkit::kafka();
+    let store = || {
+        let producer = kafka.producer_config(Duration::from_secs(30)).create().unwrap();
+        CheckpointStore::new(&kafka, &topics.checkpoints, producer).unwrap()
+    };
+    // Three chunks of 512 KiB and a bit, each state distinct.
+    let state = |tag: u8| -> Vec<u8> { (0..1_200_000u32).map(|i| (i % 251) as u8 ^ tag).collect() };
+    let (a, b, c) = (state(1), state(2), state(3));
+
+    let mut first = store();
+    assert_eq!(first.load(0).unwrap(), None, "a fresh topic holds no checkpoint");
+    first.save(0, 100, &a).unwrap();
+    first.save_interrupted(0, 200, &b, 2).unwrap(); // killed after two of three chunks
+    drop(first);
+
+    let mut second = store();
+    assert_eq!(second.load(0).unwrap(), Some(Restored { input_offset: 100, state: a.clone() }));
+    second.save_interrupted(0, 200, &b, 1).unwrap(); // and again, after one chunk
+    drop(second);
+
+    let mut third = store();
+    assert_eq!(third.load(0).unwrap(), Some(Restored { input_offset: 100, state: a }));
+    third.save(0, 300, &c).unwrap();
+    drop(third);
+    assert_eq!(store().load(0).unwrap(), Some(Restored { input_offset: 300, state: c }));
+}
