@@ -157,7 +157,7 @@ impl Application {
                 if r {
                     Ok(())
                 } else {
-                    Err("partitions not yet assigned and restored".into())
+                    Err("partitions not assigned and restored yet (joining the group or rebalancing)".into())
                 }
             })
         });

@@ -266,6 +266,10 @@ impl<S: Stage> ConsumerContext for StageContext<S> {
                 sh.ready.store(sh.fatal.is_none(), Ordering::SeqCst);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Not ready until the group hands out partitions again (an empty assignment
+                // counts: an instance the group has nothing for is still in order). A member the
+                // group never reassigns therefore shows as not ready instead of standing still.
+                sh.ready.store(false, Ordering::SeqCst);
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 // Hand over cleanly: outputs acknowledged, state checkpointed, offsets committed.
                 let result =
