@@ -25,7 +25,7 @@ stack-status: ## Show whether they are up.
 	scripts/stack.sh status
 
 deps: ## Only install what is missing.
-	scripts/install-deps.sh --with-python --with-prometheus
+	scripts/install-deps.sh --with-python --with-prometheus --with-nextest
 
 fmt: ## Format the code.
 	cargo fmt --all

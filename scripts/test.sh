@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # make test: installs what is missing, starts the test stack on its own ports (never the one
 # `make run` uses), and runs every test of the workspace against it.
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p vigil-producer).
+# Extra arguments go to `cargo nextest run` and to the doctests' `cargo test --doc` (e.g.
+# scripts/test.sh -p vigil-producer).
 export VIGIL_PROFILE=test
 source "$(dirname "$0")/lib.sh"
 
 start=$(date +%s)
-"$ROOT/scripts/install-deps.sh" --with-python --with-prometheus
+"$ROOT/scripts/install-deps.sh" --with-python --with-prometheus --with-nextest
 "$ROOT/scripts/stack.sh" up
 
 export_test_env
@@ -18,9 +19,15 @@ for db in $(psql "$PG_ADMIN_URL" -Atqc "SELECT datname FROM pg_database WHERE da
 done
 log "Building the workspace and its tests."
 cargo build --workspace --all-targets --locked
-log "Running the tests."
+log "Running the tests (cargo-nextest, settings in .config/nextest.toml)."
 # `-p NAME` selects packages; otherwise the whole workspace (`--exclude NAME` works with it).
 scope=(--workspace)
 for a in "$@"; do case "$a" in -p|--package|-p*|--package=*) scope=() ;; esac; done
-cargo test "${scope[@]}" --locked --no-fail-fast "$@" -- --test-threads="${VIGIL_TEST_THREADS:-4}"
+threads=()
+[ -n "${VIGIL_TEST_THREADS:-}" ] && threads=(--test-threads="$VIGIL_TEST_THREADS")
+status=0
+cargo nextest run "${scope[@]}" --locked --no-fail-fast "${threads[@]}" "$@" || status=$?
+# nextest does not run doctests.
+cargo test "${scope[@]}" --locked --doc "$@" || status=$?
+[ "$status" = 0 ] || die "Some tests failed (see above)."
 log "All tests passed in $(( $(date +%s) - start )) s."

@@ -64,7 +64,7 @@ struct Chunk {
 }
 
 /// Version 1's fields, which every version starts with.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ChunkV1 {
     version: u16,
     first_offset: i64,

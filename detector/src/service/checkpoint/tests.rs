@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
-use serde::Serialize;
 
 use super::*;
 
@@ -123,23 +122,13 @@ fn a_crash_mid_write_then_compaction_still_restores_the_newest_complete_checkpoi
     assert_eq!(Writer::restart(&mut log).1, restored(40, b"tiny"));
 }
 
-/// Version 1's chunk, as the first release wrote it (one key set `<partition>:<seq>`).
-#[derive(Serialize)]
-struct V1Chunk {
-    version: u16,
-    first_offset: i64,
-    seq: u32,
-    last: bool,
-    input_offset: i64,
-    data: Vec<u8>,
-}
-
+/// Writes a checkpoint in the layout of version 1 (one key set `<partition>:<seq>`).
 fn save_v1(log: &mut MemLog, input_offset: i64, state: &[u8], crash_after: Option<usize>) {
     let parts: Vec<&[u8]> = state.chunks(CHUNK).collect();
     let n = crash_after.unwrap_or(parts.len());
     let mut first = -1;
     for (seq, data) in parts.iter().enumerate().take(n) {
-        let chunk = V1Chunk {
+        let chunk = ChunkV1 {
             version: 1,
             first_offset: first,
             seq: seq as u32,
@@ -183,7 +172,7 @@ fn a_version_1_checkpoint_is_restored_and_survives_a_crash_of_the_first_version_
 #[test]
 fn a_checkpoint_of_an_unknown_version_is_reported_as_such() {
     let mut log = MemLog::default();
-    let chunk = V1Chunk { version: 9, first_offset: -1, seq: 0, last: true, input_offset: 5, data: vec![1] };
+    let chunk = ChunkV1 { version: 9, first_offset: -1, seq: 0, last: true, input_offset: 5, data: vec![1] };
     log.append("0:0:0", postcard::to_allocvec(&chunk).unwrap());
     assert_eq!(find_newest(&mut log).unwrap(), Found::OtherVersion(9));
 }
