@@ -52,6 +52,9 @@ pub trait Stage: Send + 'static {
     fn observe(&self, _states: &mut dyn Iterator<Item = &Self::State>) {}
 }
 
+/// How long the loop waits for a partition's high watermark (idle check, lag gauge).
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
+
 struct Slot<T> {
     state: T,
     next_offset: i64,
@@ -134,7 +137,7 @@ impl<S: Stage> Shared<S> {
     /// A partition is idle when it delivered nothing for the idle timeout **and** has nothing
     /// unread: a partition whose records are waiting behind others (a backlog, a slow start
     /// after assignment) is busy, not idle, and must not have its windows closed early.
-    fn tick_idle(&mut self, consumer: &BaseConsumer<StageContext<S>>) -> Result<()> {
+    fn tick_idle(&mut self, watermarks: &BaseConsumer) -> Result<()> {
         let Some(idle) = self.settings.idle_timeout else { return Ok(()) };
         let mut went_idle = Vec::new();
         for (p, slot) in self.slots.iter_mut() {
@@ -142,7 +145,7 @@ impl<S: Stage> Shared<S> {
                 continue;
             }
             slot.last_record = Instant::now();
-            match consumer.fetch_watermarks(&self.settings.input_topic, *p, Duration::from_secs(1)) {
+            match watermarks.fetch_watermarks(&self.settings.input_topic, *p, WATERMARK_TIMEOUT) {
                 Ok((_, high)) if high > slot.next_offset => continue,
                 Ok(_) => {
                     let before = self.out.pending();
@@ -206,9 +209,9 @@ impl<S: Stage> Shared<S> {
         Ok(())
     }
 
-    fn update_lag(&self, consumer: &BaseConsumer<StageContext<S>>) {
+    fn update_lag(&self, watermarks: &BaseConsumer) {
         for (p, slot) in &self.slots {
-            if let Ok((_, high)) = consumer.fetch_watermarks(&self.settings.input_topic, *p, Duration::from_secs(1)) {
+            if let Ok((_, high)) = watermarks.fetch_watermarks(&self.settings.input_topic, *p, WATERMARK_TIMEOUT) {
                 self.metrics
                     .consumer_lag
                     .get_or_create(&PartitionLabels { stage: S::NAME, partition: *p })
@@ -323,6 +326,13 @@ pub fn run<S: Stage>(
     }
     let consumer: BaseConsumer<StageContext<S>> = cc.create_with_context(ctx)?;
     consumer.subscribe(&[&settings.input_topic])?;
+    // High watermarks are asked through a client of their own, never through the consumer: a
+    // request that times out takes its connection down with it (librdkafka's
+    // `socket.max.fails` = 1), and on the consumer's connection that is the fetch in flight.
+    // A broker that needs longer than the timeout for a fetch (tansu serving a backlog of a few
+    // MB, a loaded broker) then loses every fetch to the next watermark query, and the stage
+    // stands still with lag. Here a timeout costs only this client's connection.
+    let watermarks: BaseConsumer = kafka.client_config().create()?;
     tracing::info!(stage = S::NAME, topic = %settings.input_topic, group = %settings.group, "Stage started.");
 
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -349,7 +359,7 @@ pub fn run<S: Stage>(
             None => {}
         }
         if last_idle_check.elapsed() >= Duration::from_millis(100) {
-            if let Err(e) = sh.tick_idle(&consumer) {
+            if let Err(e) = sh.tick_idle(&watermarks) {
                 break Err(e);
             }
             last_idle_check = Instant::now();
@@ -369,7 +379,7 @@ pub fn run<S: Stage>(
             last_checkpoint = Instant::now();
         }
         if last_lag.elapsed() >= Duration::from_secs(5) {
-            sh.update_lag(&consumer);
+            sh.update_lag(&watermarks);
             last_lag = Instant::now();
         }
     };
