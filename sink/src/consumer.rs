@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -55,6 +55,10 @@ pub struct Loop {
     pub cfg: Arc<Config>,
     pub pool: PgPool,
     pub consumer: StreamConsumer,
+    /// A client of its own for the lag gauge's high-watermark queries: one that timed out on
+    /// the consumer's connection would take the fetch in flight down with it (librdkafka
+    /// drops a connection on a request timeout), and behind a slow fetch it always would.
+    pub watermarks: BaseConsumer,
     pub dlq: FutureProducer,
     pub codec: Arc<Codec>,
     pub metrics: SinkMetrics,
@@ -296,10 +300,10 @@ impl Loop {
     }
 
     fn update_lag(&self, seen: &BTreeMap<(String, i32), i64>) {
-        let consumer = &self.consumer;
+        let watermarks = &self.watermarks;
         tokio::task::block_in_place(|| {
             for ((topic, p), offset) in seen {
-                if let Ok((_, high)) = consumer.fetch_watermarks(topic, *p, Duration::from_millis(500)) {
+                if let Ok((_, high)) = watermarks.fetch_watermarks(topic, *p, Duration::from_millis(500)) {
                     self.metrics
                         .lag
                         .get_or_create(&LagLabels { topic: topic.clone(), partition: *p })

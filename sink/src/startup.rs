@@ -134,10 +134,12 @@ impl Application {
                 .with_context(|| format!("Failed to reach the schema registry at {url}"))?,
             None => Codec::single_object(),
         };
+        let watermarks = self.config.kafka.client_config().create().context("Failed to create the watermark client")?;
         let lp = Loop {
             cfg: self.config.clone(),
             pool: self.pool.clone(),
             consumer,
+            watermarks,
             dlq,
             codec: Arc::new(codec),
             metrics: self.sm.clone(),
