@@ -91,7 +91,12 @@ pub async fn run(rate: u64, live_seconds: u64) -> anyhow::Result<()> {
     let per_batch = (rate / 10).max(1) as usize;
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(live_seconds);
+    // The spike's minute closes when the watermark (newest event time - 30 s lateness) passes
+    // its end: the stream goes on until then and a little longer, wherever in its minute it
+    // started (a fixed 200 s fell short of that when it started in a minute's first 10 s).
+    let spike_closed = spike_minute + chrono::Duration::minutes(1) + chrono::Duration::seconds(30 + 10);
+    let until_closed = (spike_closed - live_start).to_std().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(live_seconds).max(until_closed);
     let mut inflight = tokio::task::JoinSet::new();
     while Instant::now() < deadline && !stop_sending.load(Ordering::Relaxed) {
         tick.tick().await;
