@@ -25,7 +25,7 @@ use vigil_schemas::{Transaction, TransactionStatus};
 
 use crate::amounts::{amount_for, ln1p, normal_amount};
 use crate::scenario::{
-    status_index, target_moments, tiers, Change, Incident, IncidentKind, OutlierTarget, Scenario, MINUTE_MS,
+    status_index, target_moments, tiers, Change, Incident, IncidentKind, OutlierTarget, Scenario, Scope, MINUTE_MS,
 };
 use crate::truth::{expectations, AmountExpectation, GroundTruth, IncidentTruth, OutlierTruth};
 
@@ -202,8 +202,7 @@ impl Generator {
         let tiers = tiers();
         let mut planned = Vec::new();
         for (i, inc) in s.incidents.iter().enumerate() {
-            let codes_of = |st: TransactionStatus| s.codes(st).iter().map(|c| c.0.clone()).collect::<Vec<_>>();
-            let (dimension, value, expected, may_also, note) = expectations(&inc.kind, codes_of);
+            let (dimension, value, expected, may_also, note) = expectations(&inc.kind, s);
             let mut outliers = Vec::new();
             if let IncidentKind::AmountOutlier { target, sigma, count } = &inc.kind {
                 let (t_mean, t_sd) = target_moments(s, target).unwrap_or((0.0, 1.0));
@@ -303,23 +302,33 @@ impl Generator {
         cuts.sort_unstable();
         cuts.dedup();
 
-        let mut events: Vec<(i64, TransactionStatus, Option<String>)> = Vec::new();
+        let mut events: Vec<(i64, TransactionStatus, Option<String>, Scope)> = Vec::new();
         for piece in cuts.windows(2) {
             let (a, b) = (piece[0], piece[1]);
             let total = self.scenario.events_per_minute * daily * (b - a) as f64 / MINUTE_MS as f64;
-            let streams = streams(&self.scenario, a, total);
-            for (status, code, lambda) in streams {
-                let n = poisson(&mut self.rng, lambda);
+            for stream in streams(&self.scenario, a, total) {
+                let n = poisson(&mut self.rng, stream.lambda);
                 for _ in 0..n {
                     let t = base + a + self.rng.gen_range(0..(b - a));
-                    events.push((t, status, code.clone()));
+                    events.push((t, stream.status, stream.code.clone(), stream.scope.clone()));
                 }
             }
         }
         let mut minute: Vec<(i64, SimTransaction, Option<Uuid>)> = Vec::with_capacity(events.len());
-        for (t, status, code) in events {
-            let ci = self.categories.sample(&mut self.rng);
-            let mi = self.merchants[ci].sample(&mut self.rng);
+        for (t, status, code, scope) in events {
+            // A scoped stream's events belong to its category or merchant; the others are drawn
+            // by weight (drawing nothing for a fixed scope keeps unscoped traffic unchanged).
+            let (ci, mi) = match &scope {
+                Scope::Global => {
+                    let ci = self.categories.sample(&mut self.rng);
+                    (ci, self.merchants[ci].sample(&mut self.rng))
+                }
+                Scope::Category(c) => {
+                    let ci = self.scenario.categories.iter().position(|k| &k.name == c).unwrap_or(0);
+                    (ci, self.merchants[ci].sample(&mut self.rng))
+                }
+                Scope::Merchant(m) => position_of_merchant(&self.scenario, m),
+            };
             let code = match code {
                 Some(c) => c,
                 None => {
@@ -425,38 +434,78 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
     }
 }
 
+/// One Poisson stream of a piece of a minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub status: TransactionStatus,
+    /// Every event of the stream has this auth code (a surge), else drawn from the status's mix.
+    pub code: Option<String>,
+    /// Every event of the stream belongs to this scope, else category and merchant are drawn by
+    /// weight.
+    pub scope: Scope,
+    /// Expected number of events.
+    pub lambda: f64,
+}
+
+/// The share of all traffic a scope carries.
+pub fn scope_weight(s: &Scenario, scope: &Scope) -> f64 {
+    match scope {
+        Scope::Global => 1.0,
+        Scope::Category(c) => s.category(c).map_or(0.0, |c| c.weight),
+        Scope::Merchant(m) => s.merchant(m).map_or(0.0, |(c, m)| c.weight * m.weight),
+    }
+}
+
 /// The expected counts of every stream in a piece of a minute starting at offset `a` with
-/// `total` expected baseline transactions: `(status, fixed auth code, λ)`.
+/// `total` expected baseline transactions.
 ///
 /// A spike's extra events are added to its status (the other statuses keep their volume); a
 /// target rate means extra events until the status is that share of all transactions. A surge
-/// adds events with its code (and status) the same way, on top of any spike.
-pub fn streams(s: &Scenario, a: i64, total: f64) -> Vec<(TransactionStatus, Option<String>, f64)> {
+/// adds events with its code (and status) the same way, on top of any global spike. A scoped
+/// spike or surge adds its events to its category or merchant only, computed from that scope's
+/// normal traffic (its share of `total`, with the scenario's status mix), and a target rate is
+/// then a share of the scope's transactions.
+pub fn streams(s: &Scenario, a: i64, total: f64) -> Vec<Stream> {
     let mut lambda: [f64; 4] = std::array::from_fn(|i| total * s.status_mix[i]);
     let base = lambda;
+    let mut scoped = Vec::new();
     for inc in s.incidents.iter().filter(|i| i.covers(a)) {
-        if let IncidentKind::RateSpike { status, change } = &inc.kind {
+        if let IncidentKind::RateSpike { status, change, scope } = &inc.kind {
             let k = status_index(*status);
-            lambda[k] += match *change {
-                Change::Multiplier(m) => (m - 1.0) * base[k],
-                Change::TargetRate(r) => ((r * total - base[k]) / (1.0 - r)).max(0.0),
+            let w = scope_weight(s, scope);
+            let extra = match *change {
+                Change::Multiplier(m) => (m - 1.0) * base[k] * w,
+                Change::TargetRate(r) => ((r * total * w - base[k] * w) / (1.0 - r)).max(0.0),
             };
+            match scope {
+                Scope::Global => lambda[k] += extra,
+                _ => scoped.push(Stream { status: *status, code: None, scope: scope.clone(), lambda: extra }),
+            }
         }
     }
-    let mut out: Vec<(TransactionStatus, Option<String>, f64)> =
-        TransactionStatus::ALL.iter().map(|st| (*st, None, lambda[status_index(*st)])).collect();
+    let mut out: Vec<Stream> = TransactionStatus::ALL
+        .iter()
+        .map(|st| Stream { status: *st, code: None, scope: Scope::Global, lambda: lambda[status_index(*st)] })
+        .collect();
     let after_spikes: f64 = lambda.iter().sum();
     for inc in s.incidents.iter().filter(|i| i.covers(a)) {
-        if let IncidentKind::AuthCodeSurge { code, status, change } = &inc.kind {
+        if let IncidentKind::AuthCodeSurge { code, status, change, scope } = &inc.kind {
             let share = s.codes(*status).iter().find(|(c, _)| c == code).map_or(0.0, |c| c.1);
-            let normal = lambda[status_index(*status)] * share;
+            let (normal, all) = match scope {
+                Scope::Global => (lambda[status_index(*status)] * share, after_spikes),
+                _ => {
+                    let w = scope_weight(s, scope);
+                    (base[status_index(*status)] * share * w, total * w)
+                }
+            };
             let extra = match *change {
                 Change::Multiplier(m) => (m - 1.0) * normal,
-                Change::TargetRate(r) => ((r * after_spikes - normal) / (1.0 - r)).max(0.0),
+                Change::TargetRate(r) => ((r * all - normal) / (1.0 - r)).max(0.0),
             };
-            out.push((*status, Some(code.clone()), extra));
+            out.push(Stream { status: *status, code: Some(code.clone()), scope: scope.clone(), lambda: extra });
         }
     }
+    out.extend(scoped);
     out
 }
 
@@ -472,6 +521,7 @@ mod tests {
 
     use super::*;
     use crate::scenario::DailyCycle;
+    use crate::truth::RuleRef;
 
     fn start() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap()
@@ -637,6 +687,98 @@ duration = "10m"
         let dark = all.iter().filter(|t| t.merchant_id == "m-3" && in_span(t, 750_000, 1_350_000)).count();
         assert_eq!(dark, 0, "m-3 sent during its dark span");
         assert!(all.iter().any(|t| t.merchant_id == "m-3" && in_span(t, 1_350_000, 1_800_000)));
+    }
+
+    #[test]
+    fn a_merchant_scoped_spike_changes_only_that_merchants_rate_and_names_it_in_the_truth() {
+        let s = flat(
+            600.0,
+            40,
+            r#"
+[[incidents]]
+kind = "rate_spike"
+status = "denied"
+merchant = "m-2"
+start = "20m"
+duration = "20m"
+target_rate = 0.30
+"#,
+        );
+        let g = Generator::new(s, 11, start());
+        let (s0, truth) = (g.start_ms() + 20 * MINUTE_MS, g.truth().clone());
+        let all: Vec<SimTransaction> = g.collect();
+        let denied_share = |merchant: &str, inside: bool| {
+            let xs: Vec<&SimTransaction> =
+                all.iter().filter(|t| t.merchant_id == merchant && (t.occurred_at >= s0) == inside).collect();
+            xs.iter().filter(|t| t.status == TransactionStatus::Denied).count() as f64 / xs.len() as f64
+        };
+        // m-2 carries 1/4 of food (2/3 of traffic): about 100 a minute, 2 000 in the span.
+        assert!((denied_share("m-2", true) - 0.30).abs() < 0.03, "m-2 inside {}", denied_share("m-2", true));
+        assert!((denied_share("m-2", false) - 0.06).abs() < 0.02, "m-2 before {}", denied_share("m-2", false));
+        for other in ["m-1", "m-3"] {
+            assert!((denied_share(other, true) - 0.06).abs() < 0.02, "{other} inside {}", denied_share(other, true));
+        }
+        let inc = &truth.incidents[0];
+        assert_eq!((inc.dimension.as_str(), inc.value.as_str()), ("merchant", "m-2"));
+        assert_eq!(inc.expected, vec![RuleRef::new("denied_rate", "merchant", "m-2")]);
+        for wider in [RuleRef::new("denied_rate", "category", "food"), RuleRef::new("denied_rate", "global", "all")] {
+            assert!(inc.may_also.contains(&wider), "{wider} not in {:?}", inc.may_also);
+        }
+    }
+
+    #[test]
+    fn a_category_scoped_surge_multiplies_its_codes_count_in_that_category_only() {
+        let s = flat(
+            600.0,
+            30,
+            r#"
+[[incidents]]
+kind = "auth_code_surge"
+code = "51"
+category = "travel"
+start = "10m"
+duration = "20m"
+multiplier = 4
+"#,
+        );
+        let g = Generator::new(s, 12, start());
+        let (s0, truth) = (g.start_ms() + 10 * MINUTE_MS, g.truth().clone());
+        let all: Vec<SimTransaction> = g.collect();
+        // Code 51 per minute, before (10 minutes) and during (20 minutes), per category.
+        let per_minute = |cat: &str, inside: bool| {
+            let n = all
+                .iter()
+                .filter(|t| t.category == cat && t.auth_code == "51" && (t.occurred_at >= s0) == inside)
+                .count() as f64;
+            n / if inside { 20.0 } else { 10.0 }
+        };
+        // travel: 200 a minute, 1.5 % code 51 = 3 a minute normally, 12 during the surge.
+        let (before, during) = (per_minute("travel", false), per_minute("travel", true));
+        assert!((during / before - 4.0).abs() < 1.3, "travel 51: {before}/min before, {during}/min during");
+        let (before, during) = (per_minute("food", false), per_minute("food", true));
+        assert!((during / before - 1.0).abs() < 0.35, "food 51: {before}/min before, {during}/min during");
+        let inc = &truth.incidents[0];
+        assert_eq!((inc.dimension.as_str(), inc.value.as_str()), ("category", "travel"));
+        assert_eq!(inc.expected, vec![RuleRef::new("denied_rate", "category", "travel")]);
+        assert!(inc.may_also.contains(&RuleRef::new("auth_code_rate", "auth_code", "51")), "{:?}", inc.may_also);
+    }
+
+    #[test]
+    fn an_unscoped_scenario_draws_the_same_traffic_as_before_scopes_existed() {
+        // Scoped streams come after every unscoped one and draw no category for a fixed scope,
+        // so the built-in scenarios' traffic (which the end-to-end tests' seeds rely on) is
+        // unchanged: a digest of every transaction of `mixed` seed 1 (spikes, a surge and a
+        // dark merchant included), computed with the generator before scopes were added.
+        let mut h: u64 = 0;
+        for t in Generator::new(Scenario::builtin("mixed").unwrap(), 1, start()) {
+            h = h.wrapping_mul(1_000_003).wrapping_add(
+                t.occurred_at as u64
+                    ^ t.amount_minor as u64
+                    ^ (t.merchant_id.len() as u64) << 7
+                    ^ u64::from(t.auth_code.as_bytes()[1]) << 13,
+            );
+        }
+        assert_eq!(h, 11_446_056_747_487_501_813);
     }
 
     #[test]

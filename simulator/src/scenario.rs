@@ -42,6 +42,8 @@
 //! start = "30m"                    # offset from the scenario start
 //! duration = "3m"
 //! target_rate = 0.25               # or multiplier = 5
+//! # merchant = "m-grocer-1"        # optional, or category = "grocery": only that scope's
+//! #                                # traffic changes, and target_rate is a share of its traffic
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,9 +67,10 @@ pub const MIN_LN_SIGMA: f64 = 0.05;
 pub const MAX_NORMAL_CATEGORY_Z: f64 = 2.75;
 
 /// The built-in scenarios, embedded from `simulator/scenarios/`.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 5] = [
     ("seed-validation", include_str!("../scenarios/seed-validation.toml")),
     ("normal-day", include_str!("../scenarios/normal-day.toml")),
+    ("busy-day", include_str!("../scenarios/busy-day.toml")),
     ("amount-outliers", include_str!("../scenarios/amount-outliers.toml")),
     ("mixed", include_str!("../scenarios/mixed.toml")),
 ];
@@ -248,12 +251,42 @@ pub enum OutlierTarget {
     Merchant(String),
 }
 
+/// Where a rate incident happens: in all traffic, or in one category's or one merchant's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    #[default]
+    Global,
+    Category(String),
+    Merchant(String),
+}
+
+impl Scope {
+    /// The anomaly dimension that watches this scope (`global`, `category`, `merchant`).
+    pub fn dimension(&self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Category(_) => "category",
+            Scope::Merchant(_) => "merchant",
+        }
+    }
+
+    /// The dimension's value: `all`, the category's name or the merchant's id.
+    pub fn value(&self) -> &str {
+        match self {
+            Scope::Global => "all",
+            Scope::Category(c) => c,
+            Scope::Merchant(m) => m,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum IncidentKind {
-    /// More transactions of one outcome.
-    RateSpike { status: TransactionStatus, change: Change },
-    /// More transactions with one auth code (of the status it belongs to).
-    AuthCodeSurge { code: String, status: TransactionStatus, change: Change },
+    /// More transactions of one outcome, in all traffic or in one scope's.
+    RateSpike { status: TransactionStatus, change: Change, scope: Scope },
+    /// More transactions with one auth code (of the status it belongs to), in all traffic or in
+    /// one scope's.
+    AuthCodeSurge { code: String, status: TransactionStatus, change: Change, scope: Scope },
     /// `count` approved transactions at `sigma` standard deviations above the target's true
     /// ln mean, evenly spread over the span.
     AmountOutlier { target: OutlierTarget, sigma: f64, count: u32 },
@@ -668,8 +701,8 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
     let start_ms = p.duration(&format!("{f}.start"), &file.start);
     // Fields each kind reads; any other field set is a mistake worth naming.
     let used: &[&str] = match file.kind.as_str() {
-        "rate_spike" => &["status", "multiplier", "target_rate", "duration"],
-        "auth_code_surge" => &["code", "status", "multiplier", "target_rate", "duration"],
+        "rate_spike" => &["status", "multiplier", "target_rate", "duration", "category", "merchant"],
+        "auth_code_surge" => &["code", "status", "multiplier", "target_rate", "duration", "category", "merchant"],
         "amount_outlier" => &["category", "merchant", "sigma", "count", "duration"],
         "merchant_dark" => &["merchant", "duration"],
         other => {
@@ -729,6 +762,21 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
     let merchant_exists = |p: &mut Problems, m: &str| {
         p.check(s.merchant(m).is_some(), format!("{f}.merchant"), format!("no merchant {m:?} in the categories"))
     };
+    // Rate incidents: all traffic, or one category's or one merchant's (a target rate is then a
+    // share of that scope's traffic; every scope has the same status mix).
+    let scope_of = |p: &mut Problems| -> Option<Scope> {
+        match (&file.category, &file.merchant) {
+            (None, None) => Some(Scope::Global),
+            (Some(c), None) => p
+                .check(s.category(c).is_some(), format!("{f}.category"), format!("no category {c:?}"))
+                .then(|| Scope::Category(c.clone())),
+            (None, Some(m)) => merchant_exists(p, m).then(|| Scope::Merchant(m.clone())),
+            (Some(_), Some(_)) => {
+                p.add(format!("{f}.merchant"), "set at most one of merchant and category");
+                None
+            }
+        }
+    };
 
     let kind = match file.kind.as_str() {
         "rate_spike" => {
@@ -737,8 +785,9 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
             }
             let status = status_of(p, &file.status);
             let change = status.and_then(|st| check_change(p, f, file, s.status_share(st), &format!("{st}")));
-            match (status, change) {
-                (Some(status), Some(change)) => Some(IncidentKind::RateSpike { status, change }),
+            let scope = scope_of(p);
+            match (status, change, scope) {
+                (Some(status), Some(change), Some(scope)) => Some(IncidentKind::RateSpike { status, change, scope }),
                 _ => None,
             }
         }
@@ -763,9 +812,10 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
                 .map(|st| s.status_share(st) * s.codes(st).iter().find(|(c, _)| *c == code).map_or(0.0, |c| c.1))
                 .unwrap_or(0.0);
             let change = check_change(p, f, file, normal, &format!("auth code {code}"));
-            match (status, change) {
-                (Some(status), Some(change)) if !code.is_empty() => {
-                    Some(IncidentKind::AuthCodeSurge { code, status, change })
+            let scope = scope_of(p);
+            match (status, change, scope) {
+                (Some(status), Some(change), Some(scope)) if !code.is_empty() => {
+                    Some(IncidentKind::AuthCodeSurge { code, status, change, scope })
                 }
                 _ => None,
             }
@@ -835,13 +885,22 @@ pub fn describe(kind: &IncidentKind, s: &Scenario) -> String {
         Change::Multiplier(m) => format!("×{m}"),
         Change::TargetRate(r) => format!("from {:.1}% to {:.1}% of transactions", normal * 100.0, r * 100.0),
     };
+    let where_ = |scope: &Scope| match scope {
+        Scope::Global => String::new(),
+        Scope::Category(c) => format!(" in category {c}"),
+        Scope::Merchant(m) => format!(" at merchant {m}"),
+    };
     match kind {
-        IncidentKind::RateSpike { status, change: c } => {
-            format!("{status} spike ({})", change(c, s.status_share(*status)))
+        IncidentKind::RateSpike { status, change: c, scope } => {
+            format!("{status} spike{} ({})", where_(scope), change(c, s.status_share(*status)))
         }
-        IncidentKind::AuthCodeSurge { code, status, change: c } => {
+        IncidentKind::AuthCodeSurge { code, status, change: c, scope } => {
             let share = s.codes(*status).iter().find(|(k, _)| k == code).map_or(0.0, |k| k.1);
-            format!("surge of auth code {code} ({status}; {})", change(c, s.status_share(*status) * share))
+            format!(
+                "surge of auth code {code}{} ({status}; {})",
+                where_(scope),
+                change(c, s.status_share(*status) * share)
+            )
         }
         IncidentKind::AmountOutlier { target, sigma, count } => {
             let who = match target {
@@ -988,6 +1047,57 @@ start = \"1m\"
         ] {
             assert!(got.iter().any(|p| p.starts_with(field)), "no problem for {field} in {got:#?}");
         }
+    }
+
+    #[test]
+    fn a_rate_incident_takes_one_merchant_or_one_category_checked_with_its_field_path() {
+        let src = format!(
+            "{MINIMAL}
+[[incidents]]
+kind = \"rate_spike\"
+status = \"denied\"
+merchant = \"m-2\"
+start = \"10m\"
+duration = \"5m\"
+multiplier = 3
+
+[[incidents]]
+kind = \"auth_code_surge\"
+code = \"05\"
+category = \"food\"
+start = \"10m\"
+duration = \"5m\"
+target_rate = 0.2
+"
+        );
+        let s = Scenario::from_toml(&src).unwrap();
+        assert!(
+            matches!(&s.incidents[0].kind, IncidentKind::RateSpike { scope: Scope::Merchant(m), .. } if m == "m-2")
+        );
+        assert!(
+            matches!(&s.incidents[1].kind, IncidentKind::AuthCodeSurge { scope: Scope::Category(c), .. } if c == "food")
+        );
+        assert_eq!(s.incidents[0].name, "denied spike at merchant m-2 (×3)");
+        let bad = src
+            .replace("merchant = \"m-2\"", "merchant = \"m-9\"")
+            .replace("category = \"food\"", "category = \"food\"\nmerchant = \"m-1\"");
+        let got = problems(&bad);
+        for (field, what) in
+            [("incidents[0].merchant:", "no merchant \"m-9\""), ("incidents[1].merchant:", "at most one")]
+        {
+            assert!(got.iter().any(|p| p.starts_with(field) && p.contains(what)), "no {field} {what} in {got:#?}");
+        }
+        let got = problems(&src.replace("category = \"food\"", "category = \"toys\""));
+        assert!(got.iter().any(|p| p.starts_with("incidents[1].category:")), "{got:#?}");
+    }
+
+    #[test]
+    fn the_busy_day_runs_from_about_50_a_minute_at_night_to_300_at_the_peak() {
+        let s = Scenario::builtin("busy-day").unwrap();
+        let c = s.daily_cycle.unwrap();
+        let at = |hour: i64| s.events_per_minute * c.factor(hour * 3_600_000);
+        assert!((at(1) - 50.0).abs() < 2.0, "{}", at(1));
+        assert!((at(13) - 300.0).abs() < 2.0, "{}", at(13));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use vigil_schemas::{Severity, TransactionStatus};
 
 use crate::amounts::AmountTiers;
 use crate::error::{Error, Result};
-use crate::scenario::{IncidentKind, OutlierTarget};
+use crate::scenario::{IncidentKind, OutlierTarget, Scenario, Scope};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroundTruth {
@@ -118,44 +118,76 @@ pub fn rate_rule(status: TransactionStatus) -> Option<&'static str> {
 pub const APPROVAL_CODES: [&str; 1] = ["00"];
 
 /// Expected and possible rate anomalies of an incident, and a note when none is expected.
-pub fn expectations(
-    kind: &IncidentKind,
-    codes_of: impl Fn(TransactionStatus) -> Vec<String>,
-) -> (String, String, Vec<RuleRef>, Vec<RuleRef>, Option<String>) {
+///
+/// A scoped incident (one category or merchant) is expected on its scope's series of the
+/// status it raises: a surge of one auth code at a merchant raises that merchant's rate of the
+/// code's status (the detector watches auth codes globally, not per merchant). The global
+/// series, the merchant's category and the auth codes it lifts may fire too.
+pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<RuleRef>, Vec<RuleRef>, Option<String>) {
     let watched = |c: &str| !APPROVAL_CODES.contains(&c);
+    let codes_of = |st: TransactionStatus| s.codes(st).iter().map(|c| c.0.clone()).collect::<Vec<_>>();
+    // The wider series a scoped incident may lift: global, and the merchant's category.
+    let wider = |rule: &str, scope: &Scope| -> Vec<RuleRef> {
+        let mut v = Vec::new();
+        if let Scope::Merchant(m) = scope {
+            if let Some((c, _)) = s.merchant(m) {
+                v.push(RuleRef::new(rule, "category", &c.name));
+            }
+        }
+        if *scope != Scope::Global {
+            v.push(RuleRef::new(rule, "global", "all"));
+        }
+        v
+    };
     match kind {
-        IncidentKind::RateSpike { status, .. } => {
-            let may: Vec<RuleRef> = codes_of(*status)
+        IncidentKind::RateSpike { status, scope, .. } => {
+            let mut may: Vec<RuleRef> = codes_of(*status)
                 .iter()
                 .filter(|c| watched(c))
                 .map(|c| RuleRef::new("auth_code_rate", "auth_code", c))
                 .collect();
+            let (d, v) = match scope {
+                Scope::Global => ("global".to_owned(), status.to_string()),
+                _ => (scope.dimension().to_owned(), scope.value().to_owned()),
+            };
             match rate_rule(*status) {
                 Some(rule) => {
-                    ("global".into(), status.to_string(), vec![RuleRef::new(rule, "global", "all")], may, None)
+                    may.extend(wider(rule, scope));
+                    (d, v, vec![RuleRef::new(rule, scope.dimension(), scope.value())], may, None)
                 }
-                None => (
-                    "global".into(),
-                    status.to_string(),
-                    vec![],
-                    may,
-                    Some("no detector rule watches the approved rate".into()),
-                ),
+                None => (d, v, vec![], may, Some("no detector rule watches the approved rate".into())),
             }
         }
-        IncidentKind::AuthCodeSurge { code, status, .. } => {
-            let may: Vec<RuleRef> =
-                rate_rule(*status).map(|r| vec![RuleRef::new(r, "global", "all")]).unwrap_or_default();
-            if watched(code) {
-                ("auth_code".into(), code.clone(), vec![RuleRef::new("auth_code_rate", "auth_code", code)], may, None)
-            } else {
-                (
-                    "auth_code".into(),
-                    code.clone(),
-                    vec![],
-                    may,
-                    Some(format!("auth code {code} means approved; the detector does not watch it")),
-                )
+        IncidentKind::AuthCodeSurge { code, status, scope, .. } => {
+            let rule = rate_rule(*status);
+            match scope {
+                Scope::Global => {
+                    let may: Vec<RuleRef> = rule.map(|r| vec![RuleRef::new(r, "global", "all")]).unwrap_or_default();
+                    if watched(code) {
+                        let expected = vec![RuleRef::new("auth_code_rate", "auth_code", code)];
+                        ("auth_code".into(), code.clone(), expected, may, None)
+                    } else {
+                        let note = format!("auth code {code} means approved; the detector does not watch it");
+                        ("auth_code".into(), code.clone(), vec![], may, Some(note))
+                    }
+                }
+                _ => {
+                    let (d, v) = (scope.dimension().to_owned(), scope.value().to_owned());
+                    let mut may = Vec::new();
+                    if watched(code) {
+                        may.push(RuleRef::new("auth_code_rate", "auth_code", code));
+                    }
+                    match rule {
+                        Some(r) => {
+                            may.extend(wider(r, scope));
+                            (d, v, vec![RuleRef::new(r, scope.dimension(), scope.value())], may, None)
+                        }
+                        None => {
+                            let note = format!("auth code {code} means approved; no rule watches its scope's rate");
+                            (d, v, vec![], may, Some(note))
+                        }
+                    }
+                }
             }
         }
         IncidentKind::AmountOutlier { target, .. } => {
