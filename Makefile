@@ -36,6 +36,10 @@ lint: ## Clippy with warnings as errors.
 bench: ## Benchmarks (release build) against the test stack; figures in bench/results/.
 	scripts/bench.sh $(ARGS)
 
+.PHONY: evaluate
+evaluate: ## Detection quality: the rate rules scored side by side on the incident catalogue (release; ARGS="--quick", "--json", "--seeds 10").
+	cargo run --release --locked -p vigil-evaluation --bin vigil-evaluate -- $(ARGS)
+
 .PHONY: fuzz
 fuzz: ## Fuzzing, long form: schemathesis on both APIs (thousands of cases), cargo-fuzz on the decoders (60 s each).
 	scripts/fuzz.sh
