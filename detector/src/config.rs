@@ -71,8 +71,44 @@ pub struct RuleArgs {
     /// Events further ahead of their broker timestamp than this are dead-lettered.
     #[arg(long, env = "MAX_FUTURE_SKEW", default_value = "5m")]
     pub max_future_skew: String,
-    /// Rate rules: baseline length in closed minutes.
-    #[arg(long, env = "BASELINE_MINUTES", default_value = "30")]
+    /// Rate rules: how a minute is judged: `sequential` (evidence added up over minutes in
+    /// binomial CUSUMs, thresholds from RATE_FALSE_ALARMS_PER_WEEK) or `minute` (each minute
+    /// alone against RATE_Z_THRESHOLD and RATE_MAX_P_VALUE, the rule before).
+    #[arg(long, env = "RATE_METHOD", default_value = "sequential")]
+    pub rate_method: String,
+    /// Rate rules (sequential): at most this many false alarms per week of normal traffic,
+    /// across every rate series; the CUSUM thresholds are derived from it.
+    #[arg(long, env = "RATE_FALSE_ALARMS_PER_WEEK", default_value = "1")]
+    pub rate_false_alarms_per_week: String,
+    /// Rate rules (sequential): the shifts the CUSUMs are tuned to, as multiples of the normal
+    /// rate, comma-separated.
+    #[arg(long, env = "RATE_DESIGN_SHIFTS", default_value = "1.5,2,4")]
+    pub rate_design_shifts: String,
+    /// Rate rules (sequential): how many category / merchant series the false-alarm target is
+    /// divided among; set them to your real counts.
+    #[arg(long, env = "RATE_CATEGORY_SERIES", default_value = "100")]
+    pub rate_category_series: String,
+    #[arg(long, env = "RATE_MERCHANT_SERIES", default_value = "1000")]
+    pub rate_merchant_series: String,
+    /// Rate rules (sequential): minutes a minute waits before it joins the baseline.
+    #[arg(long, env = "RATE_QUARANTINE_MINUTES", default_value = "15")]
+    pub rate_quarantine_minutes: String,
+    /// Rate rules (sequential): odds (to one) that the rate is back at normal at which an open
+    /// anomaly's minute counts as back in range.
+    #[arg(long, env = "RATE_BACK_ODDS", default_value = "20")]
+    pub rate_back_odds: String,
+    /// Rate rules: also watch the rates of each category / merchant with at least this many
+    /// transactions a minute on average (0 turns the dimension off).
+    #[arg(long, env = "RATE_CATEGORY_MIN_PER_MINUTE", default_value = "5")]
+    pub rate_category_min_per_minute: String,
+    #[arg(long, env = "RATE_MERCHANT_MIN_PER_MINUTE", default_value = "5")]
+    pub rate_merchant_min_per_minute: String,
+    /// Rate rules: at most this many categories and this many merchants watched per input
+    /// partition (a bound on state whatever keys clients send).
+    #[arg(long, env = "RATE_MAX_KEYED_SERIES", default_value = "500")]
+    pub rate_max_keyed_series: String,
+    /// Rate rules: baseline length in clean minutes (the minute method: 30 is the former default).
+    #[arg(long, env = "BASELINE_MINUTES", default_value = "120")]
     pub baseline_minutes: String,
     /// Rate rules: minutes of baseline needed before judging.
     #[arg(long, env = "MIN_BASELINE_MINUTES", default_value = "10")]
@@ -80,22 +116,22 @@ pub struct RuleArgs {
     /// Rate rules: matching transactions a minute needs to fire.
     #[arg(long, env = "RATE_MIN_COUNT", default_value = "5")]
     pub rate_min_count: String,
-    /// Rate rules: z-score to fire (severity medium).
+    /// Rate rules (minute): z-score to fire (severity medium).
     #[arg(long, env = "RATE_Z_THRESHOLD", default_value = "4")]
     pub rate_z_threshold: String,
-    /// Rate rules: z-score for severity high.
+    /// Rate rules (minute): z-score for severity high.
     #[arg(long, env = "RATE_Z_HIGH", default_value = "8")]
     pub rate_z_high: String,
-    /// Rate rules: z-score for severity critical.
+    /// Rate rules (minute): z-score for severity critical.
     #[arg(long, env = "RATE_Z_CRITICAL", default_value = "16")]
     pub rate_z_critical: String,
-    /// Rate rules: one-sided binomial p-value a minute must be at or below to fire.
+    /// Rate rules (minute): one-sided binomial p-value a minute must be at or below to fire.
     #[arg(long, env = "RATE_MAX_P_VALUE", default_value = "1e-6")]
     pub rate_max_p_value: String,
-    /// Rate rules: floor on the spread of per-minute rates.
+    /// Rate rules (minute): floor on the spread of per-minute rates.
     #[arg(long, env = "RATE_SPREAD_FLOOR", default_value = "0.005")]
     pub rate_spread_floor: String,
-    /// Rate rules: normal minutes in a row that resolve an anomaly.
+    /// Rate rules: minutes back in range in a row that resolve an anomaly.
     #[arg(long, env = "RESOLVE_AFTER_MINUTES", default_value = "3")]
     pub resolve_after_minutes: String,
     /// Rate rules: also watch the share of each non-approval auth code.
@@ -129,6 +165,8 @@ pub struct ServiceArgs {
     pub bind: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub shutdown: vigil_common::shutdown::ShutdownArgs,
     #[arg(long, env = "TRANSACTIONS_TOPIC", default_value = "transactions")]
     pub transactions_topic: String,
     /// Stage 1 -> stage 2 partial counts (one partition is used).
@@ -193,6 +231,8 @@ pub struct ServiceConfig {
     pub checkpoint_interval: Duration,
     pub delivery_timeout: Duration,
     pub schema_registry_url: Option<String>,
+    /// `SHUTDOWN_TIMEOUT`: how long stopping may take before the process exits with status 1.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -217,7 +257,44 @@ impl RuleArgs {
             "DEDUP_HORIZON",
             "must be at least ALLOWED_LATENESS + 1 minute, or duplicates could reach an open window unseen",
         );
+        let method = match self.rate_method.trim() {
+            "sequential" => crate::core::RateMethod::Sequential,
+            "minute" => crate::core::RateMethod::MinuteTest,
+            other => {
+                v.error("RATE_METHOD", format_args!("{other:?} is not one of sequential, minute"));
+                crate::core::RateMethod::Sequential
+            }
+        };
+        let mut design_shifts = Vec::new();
+        for part in self.rate_design_shifts.split(',') {
+            match part.trim().parse::<f64>() {
+                Ok(r) if r > 1.0 && r <= 100.0 => design_shifts.push(r),
+                _ => v.error(
+                    "RATE_DESIGN_SHIFTS",
+                    format_args!("{part:?} is not a multiple of the normal rate in (1, 100]"),
+                ),
+            }
+        }
+        let category_min = v.parse_in("RATE_CATEGORY_MIN_PER_MINUTE", &self.rate_category_min_per_minute, 0.0f64, 1e9);
+        let merchant_min = v.parse_in("RATE_MERCHANT_MIN_PER_MINUTE", &self.rate_merchant_min_per_minute, 0.0f64, 1e9);
         let rate = RateConfig {
+            method,
+            false_alarms_per_week: v.parse_in(
+                "RATE_FALSE_ALARMS_PER_WEEK",
+                &self.rate_false_alarms_per_week,
+                0.001f64,
+                10_000.0,
+            ),
+            design_shifts,
+            category_series: v.parse_in("RATE_CATEGORY_SERIES", &self.rate_category_series, 1usize, 10_000_000),
+            merchant_series: v.parse_in("RATE_MERCHANT_SERIES", &self.rate_merchant_series, 1usize, 10_000_000),
+            quarantine_minutes: v.parse_in("RATE_QUARANTINE_MINUTES", &self.rate_quarantine_minutes, 0usize, 1_000),
+            back_odds: v.parse_in("RATE_BACK_ODDS", &self.rate_back_odds, 1.5f64, 1e9),
+            by_category: category_min > 0.0,
+            by_merchant: merchant_min > 0.0,
+            category_min_per_minute: category_min,
+            merchant_min_per_minute: merchant_min,
+            max_keyed_series: v.parse_in("RATE_MAX_KEYED_SERIES", &self.rate_max_keyed_series, 0usize, 100_000),
             baseline_minutes: v.parse_in("BASELINE_MINUTES", &self.baseline_minutes, 2usize, 10_000),
             min_baseline_minutes: v.parse_in("MIN_BASELINE_MINUTES", &self.min_baseline_minutes, 2usize, 10_000),
             min_count: v.parse_in("RATE_MIN_COUNT", &self.rate_min_count, 1i64, 1_000_000),
@@ -229,6 +306,7 @@ impl RuleArgs {
             rate_floor: RateConfig::default().rate_floor,
             resolve_after_minutes: v.parse_in("RESOLVE_AFTER_MINUTES", &self.resolve_after_minutes, 1u32, 10_000),
             auth_codes: v.parse_bool("WATCH_AUTH_CODES", &self.watch_auth_codes),
+            ..RateConfig::default()
         };
         v.check(
             rate.min_baseline_minutes <= rate.baseline_minutes,
@@ -284,6 +362,7 @@ impl ServiceArgs {
         let c = ServiceConfig {
             bind: v.parse_addr("DETECTOR_BIND", &self.bind),
             kafka: self.kafka.validate(v),
+            shutdown_timeout: self.shutdown.validate(v),
             transactions_topic: topic(v, "TRANSACTIONS_TOPIC", &self.transactions_topic),
             partials_topic: topic(v, "PARTIALS_TOPIC", &self.partials_topic),
             minutes_topic: topic(v, "MINUTES_TOPIC", &self.minutes_topic),

@@ -38,40 +38,99 @@ impl Default for CoreConfig {
     }
 }
 
-/// The rate rules (denied, failed, reversed, per auth code).
+/// How a rate series is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RateMethod {
+    /// Evidence accumulated over minutes (binomial CUSUMs, see `rate.rs`): the default.
+    #[default]
+    Sequential,
+    /// Each minute on its own (z ≥ `z_threshold` and binomial tail ≤ `max_p_value`), an anomaly
+    /// re-passing the firing bar every minute: the rule before the sequential one, kept so the
+    /// evaluation can score both side by side. `RateConfig::minute_test()` is that rule with
+    /// exactly its former defaults (30-minute baseline, no quarantine, no per-category or
+    /// per-merchant series): use it, not this variant alone, to reproduce the rule before.
+    MinuteTest,
+}
+
+/// The rate rules (denied, failed, reversed, per auth code, per category and per merchant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateConfig {
-    /// Rolling baseline length in closed, non-anomalous minutes with traffic. Default 30.
+    pub method: RateMethod,
+    /// Rolling baseline length in clean minutes with traffic. Default 120 (the minute test: 30).
     pub baseline_minutes: usize,
     /// No judgement before the baseline has this many minutes. Default 10.
     pub min_baseline_minutes: usize,
-    /// A minute needs at least this many matching transactions to fire. Default 5.
+    /// A minute (minute test) or an alarm's evidence (sequential) needs at least this many
+    /// matching transactions. Default 5.
     pub min_count: i64,
-    /// z-score (observed rate - baseline mean) / spread at or above which a minute may fire.
+    /// Sequential: at most this many false alarms per simulated week of normal traffic, across
+    /// every rate series (a third each to the global series, the categories and the
+    /// merchants). The CUSUM thresholds follow from it. Default 1.
+    pub false_alarms_per_week: f64,
+    /// Sequential: the shifts the CUSUMs are tuned to, as multiples of the normal rate. A
+    /// CUSUM detects its own shift fastest and every larger one too. Default 1.5, 2 and 4: the
+    /// range from a moderate shift to a spike, each within a few percent of the best delay.
+    pub design_shifts: Vec<f64>,
+    /// Sequential: how many category / merchant series the false-alarm target is divided
+    /// among (no partition sees the others' series, so the count is configured).
+    pub category_series: usize,
+    pub merchant_series: usize,
+    /// Sequential: a minute joins the baseline only this many minutes later, unless an alarm
+    /// found it part of an incident. Default 15.
+    pub quarantine_minutes: usize,
+    /// Sequential: an open anomaly's minute is back in range once the evidence that the rate is
+    /// normal, rather than at the incident's level, reaches these odds. Default 20 (to one).
+    pub back_odds: f64,
+    /// Sequential severity: high from this many times the normal rate, critical from this
+    /// many; high also once the evidence is `evidence_high` times the firing bar.
+    pub ratio_high: f64,
+    pub ratio_critical: f64,
+    pub evidence_high: f64,
+    /// Sequential: cap on the baseline's dispersion (Pearson χ² per degree of freedom).
+    pub max_dispersion: f64,
+    /// Minute test: z-score (observed rate - baseline mean) / spread at or above which a
+    /// minute may fire, and the z of severity high / critical.
     pub z_threshold: f64,
-    /// z for severity high / critical.
     pub z_high: f64,
     pub z_critical: f64,
-    /// One-sided binomial tail probability the minute's count must be at or below.
+    /// Minute test: one-sided binomial tail probability the minute's count must be at or below.
     pub max_p_value: f64,
-    /// Floor on the spread of per-minute rates, so a flat history does not make every wiggle
-    /// infinite. The binomial standard error at the minute's volume is a floor too.
+    /// Minute test: floor on the spread of per-minute rates, so a flat history does not make
+    /// every wiggle infinite. The binomial standard error at the minute's volume is a floor too.
     pub spread_floor: f64,
-    /// Floor on the baseline rate used in the binomial test (a rate of 0 would make one event
-    /// infinitely surprising).
+    /// Floor on the baseline rate (a rate of 0 would make one event infinitely surprising).
     pub rate_floor: f64,
-    /// Normal minutes in a row that resolve an anomaly (hysteresis). Default 3.
+    /// Minutes back in range in a row that resolve an anomaly (hysteresis). Default 3.
     pub resolve_after_minutes: u32,
     /// Also watch the share of each non-approval auth code.
     pub auth_codes: bool,
+    /// Also watch the rates of each category / merchant with enough volume: an average of at
+    /// least this many transactions a minute (exponentially weighted, one-hour half-life).
+    pub by_category: bool,
+    pub by_merchant: bool,
+    pub category_min_per_minute: f64,
+    pub merchant_min_per_minute: f64,
+    /// At most this many categories and this many merchants watched per input partition.
+    pub max_keyed_series: usize,
 }
 
 impl Default for RateConfig {
     fn default() -> Self {
         RateConfig {
-            baseline_minutes: 30,
+            method: RateMethod::default(),
+            baseline_minutes: 120,
             min_baseline_minutes: 10,
             min_count: 5,
+            false_alarms_per_week: 1.0,
+            design_shifts: vec![1.5, 2.0, 4.0],
+            category_series: 100,
+            merchant_series: 1000,
+            quarantine_minutes: 15,
+            back_odds: 20.0,
+            ratio_high: 2.0,
+            ratio_critical: 4.0,
+            evidence_high: 4.0,
+            max_dispersion: 10.0,
             z_threshold: 4.0,
             z_high: 8.0,
             z_critical: 16.0,
@@ -80,6 +139,26 @@ impl Default for RateConfig {
             rate_floor: 0.001,
             resolve_after_minutes: 3,
             auth_codes: true,
+            by_category: true,
+            by_merchant: true,
+            category_min_per_minute: 5.0,
+            merchant_min_per_minute: 5.0,
+            max_keyed_series: 500,
+        }
+    }
+}
+
+impl RateConfig {
+    /// The rule before the sequential one, exactly as its defaults were: each minute judged
+    /// alone against the last 30 clean minutes.
+    pub fn minute_test() -> Self {
+        RateConfig {
+            method: RateMethod::MinuteTest,
+            baseline_minutes: 30,
+            quarantine_minutes: 0,
+            by_category: false,
+            by_merchant: false,
+            ..RateConfig::default()
         }
     }
 }

@@ -19,6 +19,7 @@ use vigil_schemas::{
 
 use super::config::{CoreConfig, MINUTE_MS};
 use super::counts::MinuteCounts;
+use super::legacy::MergeStateV2;
 use super::rate::{Point, RateSeries};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +83,29 @@ impl MergeState {
                 RateSeries::new(AnomalyRule::ReversedRate, AnomalyDimension::Global, "all"),
             ],
             ..Default::default()
+        }
+    }
+
+    /// The state a checkpoint of version 1 or 2 held: sources, pending minutes and late books
+    /// as they were; each rate series keeps its baseline minutes and its open incident.
+    pub fn from_v2(v2: MergeStateV2) -> Self {
+        MergeState {
+            partition_count: v2.partition_count,
+            sources: v2
+                .sources
+                .into_iter()
+                .map(|(p, s)| (p, Source { watermark: s.watermark, idle: s.idle, high_minute: s.high_minute }))
+                .collect(),
+            pending: v2
+                .pending
+                .into_iter()
+                .map(|(m, p)| (m, Pending { counts: p.counts, sources: p.sources }))
+                .collect(),
+            frontier: v2.frontier,
+            late: v2.late,
+            status_series: v2.status_series.into_iter().map(RateSeries::from_v2).collect(),
+            auth_series: v2.auth_series.into_iter().map(|(k, s)| (k, RateSeries::from_v2(s))).collect(),
+            recent_totals: v2.recent_totals,
         }
     }
 
@@ -175,8 +199,10 @@ impl MergeState {
             return;
         }
         let statuses = [TransactionStatus::Denied, TransactionStatus::Failed, TransactionStatus::Reversed];
+        // The global level's false-alarm share is divided among the series judged this minute.
+        let judged = self.status_series.len() + self.auth_series.len();
         for (series, status) in self.status_series.iter_mut().zip(statuses) {
-            if let Some(a) = series.observe(minute, c.count(status), total, &cfg.rate) {
+            if let Some(a) = series.observe(minute, c.count(status), total, judged, &cfg.rate) {
                 out.push(Stage2Output::Anomaly(a));
             }
         }
@@ -193,9 +219,10 @@ impl MergeState {
                     .with_history(history, &cfg.rate);
                 self.auth_series.insert(code.clone(), series);
             }
+            let judged = self.status_series.len() + self.auth_series.len();
             for (code, series) in &mut self.auth_series {
                 let count = c.auth_codes.get(code).copied().unwrap_or(0);
-                if let Some(a) = series.observe(minute, count, total, &cfg.rate) {
+                if let Some(a) = series.observe(minute, count, total, judged, &cfg.rate) {
                     out.push(Stage2Output::Anomaly(a));
                 }
             }

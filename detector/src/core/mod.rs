@@ -3,6 +3,7 @@
 //! thin loops around it, so tests, replays and production run the same code.
 
 pub mod amount;
+pub mod breakdown;
 pub mod config;
 pub mod counts;
 pub mod dedup;
@@ -11,8 +12,9 @@ pub mod merge;
 pub mod partition;
 pub mod rate;
 pub mod stats;
+pub mod legacy;
 
-pub use config::{AmountConfig, CoreConfig, RateConfig, MINUTE_MS};
+pub use config::{AmountConfig, CoreConfig, RateConfig, RateMethod, MINUTE_MS};
 pub use merge::{MergeState, Stage2Output};
 pub use partition::{PartitionState, Refusal, Stage1Output, Step, Verdict};
 

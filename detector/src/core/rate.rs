@@ -1,26 +1,41 @@
-//! Rate anomalies: a minute's denied / failed / reversed (or auth-code) rate against a rolling
-//! baseline of previous minutes.
+//! Rate anomalies: a series' denied / failed / reversed (or auth-code) rate, minute by minute,
+//! against its own baseline. One series per rule and dimension: global, per auth code, per
+//! category and per merchant.
 //!
-//! A minute fires only when all hold:
-//! * at least `min_count` matching transactions (tiny samples never alarm);
-//! * z = (rate - baseline mean) / spread ≥ `z_threshold`, where spread is the larger of the
-//!   baseline minutes' standard deviation, `spread_floor`, and the binomial standard error at
-//!   this minute's volume (so a flat history does not make every wiggle infinite);
-//! * the one-sided binomial tail P(X ≥ count | n, baseline rate) ≤ `max_p_value`, which accounts
-//!   for the minute's volume.
+//! Two ways to judge a minute (`RateConfig::method`):
 //!
-//! Anomalous minutes never enter the baseline, so a long incident does not become the new
-//! normal. An anomaly fires once, is updated each anomalous minute, and resolves after
-//! `resolve_after_minutes` normal minutes in a row (hysteresis).
+//! * **Sequential** (the default, [`sequential`]): evidence accumulates over minutes in binomial
+//!   CUSUMs, one per design shift (1.5×, 2× and 4× the normal rate by default). A strong spike fires
+//!   within a minute or two, a moderate shift that lasts fires once enough minutes have added up,
+//!   and a minute of a handful of transactions contributes little evidence either way. The
+//!   threshold comes from a false-alarm target (one per week across every rate series by
+//!   default); see `sequential.rs` for the derivation.
+//! * **Minute test** (the rule before): each minute alone must pass z ≥ `z_threshold` and a
+//!   binomial tail ≤ `max_p_value`; kept so the evaluation can score both side by side.
+//!
+//! **Life cycle.** An anomaly fires once (`firing`, sequence 0) and is `updated` every minute
+//! the rate is still above its normal range. With the sequential method "still above" is a
+//! lower bar than firing: a second statistic adds up the evidence that the rate is back at
+//! normal rather than at the incident's level, and a minute counts as back in range once that
+//! evidence reaches `back_odds` to one. The anomaly resolves after `resolve_after_minutes`
+//! minutes back in range in a row; one incident is one anomaly per series, whatever its length.
+//! Severity escalates with the size of the shift (the incident's rate over the normal one) and
+//! with the evidence piled up; an update reports the highest severity reached.
+//!
+//! **Baseline.** Minutes of an incident never enter the baseline, so a long incident does not
+//! become the new normal; with the sequential method a minute joins only after a quarantine,
+//! and the minutes whose evidence led to an alarm are dropped.
 
-use std::collections::VecDeque;
+pub mod sequential;
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
 use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Severity};
 
-use super::config::{RateConfig, MINUTE_MS};
+use self::sequential::{llr, shifted, Bar, Baseline, Cusum, Estimate, Level};
+use super::config::{RateConfig, RateMethod, MINUTE_MS};
 use super::format::{hm, pct};
+use super::legacy::RateSeriesV2;
 use super::stats::RunningStats;
 
 /// One baseline minute.
@@ -31,7 +46,7 @@ pub struct Point {
     pub total: i64,
 }
 
-/// The baseline a minute is judged against, and the verdict.
+/// The minute test's judgement of one minute against its baseline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
     pub rate: f64,
@@ -44,20 +59,26 @@ pub struct Judgement {
     pub anomalous: bool,
 }
 
-/// Scores `count` of `total` (or a bare rate when `total` is `None`) against `history`.
-/// `None` while the baseline is shorter than `min_baseline_minutes`.
-pub fn score(
-    history: &VecDeque<Point>,
+/// The minute test: scores `count` of `total` (or a bare rate when `total` is `None`) against
+/// `history`. `None` while the baseline is shorter than `min_baseline_minutes`.
+pub fn score<'a>(
+    history: impl IntoIterator<Item = &'a Point> + Clone,
     rate: f64,
     count_total: Option<(i64, i64)>,
     cfg: &RateConfig,
 ) -> Option<Judgement> {
-    if history.len() < cfg.min_baseline_minutes.max(1) {
+    let n = history.clone().into_iter().count();
+    if n < cfg.min_baseline_minutes.max(1) {
         return None;
     }
-    let rates =
-        RunningStats::of(history.iter().map(|p| if p.total > 0 { p.count as f64 / p.total as f64 } else { 0.0 }));
-    let (sum_c, sum_n) = history.iter().fold((0i64, 0i64), |(c, n), p| (c + p.count, n + p.total));
+    let rates = RunningStats::of(history.clone().into_iter().map(|p| {
+        if p.total > 0 {
+            p.count as f64 / p.total as f64
+        } else {
+            0.0
+        }
+    }));
+    let (sum_c, sum_n) = history.into_iter().fold((0i64, 0i64), |(c, n), p| (c + p.count, n + p.total));
     let pooled = if sum_n > 0 { sum_c as f64 / sum_n as f64 } else { rates.mean };
     let mut spread = rates.stddev().max(cfg.spread_floor);
     let mut p_value = None;
@@ -70,7 +91,7 @@ pub fn score(
     }
     let z = (rate - rates.mean) / spread;
     let anomalous = big_enough && z >= cfg.z_threshold && p_value.is_none_or(|p| p <= cfg.max_p_value);
-    Some(Judgement { rate, mean: rates.mean, pooled, spread, n: history.len(), z, p_value, anomalous })
+    Some(Judgement { rate, mean: rates.mean, pooled, spread, n, z, p_value, anomalous })
 }
 
 /// P(X ≥ k) for X ~ Binomial(n, p).
@@ -92,16 +113,6 @@ pub fn unit_score(z: f64) -> f64 {
     Normal::standard().cdf(z)
 }
 
-fn severity(z: f64, cfg: &RateConfig) -> Severity {
-    if z >= cfg.z_critical {
-        Severity::Critical
-    } else if z >= cfg.z_high {
-        Severity::High
-    } else {
-        Severity::Medium
-    }
-}
-
 /// An incident in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Active {
@@ -111,115 +122,356 @@ struct Active {
     normal_streak: u32,
     severity: Severity,
     last: Anomaly,
+    /// Sequential: evidence that the rate is back at normal rather than at the incident's level.
+    back: f64,
+    /// Sequential: matching and all transactions since the alarm (the incident's level).
+    count: i64,
+    total: i64,
+    /// Sequential: the incident's evidence, added up since its run began (uncapped).
+    evidence: f64,
 }
 
 /// One watched rate (e.g. the global denied rate, or the share of auth code 51).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateSeries {
     pub rule: AnomalyRule,
     pub dimension: AnomalyDimension,
     pub value: String,
-    history: VecDeque<Point>,
+    baseline: Baseline,
+    /// One per design shift (`RateConfig::design_shifts`).
+    cusums: Vec<Cusum>,
     active: Option<Active>,
+}
+
+/// What a minute said, for the life cycle.
+struct Verdict {
+    fire: bool,
+    still_bad: bool,
+    severity: Severity,
+    explain: Explain,
+}
+
+/// The numbers an anomaly state reports.
+struct Explain {
+    window_start: i64,
+    window_end: i64,
+    count: i64,
+    total: i64,
+    expected: f64,
+    spread: f64,
+    baseline_n: i64,
+    scored_on: &'static str,
+    score: f64,
+    p_value: Option<f64>,
+    threshold: f64,
+    detail: String,
 }
 
 impl RateSeries {
     pub fn new(rule: AnomalyRule, dimension: AnomalyDimension, value: &str) -> Self {
-        RateSeries { rule, dimension, value: value.to_owned(), history: VecDeque::new(), active: None }
+        RateSeries {
+            rule,
+            dimension,
+            value: value.to_owned(),
+            baseline: Baseline::default(),
+            cusums: Vec::new(),
+            active: None,
+        }
     }
 
     /// Starts with a history (e.g. zeros for an auth code first seen now).
     pub fn with_history(mut self, history: impl IntoIterator<Item = Point>, cfg: &RateConfig) -> Self {
         for p in history {
-            self.push_history(p, cfg);
+            self.baseline.push(p, cfg);
         }
         self
+    }
+
+    /// A series from a checkpoint of version 1 or 2: its baseline minutes and its incident carry
+    /// over; the CUSUMs start from zero (an open incident stays open).
+    pub fn from_v2(v2: RateSeriesV2) -> Self {
+        let mut s = RateSeries::new(v2.rule, v2.dimension, &v2.value);
+        s.baseline.points =
+            v2.history.iter().map(|p| Point { minute: p.minute, count: p.count, total: p.total }).collect();
+        s.active = v2.active.map(|a| Active {
+            id: a.id,
+            first_seen: a.first_seen,
+            sequence: a.sequence,
+            normal_streak: a.normal_streak,
+            severity: a.severity,
+            count: a.last.observed_count,
+            total: a.last.observed_total,
+            last: a.last,
+            back: 0.0,
+            evidence: 0.0,
+        });
+        s
     }
 
     pub fn is_active(&self) -> bool {
         self.active.is_some()
     }
 
-    fn push_history(&mut self, p: Point, cfg: &RateConfig) {
-        self.history.push_back(p);
-        while self.history.len() > cfg.baseline_minutes.max(1) {
-            self.history.pop_front();
+    /// Which share of the false-alarm target this series draws on.
+    pub fn level(&self) -> Level {
+        match self.dimension {
+            AnomalyDimension::Global | AnomalyDimension::AuthCode => Level::Global,
+            AnomalyDimension::Category => Level::Category,
+            AnomalyDimension::Merchant => Level::Merchant,
         }
     }
 
     /// Observes one final minute (in increasing minute order) and returns the anomaly state to
-    /// emit, if any.
-    pub fn observe(&mut self, minute: i64, count: i64, total: i64, cfg: &RateConfig) -> Option<Anomaly> {
+    /// emit, if any. `series` is how many series of this one's level are judged now (used by
+    /// the global level's threshold; the others use the configured counts).
+    pub fn observe(&mut self, minute: i64, count: i64, total: i64, series: usize, cfg: &RateConfig) -> Option<Anomaly> {
         if total <= 0 {
             return None;
         }
-        let rate = count as f64 / total as f64;
-        let Some(j) = score(&self.history, rate, Some((count, total)), cfg) else {
-            self.push_history(Point { minute, count, total }, cfg);
+        let point = Point { minute, count, total };
+        let verdict = match cfg.method {
+            RateMethod::MinuteTest => self.minute_test(point, cfg),
+            RateMethod::Sequential => self.sequential(point, Bar::for_level(cfg, self.level(), series), cfg),
+        }?;
+        self.life_cycle(minute, count, total, verdict, cfg)
+    }
+
+    fn minute_test(&mut self, p: Point, cfg: &RateConfig) -> Option<Verdict> {
+        let rate = p.count as f64 / p.total as f64;
+        let Some(j) = score(
+            self.baseline.points.iter().chain(self.baseline.quarantine.iter()),
+            rate,
+            Some((p.count, p.total)),
+            cfg,
+        ) else {
+            self.baseline.push(p, cfg);
             return None;
         };
         if !j.anomalous {
-            self.push_history(Point { minute, count, total }, cfg);
+            self.baseline.push(p, cfg);
         }
-        match (&mut self.active, j.anomalous) {
-            (None, false) => None,
-            (None, true) => {
-                let sev = severity(j.z, cfg);
+        let severity = if j.z >= cfg.z_critical {
+            Severity::Critical
+        } else if j.z >= cfg.z_high {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        let pv = j.p_value.map(|p| format!(", p = {p:.1e}")).unwrap_or_default();
+        let detail = format!(
+            "vs a baseline of {} ± {} over {} minutes: z = {:.1}{pv} (fires at z ≥ {:.1})",
+            pct(j.mean),
+            pct(j.spread),
+            j.n,
+            j.z,
+            cfg.z_threshold
+        );
+        Some(Verdict {
+            fire: j.anomalous,
+            still_bad: j.anomalous,
+            severity,
+            explain: Explain {
+                window_start: p.minute,
+                window_end: p.minute + MINUTE_MS,
+                count: p.count,
+                total: p.total,
+                expected: j.mean * p.total as f64,
+                spread: j.spread,
+                baseline_n: j.n as i64,
+                scored_on: "rate",
+                score: j.z,
+                p_value: j.p_value,
+                threshold: cfg.z_threshold,
+                detail,
+            },
+        })
+    }
+
+    fn sequential(&mut self, p: Point, bar: Bar, cfg: &RateConfig) -> Option<Verdict> {
+        let shifts = &cfg.design_shifts;
+        if self.cusums.len() != shifts.len() {
+            self.cusums = vec![Cusum::default(); shifts.len()];
+        }
+        let Some(est) = self.baseline.estimate(cfg) else {
+            self.baseline.push(p, cfg);
+            return None;
+        };
+        let (x, n) = (p.count, p.total);
+        for (c, r) in self.cusums.iter_mut().zip(shifts) {
+            c.step(p.minute, x, n, llr(x, n, est.p0, shifted(est.p0, *r)) / est.phi);
+        }
+        // The CUSUM furthest past its bar fires; its run is the evidence.
+        let (k, best) = self
+            .cusums
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.s.total_cmp(&b.1.s))
+            .map(|(k, c)| (k, *c))
+            .unwrap_or((0, Cusum::default()));
+        match &mut self.active {
+            None => {
+                let fire = best.s >= bar.h && best.count >= cfg.min_count;
+                if fire {
+                    // The run's minutes were the incident building up: none joins the baseline.
+                    self.baseline.discard_from(best.since, cfg);
+                } else {
+                    self.baseline.push(p, cfg);
+                }
+                // Above the bar without the count: hold at the bar until the count is there.
+                for c in &mut self.cusums {
+                    c.s = c.s.min(bar.h);
+                }
+                let ratio = rate_of(best.count, best.total) / est.pooled.max(cfg.rate_floor);
+                let severity = severity_of(ratio, best.s, bar.h, cfg);
+                let explain = self.explain_run(&best, shifts.get(k).copied().unwrap_or(1.0), &est, bar, cfg);
+                Some(Verdict { fire, still_bad: fire, severity, explain })
+            }
+            Some(act) => {
+                act.count += x;
+                act.total += n;
+                // The incident's level: its own pooled rate, at least the smallest design shift.
+                let smallest = shifts.iter().copied().fold(f64::INFINITY, f64::min).max(1.0);
+                let p_incident = rate_of(act.count, act.total).max(shifted(est.p0, smallest));
+                act.back = (act.back + llr(x, n, p_incident, est.p0) / est.phi).max(0.0);
+                act.evidence += llr(x, n, est.p0, p_incident).max(0.0) / est.phi;
+                let back_bar = cfg.back_odds.max(1.0).ln();
+                // Back in range once the evidence reaches the odds; then it stays so while any
+                // evidence for normal remains (one noisy minute does not restart the count).
+                let still_bad = if act.normal_streak > 0 { act.back <= 0.0 } else { act.back < back_bar };
+                for c in &mut self.cusums {
+                    c.s = c.s.min(bar.h);
+                }
+                let ratio = rate_of(x, n) / est.pooled.max(cfg.rate_floor);
+                let incident_ratio = rate_of(act.count, act.total) / est.pooled.max(cfg.rate_floor);
+                let severity = severity_of(ratio.max(incident_ratio), act.evidence, bar.h, cfg);
+                let detail = format!(
+                    "against a normal {} ({} expected of {n}); {} of {} ({}) since the alarm; back-to-normal evidence ln LR = {:.1} (back in range at {:.1})",
+                    pct(est.pooled),
+                    fmt_count(est.p0 * n as f64),
+                    act.count,
+                    act.total,
+                    pct(rate_of(act.count, act.total)),
+                    act.back,
+                    back_bar
+                );
+                let explain = Explain {
+                    window_start: p.minute,
+                    window_end: p.minute + MINUTE_MS,
+                    count: x,
+                    total: n,
+                    expected: est.p0 * n as f64,
+                    spread: est.se,
+                    baseline_n: est.minutes as i64,
+                    scored_on: "rate_cusum",
+                    score: best.s,
+                    p_value: Some(binomial_upper_tail(x, n, est.p0)),
+                    threshold: bar.h,
+                    detail,
+                };
+                if !still_bad {
+                    // Back in range: the minute is normal again and may join the baseline.
+                    self.baseline.push(p, cfg);
+                }
+                Some(Verdict { fire: false, still_bad, severity, explain })
+            }
+        }
+    }
+
+    fn explain_run(&self, run: &Cusum, ratio: f64, est: &Estimate, bar: Bar, cfg: &RateConfig) -> Explain {
+        let expected = est.p0 * run.total as f64;
+        let weeks = bar.false_alarms_per_week(cfg.design_shifts.len());
+        let detail = format!(
+            "over {} minute{} from {} UTC against a normal {} ({} expected, baseline {} minutes, dispersion {:.2}): evidence ln LR = {:.1} for a {ratio}× shift (fires at {:.1}, which allows {} false alarm{} a week across {} series of this level)",
+            run.minutes,
+            if run.minutes == 1 { "" } else { "s" },
+            hm(run.since),
+            pct(est.pooled),
+            fmt_count(expected),
+            est.minutes,
+            est.phi,
+            run.s,
+            bar.h,
+            fmt_count(weeks),
+            if (weeks - 1.0).abs() < 1e-9 { "" } else { "s" },
+            bar.series
+        );
+        Explain {
+            window_start: run.since,
+            window_end: run.since + i64::from(run.minutes.max(1)) * MINUTE_MS,
+            count: run.count,
+            total: run.total,
+            expected,
+            spread: est.se,
+            baseline_n: est.minutes as i64,
+            scored_on: "rate_cusum",
+            score: run.s,
+            p_value: Some(binomial_upper_tail(run.count, run.total, est.p0)),
+            threshold: bar.h,
+            detail,
+        }
+    }
+
+    fn life_cycle(&mut self, minute: i64, count: i64, total: i64, v: Verdict, cfg: &RateConfig) -> Option<Anomaly> {
+        match &mut self.active {
+            None if !v.fire => None,
+            None => {
                 let id =
                     format!("{}:{}:{}:{}", self.rule.as_str(), self.dimension.as_str(), self.value, minute_id(minute));
-                let a = self.anomaly(&id, 0, AnomalyState::Firing, minute, minute, count, total, &j, sev, cfg);
+                let a = self.anomaly(&id, 0, AnomalyState::Firing, minute, minute, &v.explain, v.severity);
                 self.active = Some(Active {
                     id,
                     first_seen: minute,
                     sequence: 0,
                     normal_streak: 0,
-                    severity: sev,
+                    severity: v.severity,
                     last: a.clone(),
+                    back: 0.0,
+                    count,
+                    total,
+                    evidence: v.explain.score,
                 });
                 Some(a)
             }
-            (Some(act), true) => {
+            Some(act) if v.still_bad => {
                 act.sequence += 1;
                 act.normal_streak = 0;
-                act.severity = act.severity.max(severity(j.z, cfg));
+                act.severity = act.severity.max(v.severity);
                 let (id, first, seq, sev) = (act.id.clone(), act.first_seen, act.sequence, act.severity);
-                let a = self.anomaly(&id, seq, AnomalyState::Updated, first, minute, count, total, &j, sev, cfg);
+                let a = self.anomaly(&id, seq, AnomalyState::Updated, first, minute, &v.explain, sev);
                 if let Some(act) = &mut self.active {
                     act.last = a.clone();
                 }
                 Some(a)
             }
-            (Some(act), false) => {
-                let label = self_label(self.rule, &self.value);
+            Some(act) => {
                 act.normal_streak += 1;
                 if act.normal_streak < cfg.resolve_after_minutes.max(1) {
                     return None;
                 }
+                let rate = rate_of(count, total);
                 let mut a = act.last.clone();
                 a.sequence = act.sequence + 1;
                 a.state = AnomalyState::Resolved;
                 a.last_updated = minute + MINUTE_MS;
                 a.resolved_at = Some(minute + MINUTE_MS);
                 a.message = format!(
-                    "Resolved at {} UTC after {} normal minutes: {} back to {} (baseline {}). Started {} UTC.",
+                    "Resolved at {} UTC after {} minutes back in range: {} at {} (normal {}). Started {} UTC.",
                     hm(minute + MINUTE_MS),
                     act.normal_streak,
-                    label,
+                    self_label(self.rule, self.dimension, &self.value),
                     pct(rate),
-                    pct(j.mean),
+                    pct(v.explain.expected / total.max(1) as f64),
                     hm(act.first_seen)
                 );
                 self.active = None;
+                for c in &mut self.cusums {
+                    c.reset();
+                }
                 Some(a)
             }
         }
     }
 
-    fn label(&self) -> String {
-        self_label(self.rule, &self.value)
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn anomaly(
         &self,
         id: &str,
@@ -227,47 +479,47 @@ impl RateSeries {
         state: AnomalyState,
         first_seen: i64,
         minute: i64,
-        count: i64,
-        total: i64,
-        j: &Judgement,
+        e: &Explain,
         sev: Severity,
-        cfg: &RateConfig,
     ) -> Anomaly {
-        let p = j.p_value.map(|p| format!(", p = {p:.1e}")).unwrap_or_default();
+        let rate = rate_of(e.count, e.total);
         let message = format!(
-            "{} {} ({count} of {total}) in {}–{} UTC vs a baseline of {} ± {} over {} minutes: z = {:.1}{p} (fires at z ≥ {:.1}); {}.",
-            capitalise(&self.label()),
-            pct(j.rate),
-            hm(minute),
-            hm(minute + MINUTE_MS),
-            pct(j.mean),
-            pct(j.spread),
-            j.n,
-            j.z,
-            cfg.z_threshold,
+            "{} {} ({} of {}) in {}–{} UTC {}; {}.",
+            capitalise(&self_label(self.rule, self.dimension, &self.value)),
+            pct(rate),
+            e.count,
+            e.total,
+            hm(e.window_start),
+            hm(e.window_end),
+            e.detail,
             sev.as_str()
         );
+        let (category, merchant_id) = match self.dimension {
+            AnomalyDimension::Category => (Some(self.value.clone()), None),
+            AnomalyDimension::Merchant => (None, Some(self.value.clone())),
+            _ => (None, None),
+        };
         Anomaly {
             id: id.to_owned(),
             sequence,
             rule: self.rule,
             dimension: self.dimension,
             dimension_value: self.value.clone(),
-            window_start: Some(minute),
-            window_end: Some(minute + MINUTE_MS),
+            window_start: Some(e.window_start),
+            window_end: Some(e.window_end),
             transaction_id: None,
-            category: None,
-            merchant_id: None,
-            observed: j.rate,
-            observed_count: count,
-            observed_total: total,
-            baseline_mean: j.mean,
-            baseline_stddev: j.spread,
-            baseline_n: j.n as i64,
-            scored_on: "rate".into(),
-            score: j.z,
-            p_value: j.p_value,
-            threshold: cfg.z_threshold,
+            category,
+            merchant_id,
+            observed: rate,
+            observed_count: e.count,
+            observed_total: e.total,
+            baseline_mean: e.expected / e.total.max(1) as f64,
+            baseline_stddev: e.spread,
+            baseline_n: e.baseline_n,
+            scored_on: e.scored_on.into(),
+            score: e.score,
+            p_value: e.p_value,
+            threshold: e.threshold,
             severity: sev,
             state,
             message,
@@ -278,12 +530,45 @@ impl RateSeries {
     }
 }
 
-fn self_label(rule: AnomalyRule, value: &str) -> String {
-    match rule {
-        AnomalyRule::DeniedRate => "denied rate".into(),
-        AnomalyRule::FailedRate => "failed rate".into(),
-        AnomalyRule::ReversedRate => "reversed rate".into(),
+fn rate_of(count: i64, total: i64) -> f64 {
+    if total > 0 {
+        count as f64 / total as f64
+    } else {
+        0.0
+    }
+}
+
+/// Severity of a sequential alarm: by how many times the normal rate the incident runs at, and
+/// at least high once its evidence is well past the bar (a shift that persists).
+fn severity_of(ratio: f64, evidence: f64, h: f64, cfg: &RateConfig) -> Severity {
+    if ratio >= cfg.ratio_critical {
+        Severity::Critical
+    } else if ratio >= cfg.ratio_high || evidence >= cfg.evidence_high * h {
+        Severity::High
+    } else {
+        Severity::Medium
+    }
+}
+
+fn fmt_count(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn self_label(rule: AnomalyRule, dimension: AnomalyDimension, value: &str) -> String {
+    let what = match rule {
+        AnomalyRule::DeniedRate => "denied rate".to_owned(),
+        AnomalyRule::FailedRate => "failed rate".to_owned(),
+        AnomalyRule::ReversedRate => "reversed rate".to_owned(),
         _ => format!("share of auth code {value}"),
+    };
+    match dimension {
+        AnomalyDimension::Category => format!("{what} of category {value}"),
+        AnomalyDimension::Merchant => format!("{what} of merchant {value}"),
+        _ => what,
     }
 }
 
