@@ -323,7 +323,7 @@ impl RateSeries {
                 }
                 let ratio = rate_of(best.count, best.total) / est.pooled.max(cfg.rate_floor);
                 let severity = severity_of(ratio, best.s, bar.h, cfg);
-                let explain = self.explain_run(&best, shifts.get(k).copied().unwrap_or(1.0), &est, bar, cfg);
+                let explain = self.explain_run(p, &best, shifts.get(k).copied().unwrap_or(1.0), &est, bar, cfg);
                 Some(Verdict { fire, still_bad: fire, severity, explain })
             }
             Some(act) => {
@@ -377,15 +377,21 @@ impl RateSeries {
         }
     }
 
-    fn explain_run(&self, run: &Cusum, ratio: f64, est: &Estimate, bar: Bar, cfg: &RateConfig) -> Explain {
+    /// The minute judged is the anomaly's window and observation; the evidence that fired it
+    /// (the CUSUM's run of minutes, observed against expected counts, the statistic, the bar
+    /// and the false-alarm rate the bar stands for) is in the message.
+    fn explain_run(&self, p: Point, run: &Cusum, ratio: f64, est: &Estimate, bar: Bar, cfg: &RateConfig) -> Explain {
         let expected = est.p0 * run.total as f64;
         let weeks = bar.false_alarms_per_week(cfg.design_shifts.len());
         let detail = format!(
-            "over {} minute{} from {} UTC against a normal {} ({} expected, baseline {} minutes, dispersion {:.2}): evidence ln LR = {:.1} for a {ratio}× shift (fires at {:.1}, which allows {} false alarm{} a week across {} series of this level)",
+            "(normal {}); evidence over {} minute{} from {} UTC: {} of {} ({}) against {} expected (baseline {} minutes, dispersion {:.2}), ln LR = {:.1} for a {ratio}× shift, fires at {:.1}, a bar that allows {} false alarm{} a week across {} series of this level",
+            pct(est.pooled),
             run.minutes,
             if run.minutes == 1 { "" } else { "s" },
             hm(run.since),
-            pct(est.pooled),
+            run.count,
+            run.total,
+            pct(rate_of(run.count, run.total)),
             fmt_count(expected),
             est.minutes,
             est.phi,
@@ -396,16 +402,16 @@ impl RateSeries {
             bar.series
         );
         Explain {
-            window_start: run.since,
-            window_end: run.since + i64::from(run.minutes.max(1)) * MINUTE_MS,
-            count: run.count,
-            total: run.total,
-            expected,
+            window_start: p.minute,
+            window_end: p.minute + MINUTE_MS,
+            count: p.count,
+            total: p.total,
+            expected: est.p0 * p.total as f64,
             spread: est.se,
             baseline_n: est.minutes as i64,
             scored_on: "rate_cusum",
             score: run.s,
-            p_value: Some(binomial_upper_tail(run.count, run.total, est.p0)),
+            p_value: Some(binomial_upper_tail(p.count, p.total, est.p0)),
             threshold: bar.h,
             detail,
         }
