@@ -9,14 +9,14 @@ use apache_avro::Schema;
 
 use vigil_schemas::{
     avsc, Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, CategoryMinute, Codec, Decoded, LateEvents,
-    MinuteAggregate, MinutePartial, PartialKind, Severity, Transaction, TransactionStatus,
+    MerchantMinute, MinuteAggregate, MinutePartial, PartialKind, Severity, Transaction, TransactionStatus,
 };
 
-/// Confluent schema ids the fuzzed codec knows: one per embedded schema (1 to 5, in
-/// `avsc::ALL` order), and 6 for an older Anomaly writer without the optional fields (a
+/// Confluent schema ids the fuzzed codec knows: one per embedded schema (1 to 6, in
+/// `avsc::ALL` order), and 7 for an older Anomaly writer without the optional fields (a
 /// producer from before they were added), so the reader-resolution path with defaults is
 /// exercised too.
-pub const EVOLVED_ANOMALY_ID: u32 = 6;
+pub const EVOLVED_ANOMALY_ID: u32 = 7;
 
 /// A codec that frames in single-object encoding and knows no Confluent id: what a consumer
 /// without a registry has.
@@ -24,7 +24,7 @@ pub fn single_object() -> Codec {
     Codec::single_object()
 }
 
-/// A codec that knows Confluent ids 1 to 6 (see [`EVOLVED_ANOMALY_ID`]).
+/// A codec that knows Confluent ids 1 to 7 (see [`EVOLVED_ANOMALY_ID`]).
 pub fn confluent() -> Codec {
     let ids: Vec<(&str, u32)> = avsc::ALL.iter().zip(1u32..).map(|((name, _), id)| (*name, id)).collect();
     let codec = Codec::confluent_with_ids(&ids);
@@ -44,7 +44,7 @@ pub fn evolved_anomaly_writer() -> Schema {
     }
 }
 
-/// A Confluent frame (id 6) of `anomaly` as the older writer ([`evolved_anomaly_writer`])
+/// A Confluent frame (id 7) of `anomaly` as the older writer ([`evolved_anomaly_writer`])
 /// encodes it: the fields it lacks are left out.
 pub fn evolved_anomaly_frame(anomaly: &Anomaly) -> Vec<u8> {
     let writer = evolved_anomaly_writer();
@@ -70,6 +70,7 @@ pub fn encode(codec: &Codec, d: &Decoded) -> vigil_schemas::Result<Vec<u8>> {
         Decoded::MinuteAggregate(e) => codec.encode(e),
         Decoded::LateEvents(e) => codec.encode(e),
         Decoded::Anomaly(e) => codec.encode(e),
+        Decoded::MerchantMinute(e) => codec.encode(e),
     }
 }
 
@@ -87,6 +88,7 @@ pub fn check_decoders(codecs: &[Codec], data: &[u8]) {
             codec.decode::<MinuteAggregate>(data).is_ok(),
             codec.decode::<LateEvents>(data).is_ok(),
             codec.decode::<Anomaly>(data).is_ok(),
+            codec.decode::<MerchantMinute>(data).is_ok(),
         ];
         let Ok(decoded) = any else {
             assert!(typed.iter().all(|ok| !ok), "a typed decoder accepted what decode_any refused");
@@ -184,6 +186,16 @@ pub fn sample_events() -> Vec<Decoded> {
             source_partitions: 1,
         }),
         Decoded::LateEvents(LateEvents { minute_start: 1_765_713_540_000, source: "p3".into(), late_count: 2 }),
+        Decoded::MerchantMinute(MerchantMinute {
+            minute_start: 1_765_713_540_000,
+            category: "food".into(),
+            merchant_id: "m-1".into(),
+            total: 13,
+            approved: 10,
+            denied: 2,
+            failed: 1,
+            reversed: 0,
+        }),
         Decoded::Anomaly(anomaly.clone()),
         Decoded::Anomaly(Anomaly {
             state: AnomalyState::Resolved,

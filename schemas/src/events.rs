@@ -136,6 +136,19 @@ pub struct LateEvents {
     pub late_count: i64,
 }
 
+/// One watched merchant's counts in one category and minute (`merchant_minute.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantMinute {
+    pub minute_start: i64,
+    pub category: String,
+    pub merchant_id: String,
+    pub total: i64,
+    pub approved: i64,
+    pub denied: i64,
+    pub failed: i64,
+    pub reversed: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyRule {

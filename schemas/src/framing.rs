@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Hex;
-use crate::events::{Anomaly, LateEvents, MinuteAggregate, MinutePartial, Transaction};
+use crate::events::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, Transaction};
 use crate::registry::SchemaRegistry;
 use crate::{avsc, Error, Result};
 
@@ -120,6 +120,7 @@ pub enum Decoded {
     MinuteAggregate(MinuteAggregate),
     LateEvents(LateEvents),
     Anomaly(Anomaly),
+    MerchantMinute(MerchantMinute),
 }
 
 impl Decoded {
@@ -130,6 +131,7 @@ impl Decoded {
             Decoded::MinuteAggregate(_) => MinuteAggregate::LABEL,
             Decoded::LateEvents(_) => LateEvents::LABEL,
             Decoded::Anomaly(_) => Anomaly::LABEL,
+            Decoded::MerchantMinute(_) => MerchantMinute::LABEL,
         }
     }
 }
@@ -157,6 +159,7 @@ wire_event!(MinutePartial, "io.vigil.v1.MinutePartial", "minute_partial");
 wire_event!(MinuteAggregate, "io.vigil.v1.MinuteAggregate", "minute_aggregate");
 wire_event!(LateEvents, "io.vigil.v1.LateEvents", "late_events");
 wire_event!(Anomaly, "io.vigil.v1.Anomaly", "anomaly");
+wire_event!(MerchantMinute, "io.vigil.v1.MerchantMinute", "merchant_minute");
 
 /// Encodes and decodes every Vigil event.
 ///
@@ -326,6 +329,7 @@ fn decode_datum(name: &str, writer: &Schema, mut datum: &[u8]) -> Result<Decoded
         MinuteAggregate::NAME => Decoded::MinuteAggregate(apache_avro::from_value(&value)?),
         LateEvents::NAME => Decoded::LateEvents(apache_avro::from_value(&value)?),
         Anomaly::NAME => Decoded::Anomaly(apache_avro::from_value(&value)?),
+        MerchantMinute::NAME => Decoded::MerchantMinute(apache_avro::from_value(&value)?),
         other => return Err(Error::Registry(format!("no Rust type for {other}"))),
     })
 }

@@ -18,8 +18,8 @@ mod registry;
 
 pub use error::{Error, Result};
 pub use events::{
-    Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, CategoryMinute, LateEvents, MinuteAggregate, MinutePartial,
-    PartialKind, Severity, Transaction, TransactionStatus,
+    Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, CategoryMinute, LateEvents, MerchantMinute, MinuteAggregate,
+    MinutePartial, PartialKind, Severity, Transaction, TransactionStatus,
 };
 pub use framing::{canonical_form, Codec, Decoded, Framing, WireEvent};
 pub use registry::SchemaRegistry;
@@ -31,15 +31,17 @@ pub mod avsc {
     pub const MINUTE_AGGREGATE: &str = include_str!("../minute_aggregate.avsc");
     pub const LATE_EVENTS: &str = include_str!("../late_events.avsc");
     pub const ANOMALY: &str = include_str!("../anomaly.avsc");
+    pub const MERCHANT_MINUTE: &str = include_str!("../merchant_minute.avsc");
 
     /// Every schema with the registry subject it is registered under (TopicRecordNameStrategy
     /// would also do; we use the record's full name so one topic may carry several types).
-    pub const ALL: [(&str, &str); 5] = [
+    pub const ALL: [(&str, &str); 6] = [
         ("io.vigil.v1.Transaction", TRANSACTION),
         ("io.vigil.v1.MinutePartial", MINUTE_PARTIAL),
         ("io.vigil.v1.MinuteAggregate", MINUTE_AGGREGATE),
         ("io.vigil.v1.LateEvents", LATE_EVENTS),
         ("io.vigil.v1.Anomaly", ANOMALY),
+        ("io.vigil.v1.MerchantMinute", MERCHANT_MINUTE),
     ];
 }
 

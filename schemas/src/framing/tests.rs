@@ -114,6 +114,16 @@ fn every_event_type_round_trips_in_both_framings() {
     };
     let late = LateEvents { minute_start: 1_765_713_540_000, source: "p3".into(), late_count: 2 };
     let idle = MinutePartial { kind: PartialKind::Idle, minute_start: None, categories: vec![], ..partial.clone() };
+    let merchant = MerchantMinute {
+        minute_start: 1_765_713_540_000,
+        category: "food".into(),
+        merchant_id: "m-042".into(),
+        total: 13,
+        approved: 10,
+        denied: 2,
+        failed: 1,
+        reversed: 0,
+    };
 
     let so = Codec::single_object();
     let cf = confluent();
@@ -123,6 +133,16 @@ fn every_event_type_round_trips_in_both_framings() {
         assert_eq!(codec.decode::<MinutePartial>(&codec.encode(&idle).unwrap()).unwrap(), idle);
         assert_eq!(codec.decode::<MinuteAggregate>(&codec.encode(&agg).unwrap()).unwrap(), agg);
         assert_eq!(codec.decode::<LateEvents>(&codec.encode(&late).unwrap()).unwrap(), late);
+        assert_eq!(codec.decode::<MerchantMinute>(&codec.encode(&merchant).unwrap()).unwrap(), merchant);
+        // Shares tx-minute with the aggregates and late bookings: told apart by its schema alone.
+        assert_eq!(
+            codec.decode_any(&codec.encode(&merchant).unwrap()).unwrap(),
+            Decoded::MerchantMinute(merchant.clone())
+        );
+        assert!(matches!(
+            codec.decode::<MinuteAggregate>(&codec.encode(&merchant).unwrap()),
+            Err(Error::WrongType { expected: "minute_aggregate", found: "merchant_minute" })
+        ));
         assert_eq!(codec.decode::<Anomaly>(&codec.encode(&anomaly()).unwrap()).unwrap(), anomaly());
     }
     // A decoder without the id cannot read a Confluent frame; one with it reads both framings.
