@@ -32,6 +32,6 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     vigil_common::telemetry::init("detector");
-    let shutdown = vigil_common::shutdown::on_signal();
+    let shutdown = vigil_common::shutdown::on_signal_within(config.service.shutdown_timeout);
     Application::build(config).await?.run(shutdown).await
 }

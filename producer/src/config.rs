@@ -17,6 +17,8 @@ pub struct Args {
     pub bind: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub shutdown: vigil_common::shutdown::ShutdownArgs,
     /// Topic transactions are published to.
     #[arg(long, env = "TRANSACTIONS_TOPIC", default_value = "transactions")]
     pub topic: String,
@@ -78,6 +80,8 @@ pub struct Config {
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub schema_registry_url: Option<String>,
+    /// `SHUTDOWN_TIMEOUT`: how long stopping may take before the process exits with status 1.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -85,6 +89,7 @@ impl Config {
         let mut v = Validator::new();
         let bind = v.parse_addr("PRODUCER_BIND", &a.bind);
         let kafka = a.kafka.validate(&mut v);
+        let shutdown_timeout = a.shutdown.validate(&mut v);
         let topic = v.required("TRANSACTIONS_TOPIC", &a.topic);
         let produce_timeout = v.parse_positive_duration("PRODUCE_TIMEOUT", &a.produce_timeout);
         let max_in_flight = v.parse_in("MAX_IN_FLIGHT", &a.max_in_flight, 1u32, 10_000_000);
@@ -118,6 +123,7 @@ impl Config {
         Ok(Config {
             bind,
             kafka,
+            shutdown_timeout,
             topic,
             produce_timeout,
             max_in_flight,

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     vigil_common::telemetry::init("producer");
-    let shutdown = vigil_common::shutdown::on_signal();
+    let shutdown = vigil_common::shutdown::on_signal_within(config.shutdown_timeout);
     let app = Application::build(config).await?;
     app.run(shutdown).await
 }

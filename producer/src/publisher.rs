@@ -152,6 +152,11 @@ impl Publisher {
         .map_err(|e| e.to_string())?
     }
 
+    /// Events handed to the Kafka client and not acknowledged yet.
+    pub fn queued(&self) -> i32 {
+        self.client().0.in_flight_count()
+    }
+
     /// Waits for every queued event to be acknowledged (graceful shutdown).
     pub fn flush(&self, timeout: Duration) -> std::result::Result<(), rdkafka::error::KafkaError> {
         self.client().0.flush(Timeout::After(timeout))

@@ -81,7 +81,15 @@ impl Application {
         serve(self.listener, self.router, shutdown).await?;
         let publisher = self.publisher;
         let timeout = self.state.config.produce_timeout;
+        vigil_common::shutdown::holding(
+            "producer",
+            format!(
+                "{} events queued for the broker, not acknowledged (their requests got no 2xx)",
+                publisher.queued()
+            ),
+        );
         tokio::task::spawn_blocking(move || publisher.flush(timeout)).await??;
+        vigil_common::shutdown::released("producer");
         tracing::info!("Producer stopped; every acknowledged event is on the broker.");
         Ok(())
     }

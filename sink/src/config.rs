@@ -25,6 +25,8 @@ pub struct Args {
     pub database_max_connections: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub shutdown: vigil_common::shutdown::ShutdownArgs,
     /// Topic of minute aggregates and late bookings.
     #[arg(long, env = "MINUTES_TOPIC", default_value = "tx-minute")]
     pub minutes_topic: String,
@@ -90,6 +92,8 @@ pub struct Config {
     pub retention_anomalies: Option<Duration>,
     pub retention_interval: Duration,
     pub schema_registry_url: Option<String>,
+    /// `SHUTDOWN_TIMEOUT`: how long stopping may take before the process exits with status 1.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
             database_url: Secret::new(url),
             database_max_connections: v.parse_in("DATABASE_MAX_CONNECTIONS", &a.database_max_connections, 1u32, 1000),
             kafka: a.kafka.validate(&mut v),
+            shutdown_timeout: a.shutdown.validate(&mut v),
             minutes_topic: v.required("MINUTES_TOPIC", &a.minutes_topic),
             anomalies_topic: v.required("ANOMALIES_TOPIC", &a.anomalies_topic),
             dead_letter_topic: v.required("DEAD_LETTER_TOPIC", &a.dead_letter_topic),

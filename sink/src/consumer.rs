@@ -103,10 +103,21 @@ impl Loop {
                 last_lag = Instant::now();
             }
         }
+        // Named for the shutdown watchdog, which reports it if the database or the broker is gone.
+        vigil_common::shutdown::holding(
+            "sink",
+            format!(
+                "{} rows not yet written to PostgreSQL, then the offset commit of {} partitions (the broker \
+                 redelivers what is not committed)",
+                batch.len(),
+                seen.len()
+            ),
+        );
         if !batch.is_empty() {
             self.write(&mut batch, &CancellationToken::new()).await?;
         }
         self.commit(&seen, CommitMode::Sync);
+        vigil_common::shutdown::released("sink");
         tracing::info!("Sink stopped after writing and committing what it held.");
         Ok(())
     }

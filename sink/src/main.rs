@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Migrate) => vigil_sink::migrate_only(&config).await,
         Some(Command::Run) | None => {
-            let shutdown = vigil_common::shutdown::on_signal();
+            let shutdown = vigil_common::shutdown::on_signal_within(config.shutdown_timeout);
             Application::build(config).await?.run(shutdown).await
         }
     }

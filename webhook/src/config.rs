@@ -74,6 +74,8 @@ pub struct Args {
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub shutdown: vigil_common::shutdown::ShutdownArgs,
     /// Topic the detector publishes Avro anomalies to.
     #[arg(long, env = "ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
@@ -139,6 +141,8 @@ pub struct Config {
     /// `None` when no URL is configured: the forwarder does not run.
     pub outbound: Option<OutboundConfig>,
     pub schema_registry_url: Option<String>,
+    /// `SHUTDOWN_TIMEOUT`: how long stopping may take before the process exits with status 1.
+    pub shutdown_timeout: Duration,
 }
 
 fn secrets(list: &str) -> Vec<Secret> {
@@ -170,6 +174,7 @@ impl Config {
     pub fn from_args(a: Args) -> Result<Self, ConfigErrors> {
         let mut v = Validator::new();
         let bind = v.parse_addr("WEBHOOK_BIND", &a.bind);
+        let shutdown_timeout = a.shutdown.validate(&mut v);
         let database_url = v.required("DATABASE_URL", &a.database_url);
         if !database_url.is_empty() {
             v.check(
@@ -267,6 +272,7 @@ impl Config {
             consumer_group,
             outbound,
             schema_registry_url: Some(a.schema_registry_url.trim().to_owned()).filter(|u| !u.is_empty()),
+            shutdown_timeout,
         })
     }
 }

@@ -388,8 +388,20 @@ pub fn run<S: Stage>(
     if result.is_ok() {
         let mut sh = lock();
         let parts: Vec<i32> = sh.slots.keys().copied().collect();
+        // Named for the shutdown watchdog, which reports it if the broker is gone meanwhile.
+        let held = format!("detector {} stage", S::NAME);
+        vigil_common::shutdown::holding(
+            &held,
+            format!(
+                "{} outputs awaiting the broker's acknowledgement, then the checkpoint and offset commit of \
+                 partitions {parts:?} of {}",
+                sh.out.pending(),
+                settings.input_topic
+            ),
+        );
         sh.flush_and_commit(&consumer, CommitMode::Sync, None)?;
         sh.checkpoint(&parts)?;
+        vigil_common::shutdown::released(&held);
         tracing::info!(stage = S::NAME, "Stage stopped after flushing and checkpointing.");
     }
     result
