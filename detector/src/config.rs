@@ -132,7 +132,7 @@ pub struct RuleArgs {
     #[arg(long, env = "RATE_SPREAD_FLOOR", default_value = "0.005")]
     pub rate_spread_floor: String,
     /// Rate rules: minutes back in range in a row that resolve an anomaly.
-    #[arg(long, env = "RESOLVE_AFTER_MINUTES", default_value = "3")]
+    #[arg(long, env = "RESOLVE_AFTER_MINUTES", default_value = "2")]
     pub resolve_after_minutes: String,
     /// Rate rules: also watch the share of each non-approval auth code.
     #[arg(long, env = "WATCH_AUTH_CODES", default_value = "true")]

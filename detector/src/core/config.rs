@@ -100,7 +100,10 @@ pub struct RateConfig {
     pub spread_floor: f64,
     /// Floor on the baseline rate (a rate of 0 would make one event infinitely surprising).
     pub rate_floor: f64,
-    /// Minutes back in range in a row that resolve an anomaly (hysteresis). Default 3.
+    /// Minutes back in range in a row that resolve an anomaly (hysteresis). Default 2: with the
+    /// sequential rule a minute is back in range only once the evidence for normal reaches
+    /// `back_odds`, which already confirms the return (the minute test, judging minutes alone,
+    /// used 3).
     pub resolve_after_minutes: u32,
     /// Also watch the share of each non-approval auth code.
     pub auth_codes: bool,
@@ -137,7 +140,7 @@ impl Default for RateConfig {
             max_p_value: 1e-6,
             spread_floor: 0.005,
             rate_floor: 0.001,
-            resolve_after_minutes: 3,
+            resolve_after_minutes: 2,
             auth_codes: true,
             by_category: true,
             by_merchant: true,
@@ -156,6 +159,7 @@ impl RateConfig {
             method: RateMethod::MinuteTest,
             baseline_minutes: 30,
             quarantine_minutes: 0,
+            resolve_after_minutes: 3,
             by_category: false,
             by_merchant: false,
             ..RateConfig::default()

@@ -39,8 +39,10 @@
 //! total). A minute enters the baseline only after `quarantine_minutes`, and never when an
 //! incident was found in it: evidence often builds for a few minutes before an alarm, and those
 //! minutes must not teach the baseline that the incident is normal. The estimate's own
-//! uncertainty is charged to the baseline: `p0` is taken one standard error above the pooled
-//! rate, so a short or quiet baseline does not make the normal rate look like a shift.
+//! uncertainty is charged to the baseline: `p0 = (c + 1 + √((c + 1)·φ)) / n` for `c` matching of
+//! `n` baseline transactions, one standard deviation above the count (plus one), so a short or
+//! quiet baseline, or a rare outcome seen only a few times, does not make the normal rate look
+//! like a shift.
 
 use std::collections::VecDeque;
 
@@ -144,7 +146,7 @@ impl Cusum {
 pub struct Estimate {
     /// Pooled rate of the baseline minutes.
     pub pooled: f64,
-    /// The rate judged against: pooled plus one standard error, floored.
+    /// The rate judged against: one standard deviation above the count plus one, floored.
     pub p0: f64,
     /// Standard error of the pooled rate (dispersion included).
     pub se: f64,
@@ -207,7 +209,11 @@ impl Baseline {
         let df = (self.points.len() - 1).max(1) as f64;
         let phi = (chi2 / df).clamp(1.0, cfg.max_dispersion.max(1.0));
         let se = (pf * (1.0 - pf) * phi / n as f64).sqrt();
-        let p0 = (pooled + se).clamp(cfg.rate_floor, 0.5);
+        // One (Poisson) standard deviation above the count plus one: about the pooled rate
+        // plus one standard error for a large count, and still cautious for a count near zero
+        // (a quiet series' rare outcome seen 0 or 2 times in its baseline).
+        let c1 = (c + 1) as f64;
+        let p0 = ((c1 + (c1 * phi).sqrt()) / n as f64).clamp(cfg.rate_floor, 0.5);
         Some(Estimate { pooled, p0, se, phi, minutes: self.points.len(), total: n })
     }
 }
