@@ -1,7 +1,7 @@
 # Vigil — the two commands a new machine needs are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: bench run test e2e stack-up stack-down stack-status deps fmt lint clean-state help chaos soak
+.PHONY: bench run run-loop test e2e stack-up stack-down stack-status deps fmt lint clean help chaos soak
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -15,14 +15,22 @@ test: ## Install what is missing, start the test stack on its own ports, run eve
 e2e: ## Only the end-to-end suite (whole pipeline, real everything).
 	scripts/test.sh -p vigil-e2e
 
-stack-up: ## Start PostgreSQL and the tansu broker for `make run` (VIGIL_PROFILE=test for the test stack).
+run-loop: ## Start `make run`, wait for traffic, Ctrl-C it (SIGINT to its process group), again: RUNS=30 times.
+	scripts/run-loop.sh $(or $(RUNS),30)
+
+stack-up: ## Start PostgreSQL and the nisshi broker for `make run` (VIGIL_PROFILE=test for the test stack).
 	scripts/install-deps.sh && scripts/stack.sh up
 
-stack-down: ## Stop them.
-	scripts/stack.sh down
+stack-down: ## Stop everything either profile started: a running `make run` and its services, both stacks.
+	VIGIL_PROFILE=run scripts/stack.sh down
+	VIGIL_PROFILE=test scripts/stack.sh down
 
-stack-status: ## Show whether they are up.
-	scripts/stack.sh status
+stack-status: ## Show whether they are up (both profiles).
+	@VIGIL_PROFILE=run scripts/stack.sh status | sed 's/^/run:  /'
+	@VIGIL_PROFILE=test scripts/stack.sh status | sed 's/^/test: /'
+
+clean: stack-down ## Stop everything, then remove the project's state (.vigil/, its PostgreSQL clusters); not target/ or the nisshi build cache.
+	scripts/clean.sh
 
 deps: ## Only install what is missing.
 	scripts/install-deps.sh --with-python --with-prometheus --with-nextest

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, only when it is missing:
-#   PostgreSQL (Debian packages), the tansu broker (cargo install, cached), Python test clients
-#   and schemathesis.
+#   PostgreSQL (Debian packages), the nisshi broker (built once with Debian's rustc-web, cached),
+#   Python test clients and schemathesis.
 # Usage: scripts/install-deps.sh [--with-python] [--with-prometheus] [--with-nextest]
 source "$(dirname "$0")/lib.sh"
 
@@ -30,22 +30,37 @@ if [ -z "$(pg_bindir)" ] || [ ! -x "$(pg_bindir)/initdb" ]; then
   apt_install postgresql
 fi
 command -v psql >/dev/null || apt_install postgresql-client
-# The local stack clears a stopped broker's stored group membership with it (stack.sh).
-command -v sqlite3 >/dev/null || apt_install sqlite3
 
 # rdkafka builds its bundled librdkafka with a C compiler and make.
 for tool in cc make pkg-config; do
   command -v "$tool" >/dev/null || apt_install build-essential pkg-config
 done
 
-if [ ! -x "$TANSU_BIN" ]; then
-  log "Building the tansu $TANSU_VERSION broker once into $CACHE (about 13 minutes on 2 cores)."
-  # opt-level 1 instead of release's 3: built in 13 min instead of 17 on 2 cores, and the tests
-  # take as long with it (the broker waits on SQLite's fsyncs, not on its own code).
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql,postgres \
-    --root "$CACHE/tansu-$TANSU_VERSION" --target-dir "$CACHE/tansu-build" \
-    || die "cargo install tansu failed"
-  rm -rf "$CACHE/tansu-build"
+# The broker: nisshi needs rustc 1.96, newer than the project's toolchain. Debian ships it as
+# rustc-web/cargo-web (in /usr/bin); rustup's toolchain (first on PATH) stays the project's own,
+# and only this build uses Debian's (RUSTC and the cargo binary named by path).
+rust_web_ok() {
+  /usr/bin/rustc --version 2>/dev/null | awk '{ split($2, v, "."); exit !(v[1] > 1 || (v[1] == 1 && v[2] >= 96)) }' \
+    && [ -x /usr/bin/cargo ]
+}
+if [ ! -x "$NISSHI_BIN" ]; then
+  if ! rust_web_ok; then
+    # rustc-web conflicts with Debian's rustup package: never remove it behind the user's back.
+    if dpkg -s rustup >/dev/null 2>&1; then
+      die "building nisshi needs Debian's rustc-web 1.96, which conflicts with the installed rustup package; install rustc-web and cargo-web yourself (or a rustc >= 1.96 as /usr/bin/rustc) and re-run"
+    fi
+    apt_install rustc-web cargo-web
+    rust_web_ok || die "/usr/bin/rustc is older than 1.96 after installing rustc-web (bookworm-security missing from the apt sources?)"
+  fi
+  log "Building the nisshi $NISSHI_VERSION broker once into $CACHE (about 17 minutes on 2 cores)."
+  # Only the SQLite engine (libsql), at opt-level 1 without LTO and with 16 codegen units: the
+  # broker waits on SQLite's fsyncs, not on its own code, and release's settings double the build.
+  RUSTC=/usr/bin/rustc CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false \
+    /usr/bin/cargo install nisshi --version "$NISSHI_VERSION" --locked --no-default-features --features libsql \
+    --root "$CACHE/nisshi-$NISSHI_VERSION" --target-dir "$CACHE/nisshi-build" \
+    || die "cargo install nisshi failed"
+  rm -rf "$CACHE/nisshi-build"
 fi
 
 # make test runs the tests with cargo-nextest (the development machines ship it; built once otherwise).

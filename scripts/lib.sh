@@ -6,10 +6,14 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROFILE="${VIGIL_PROFILE:-run}"
-STATE="$ROOT/.vigil/$PROFILE"
+# VIGIL_STATE: another state directory (and so another PostgreSQL cluster and broker storage),
+# for a test that runs `make run`'s script beside a real one.
+STATE="${VIGIL_STATE:-$ROOT/.vigil/$PROFILE}"
 CACHE="${VIGIL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigil}"
-TANSU_VERSION="0.6.0"
-TANSU_BIN="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+# The local Kafka-compatible broker: nisshi (tansu's successor), SQLite storage. Built once with
+# Debian's rustc 1.96 (install-deps.sh) into the cache; the project itself builds with rustup's.
+NISSHI_VERSION="0.8.1"
+NISSHI_BIN="$CACHE/nisshi-$NISSHI_VERSION/bin/nisshi"
 
 case "$PROFILE" in
   run)  PG_PORT="${VIGIL_PG_PORT:-54320}"; KAFKA_PORT="${VIGIL_KAFKA_PORT:-9092}" ;;
@@ -33,6 +37,52 @@ wait_port() { # port seconds what
   die "$3 did not open port $1 within $2 s"
 }
 
+# Is pid $1 alive and its command line contains $2? (A pid file can outlive its process, and the
+# pid be reused.)
+pid_is() {
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
+
+# SIGTERM, then SIGKILL after $2 seconds. Returns 1 if it had to kill.
+stop_pid() {
+  local pid=$1 i
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  log "pid $pid did not stop within $2 s; killing it."
+  kill -9 "$pid" 2>/dev/null || true
+  return 1
+}
+
+# Whole seconds (rounded up) of a duration as the services read it: 500ms, 10s, 10, 2m, 1h.
+duration_s() {
+  awk -v d="$1" 'BEGIN {
+    n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
+    m = (u == "ms") ? 0.001 : (u == "m") ? 60 : (u == "h") ? 3600 : 1
+    s = n * m; printf "%d\n", (s == int(s)) ? s : int(s) + 1 }'
+}
+
+# A `make run` of this checkout that is still running (scripts/run.sh writes its pid), or its
+# services left behind by one that was killed: stopped, each service with its own shutdown bound
+# (SHUTDOWN_TIMEOUT) plus a margin, so a later `make run` or `make stack-down` starts clean.
+stop_earlier_run() {
+  local dir="$STATE" pid name wait_s
+  wait_s=$(( $(duration_s "${SHUTDOWN_TIMEOUT:-10s}") + 5 ))
+  if [ -f "$dir/run.pid" ] && pid=$(cat "$dir/run.pid") && [ "$pid" != "$$" ] && pid_is "$pid" scripts/run.sh; then
+    log "Another 'make run' (pid $pid) is running; stopping it first."
+    stop_pid "$pid" $(( wait_s * 5 + 30 )) || true
+  fi
+  rm -f "$dir/run.pid"
+  if [ -f "$dir/services.pids" ]; then
+    while read -r name pid; do
+      if pid_is "$pid" "$ROOT/target/"; then
+        log "The $name of an earlier 'make run' (pid $pid) is still running; stopping it."
+        stop_pid "$pid" "$wait_s" || true
+      fi
+    done <"$dir/services.pids"
+    rm -f "$dir/services.pids"
+  fi
+}
+
 pg_bindir() {
   local d
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
@@ -49,7 +99,7 @@ as_pg() {
 pg_datadir() {
   if [ "$(id -u)" = 0 ]; then
     local id
-    id=$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
+    id=$(printf '%s' "${VIGIL_STATE:-$ROOT}" | cksum | cut -d' ' -f1)
     echo "/var/lib/postgresql/vigil/$id-$PROFILE"
   else
     echo "$STATE/pgdata"
@@ -62,6 +112,6 @@ export_test_env() {
   export VIGIL_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
   export VIGIL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
   export VIGIL_TEST_PYTHON="$CACHE/venv/bin/python"
-  export VIGIL_TEST_TANSU_BIN="$TANSU_BIN"
+  export VIGIL_TEST_BROKER_BIN="$NISSHI_BIN"
   export RUST_BACKTRACE=1
 }

@@ -14,12 +14,13 @@ case "$cmd" in
   start)
     [ -n "$prom_bin" ] || { echo "prometheus is not installed" >&2; exit 1; }
     cd "$ROOT"
-    "$prom_bin" --config.file=deploy/prometheus/prometheus.local.yml --storage.tsdb.path="$state/prometheus" \
-      --web.listen-address=127.0.0.1:9090 >>"$state/logs/prometheus.log" 2>&1 &
+    # Sessions of their own, as make run's services: stopped by `stop`, not by a terminal's Ctrl-C.
+    setsid "$prom_bin" --config.file=deploy/prometheus/prometheus.local.yml --storage.tsdb.path="$state/prometheus" \
+      --web.listen-address=127.0.0.1:9090 >>"$state/logs/prometheus.log" 2>&1 </dev/null &
     echo $! >"$state/prometheus.pid"
     if [ -n "$am_bin" ]; then
-      "$am_bin" --config.file=deploy/alertmanager/alertmanager.local.yml --storage.path="$state/alertmanager" \
-        --web.listen-address=127.0.0.1:9093 --cluster.listen-address= >>"$state/logs/alertmanager.log" 2>&1 &
+      setsid "$am_bin" --config.file=deploy/alertmanager/alertmanager.local.yml --storage.path="$state/alertmanager" \
+        --web.listen-address=127.0.0.1:9093 --cluster.listen-address= >>"$state/logs/alertmanager.log" 2>&1 </dev/null &
       echo $! >"$state/alertmanager.pid"
     fi
     ;;

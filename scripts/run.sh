@@ -1,27 +1,124 @@
 #!/usr/bin/env bash
-# make run: installs what is missing, starts the local stack (PostgreSQL + tansu), the four
+# make run: installs what is missing, starts the local stack (PostgreSQL + nisshi), the four
 # services and, unless VIGIL_SIMULATE=0, simulated traffic; prints a summary read from
 # PostgreSQL every few seconds until Ctrl-C, then stops everything it started.
+#
+# Stopping: the broker and PostgreSQL run in sessions of their own, and so does every process
+# this script starts, so a terminal's Ctrl-C reaches only this script. It then stops, in order,
+# the simulator, the producer, the detector, the sink and the webhook (SIGTERM; each flushes to
+# the broker and the database, both still up, within its SHUTDOWN_TIMEOUT), then what it started
+# of the stack. It exits 0 when every one of them stopped cleanly, and non-zero when a service
+# died, failed to stop in time, or did not start.
 export VIGIL_PROFILE=run
 source "$(dirname "$0")/lib.sh"
 
 SIMULATE="${VIGIL_SIMULATE:-1}"
+# The services listen on BASE+1 (webhook) .. BASE+4 (sink); Prometheus and Alertmanager start
+# unless VIGIL_OBSERVABILITY=0; VIGIL_BUILD=0 uses the binaries as built. (The local_stack test
+# runs this script with its own ports and VIGIL_STATE.)
+PORT_BASE="${VIGIL_PORT_BASE:-3000}"
+P_WEBHOOK=$((PORT_BASE + 1)); P_PRODUCER=$((PORT_BASE + 2)); P_DETECTOR=$((PORT_BASE + 3)); P_SINK=$((PORT_BASE + 4))
+RUN_ENV="$ROOT/.vigil/run.env"
+[ -n "${VIGIL_STATE:-}" ] && RUN_ENV="$STATE/run.env"
 SCENARIO="${VIGIL_SCENARIO:-seed-validation}"
 LOGS="$STATE/logs"
-PIDS=()
+# Every service reads it (checked at start-up); this script waits that long plus a margin for
+# each one to exit after SIGTERM, then kills it.
+export SHUTDOWN_TIMEOUT="${SHUTDOWN_TIMEOUT:-10s}"
+STOP_WAIT=$(( $(duration_s "$SHUTDOWN_TIMEOUT") + 5 ))
+
+declare -A PID=()        # name -> pid of what this script started
+NAMES=()                 # in start order
+INTERRUPTED=0            # a signal asked for the stop: a normal end
+STARTED_PG=0; STARTED_BROKER=0
+
+# Stops one process this script started; non-zero if it had to be killed or exited non-zero.
+stop_one() {
+  local name=$1 pid=${PID[$1]} rc=0 i
+  kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < STOP_WAIT * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    log "The $name did not stop within $STOP_WAIT s and was killed (see $LOGS/$name.log)."
+    return 1
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  if [ "$rc" != 0 ]; then
+    log "The $name exited with status $rc while stopping (see $LOGS/$name.log)."
+    return 1
+  fi
+}
+
+finish() {
+  local status=$? name failed=()
+  trap - EXIT TERM HUP
+  trap '' INT # stopping is bounded; a second Ctrl-C must not cut the flush short
+  [ "$INTERRUPTED" = 1 ] && status=0
+  if [ "${#NAMES[@]}" -gt 0 ]; then
+    log "Stopping the simulator and the services (each flushes what it holds, at most $STOP_WAIT s)."
+  fi
+  for name in simulator producer detector sink webhook; do
+    [ -n "${PID[$name]:-}" ] || continue
+    stop_one "$name" || failed+=("$name")
+  done
+  rm -f "$STATE/services.pids"
+  "$ROOT/scripts/observability.sh" stop "$STATE" || true
+  # Only what this run started: a stack that was already up (make stack-up, an earlier run
+  # that was killed) stays up.
+  [ "$STARTED_BROKER" = 1 ] && { "$ROOT/scripts/stack.sh" down-broker || failed+=("broker"); }
+  [ "$STARTED_PG" = 1 ] && { "$ROOT/scripts/stack.sh" down-postgres || failed+=("postgres"); }
+  [ "$(cat "$STATE/run.pid" 2>/dev/null)" = "$$" ] && rm -f "$STATE/run.pid"
+  if [ "${#failed[@]}" -gt 0 ]; then
+    [ "$status" = 0 ] && status=1
+    printf '\033[1;31m[vigil %s] Stopped, but not cleanly: %s (logs in %s).\033[0m\n' "$PROFILE" "${failed[*]}" "$LOGS" >&2
+  elif [ "$status" = 0 ]; then
+    log "Stopped. Logs are in $LOGS."
+  else
+    printf '\033[1;31m[vigil %s] Stopped after a failure (status %s; logs in %s).\033[0m\n' "$PROFILE" "$status" "$LOGS" >&2
+  fi
+  exit "$status"
+}
+trap 'INTERRUPTED=1; exit 130' INT
+trap 'INTERRUPTED=1; exit 143' TERM HUP
+trap finish EXIT
+
+# A session of its own (see the top); its output goes to its log.
+start() { # name, then the command; environment is inherited
+  local name=$1; shift
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  PID[$name]=$!
+  NAMES+=("$name")
+  echo "$name $!" >>"$STATE/services.pids"
+}
+
+# Exits (through finish, non-zero) if a started process is gone.
+check_alive() {
+  local name rc
+  for name in "${NAMES[@]}"; do
+    if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+      rc=0; wait "${PID[$name]}" 2>/dev/null || rc=$?
+      unset "PID[$name]"
+      die "The $name exited with status $rc (see $LOGS/$name.log)."
+    fi
+  done
+}
 
 "$ROOT/scripts/install-deps.sh" --with-prometheus
-if port_open "$KAFKA_PORT"; then
-  # stack.sh clears tansu's stored group membership only when it starts the broker itself.
-  log "The broker on $KAFKA_BROKERS was already running: if the detector or the sink gets no" \
-    "partitions (tansu 0.6.0 can wedge a group whose member returns after its session timeout;" \
-    "see scripts/tansu-forget-members.sh), stop with Ctrl-C, run 'scripts/stack.sh down' and start again."
-fi
+mkdir -p "$STATE" "$LOGS"
+# A `make run` still running, or the services of one that was killed, would hold the ports and
+# the consumer groups: stop them, then take over the same broker and database.
+stop_earlier_run
+echo $$ >"$STATE/run.pid"
+: >"$STATE/services.pids"
+port_open "$PG_PORT" || STARTED_PG=1
+port_open "$KAFKA_PORT" || STARTED_BROKER=1
 "$ROOT/scripts/stack.sh" up
-mkdir -p "$LOGS"
 
-log "Building the services (debug profile, shared with make test)."
-(cd "$ROOT" && cargo build --bins --locked) || die "cargo build failed"
+if [ "${VIGIL_BUILD:-1}" != 0 ]; then
+  log "Building the services (debug profile, shared with make test)."
+  (cd "$ROOT" && cargo build --bins --locked) || die "cargo build failed"
+fi
 BIN="$ROOT/target/debug"
 
 DB_NAME=vigil
@@ -34,57 +131,42 @@ TOKEN_FILE="$STATE/webhook.token"
 [ -s "$TOKEN_FILE" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TOKEN_FILE"
 WEBHOOK_TOKEN=$(cat "$TOKEN_FILE")
 
-PRODUCER_URL="http://127.0.0.1:3002"
-WEBHOOK_URL="http://127.0.0.1:3001"
-for port in 3001 3002 3003 3004; do
-  port_open "$port" && die "port $port is taken: is another 'make run' running? Stop it first."
+PRODUCER_URL="http://127.0.0.1:$P_PRODUCER"
+WEBHOOK_URL="http://127.0.0.1:$P_WEBHOOK"
+for port in $P_WEBHOOK $P_PRODUCER $P_DETECTOR $P_SINK; do
+  port_open "$port" && die "port $port is taken by a process that is not this checkout's 'make run'; stop it first."
 done
 
-cat >"$ROOT/.vigil/run.env" <<ENV
+cat >"$RUN_ENV" <<ENV
 DATABASE_URL=$DATABASE_URL
 KAFKA_BROKERS=$KAFKA_BROKERS
 PRODUCER_URL=$PRODUCER_URL
 WEBHOOK_URL=$WEBHOOK_URL
 WEBHOOK_TOKEN=$WEBHOOK_TOKEN
-DETECTOR_OPS_URL=http://127.0.0.1:3003
-SINK_OPS_URL=http://127.0.0.1:3004
+DETECTOR_OPS_URL=http://127.0.0.1:$P_DETECTOR
+SINK_OPS_URL=http://127.0.0.1:$P_SINK
 ENV
 
-stop_all() {
-  trap - INT TERM EXIT
-  log "Stopping (SIGTERM, then waiting for each to flush)."
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  "$ROOT/scripts/observability.sh" stop "$STATE" || true
-  "$ROOT/scripts/stack.sh" down
-  log "Stopped. Logs are in $LOGS."
-  exit 0
-}
-trap stop_all INT TERM EXIT
-
-start() { # name, then the command; environment is inherited
-  local name=$1; shift
-  "$@" >>"$LOGS/$name.log" 2>&1 &
-  PIDS+=($!)
-}
-
 export KAFKA_BROKERS DATABASE_URL WEBHOOK_TOKEN RUST_LOG="${RUST_LOG:-info}"
-start webhook  env WEBHOOK_BIND=0.0.0.0:3001 "$BIN/webhook"
-start sink     env SINK_BIND=0.0.0.0:3004 CONSUMER_INSTANCE_ID=sink-local "$BIN/sink"
-start detector env DETECTOR_BIND=0.0.0.0:3003 CONSUMER_INSTANCE_ID=detector-local "$BIN/detector"
-start producer env PRODUCER_BIND=0.0.0.0:3002 "$BIN/producer"
+start webhook  env WEBHOOK_BIND=0.0.0.0:$P_WEBHOOK "$BIN/webhook"
+start sink     env SINK_BIND=0.0.0.0:$P_SINK CONSUMER_INSTANCE_ID=sink-local "$BIN/sink"
+start detector env DETECTOR_BIND=0.0.0.0:$P_DETECTOR CONSUMER_INSTANCE_ID=detector-local "$BIN/detector"
+start producer env PRODUCER_BIND=0.0.0.0:$P_PRODUCER "$BIN/producer"
 
-for svc in "webhook 3001" "producer 3002" "detector 3003" "sink 3004"; do
+for svc in "webhook $P_WEBHOOK" "producer $P_PRODUCER" "detector $P_DETECTOR" "sink $P_SINK"; do
   set -- $svc
   for _ in $(seq 1 300); do
     curl -fsS "http://127.0.0.1:$2/ready" >/dev/null 2>&1 && break
+    check_alive
     sleep 0.2
   done
   curl -fsS "http://127.0.0.1:$2/ready" >/dev/null 2>&1 || die "$1 did not become ready (see $LOGS/$1.log)"
 done
 
 PROM_URL=""
-if port_open 9090; then
+if [ "${VIGIL_OBSERVABILITY:-1}" = 0 ]; then
+  :
+elif port_open 9090; then
   log "Port 9090 is taken; not starting Prometheus."
 elif "$ROOT/scripts/observability.sh" start "$STATE"; then
   PROM_URL="http://127.0.0.1:9090 (Alertmanager http://127.0.0.1:9093)"
@@ -92,11 +174,11 @@ fi
 
 cat <<INFO
 
-  Vigil is running (logs in $LOGS, variables in .vigil/run.env):
+  Vigil is running (logs in $LOGS, variables in ${RUN_ENV#$ROOT/}):
     producer   $PRODUCER_URL   POST /ingest/transaction, /ingest/transactions
     webhook    $WEBHOOK_URL   POST /grafana/webhook (Bearer \$WEBHOOK_TOKEN), GET /alerts
-    detector   http://127.0.0.1:3003/metrics
-    sink       http://127.0.0.1:3004/metrics
+    detector   http://127.0.0.1:$P_DETECTOR/metrics
+    sink       http://127.0.0.1:$P_SINK/metrics
     postgres   $DATABASE_URL
     kafka      $KAFKA_BROKERS${PROM_URL:+
     prometheus $PROM_URL}
@@ -110,6 +192,7 @@ if [ "$SIMULATE" != 0 ]; then
   start simulator "$BIN/simulator" run --scenario "$SCENARIO" --start now-30m --speed 1 --loop \
     --seed "${VIGIL_SEED:-2}" --producer-url "$PRODUCER_URL" --ground-truth "$STATE/ground-truth.json"
 fi
+log "Ctrl-C stops everything."
 
 summary() {
   psql "$DATABASE_URL" -Atqc "
@@ -119,13 +202,13 @@ summary() {
       coalesce(round((m.denied_rate * 100)::numeric, 1), 0), coalesce(round((m.failed_rate * 100)::numeric, 1), 0),
       coalesce(round((m.reversed_rate * 100)::numeric, 1), 0),
       (SELECT count(*) FROM anomalies WHERE state <> 'resolved'), (SELECT count(*) FROM anomalies))
-    FROM (SELECT 1) x LEFT JOIN LATERAL (SELECT * FROM v_tx_minute ORDER BY minute DESC LIMIT 1) m ON true" 2>/dev/null
+    FROM (SELECT 1) x LEFT JOIN LATERAL (SELECT * FROM v_tx_minute ORDER BY minute DESC LIMIT 1) m ON true" 2>/dev/null || true
 }
 
 while true; do
-  for i in "${!PIDS[@]}"; do
-    kill -0 "${PIDS[$i]}" 2>/dev/null || die "a service exited (see the logs in $LOGS)"
-  done
+  check_alive
   echo "[$(date +%H:%M:%S)] $(summary)"
-  sleep 5
+  # In the background, so a signal is handled at once, not after the sleep.
+  sleep 5 &
+  wait $! || true
 done

@@ -1,4 +1,4 @@
-//! A tansu broker of the harness's own: free port, SQLite storage in the run directory.
+//! A nisshi broker of the harness's own: free port, SQLite storage in the run directory.
 //!
 //! Like `vigil_testkit::OwnBroker`, plus what the faults need: its pid, `SIGSTOP`/`SIGCONT`
 //! (the process keeps its sockets but answers nothing, so clients hang as behind a network
@@ -19,18 +19,13 @@ pub struct Broker {
     pub starts: u32,
 }
 
-/// The tansu binary: `VIGIL_TEST_TANSU_BIN` (set by `make test` and `make chaos`).
-pub fn tansu_bin() -> PathBuf {
-    match std::env::var("VIGIL_TEST_TANSU_BIN") {
-        Ok(b) if !b.is_empty() => PathBuf::from(b),
-        _ => panic!(
-            "VIGIL_TEST_TANSU_BIN is not set: run with `make test` or `make chaos`, which install tansu and set it"
-        ),
-    }
+/// The broker binary: `VIGIL_TEST_BROKER_BIN` (set by `make test` and `make chaos`).
+pub fn broker_bin() -> PathBuf {
+    vigil_testkit::broker_bin()
 }
 
 impl Broker {
-    /// Starts a broker storing in `dir/tansu.db`, logging to `dir/tansu.log`.
+    /// Starts a broker storing in `dir/nisshi.db`, logging to `dir/nisshi.log`.
     pub fn start(dir: &Path) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         let mut b =
@@ -59,13 +54,13 @@ impl Broker {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the broker is still running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
-        // tansu reads .env from its working directory (this one has none); its SQLite URL is
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nisshi.log")).unwrap();
+        // nisshi reads .env from its working directory (this one has none); its SQLite URL is
         // relative to it.
-        let child = Command::new(tansu_bin())
+        let child = Command::new(broker_bin())
             .current_dir(&self.dir)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", "sqlite://nisshi.db"])
             .env_remove("STORAGE_ENGINE")
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
@@ -73,16 +68,16 @@ impl Broker {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start nisshi: {e}"));
         if let Some(run_dir) = self.dir.parent() {
-            crate::record_pid(run_dir, child.id(), &tansu_bin());
+            crate::record_pid(run_dir, child.id(), &broker_bin());
         }
         self.child = Some(child);
         self.paused = false;
         self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on port {} (see {})", self.port, self.log_path());
+            assert!(Instant::now() < deadline, "nisshi did not start on port {} (see {})", self.port, self.log_path());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -120,7 +115,7 @@ impl Broker {
     }
 
     pub fn log_path(&self) -> String {
-        self.dir.join("tansu.log").display().to_string()
+        self.dir.join("nisshi.log").display().to_string()
     }
 }
 

@@ -206,7 +206,7 @@ impl SuiteReport {
         );
         let _ = writeln!(
             s,
-            "Whole run: {:.0} s on {} cores. Own tansu 0.6.0 (SQLite) and PostgreSQL; the four service binaries as processes.",
+            "Whole run: {:.0} s on {} cores. Own nisshi 0.8.1 broker (SQLite) and PostgreSQL; the four service binaries as processes.",
             self.seconds,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
@@ -488,8 +488,8 @@ async fn inject(stack: &Stack, o: &SuiteOptions, fault: Fault) -> (String, Insta
         }
         Fault::DetectorRebalance => {
             // A dynamic member: it sends LeaveGroup when it stops, so its partitions go back at
-            // once. (A static member never leaves: tansu 0.6.0 keeps its partitions assigned to
-            // it after its session expires, so they would stand still until it came back.)
+            // once. (A static member sends no LeaveGroup: its partitions would stand still at least
+            // until its session expired; tansu 0.6.0 kept them assigned to it even after.)
             stack.timeline.note("A second detector joins the group (dynamic membership).");
             stack.add(Kind::Detector, "detector-2", &[]);
             let joined = wait_until(o.recovery_timeout, || async {

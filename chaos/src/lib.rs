@@ -1,6 +1,6 @@
 //! Reliability tests of the whole pipeline, run as real processes.
 //!
-//! * [`broker`]: a tansu broker of the harness's own, which it can `kill -9`, restart on the same
+//! * [`broker`]: a nisshi broker of the harness's own, which it can `kill -9`, restart on the same
 //!   port and storage, and freeze (`SIGSTOP`) to make it unreachable the way a partition does.
 //! * [`services`]: the four service binaries as child processes with their environment, their
 //!   logs, and the signals the faults need.

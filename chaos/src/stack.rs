@@ -1,7 +1,7 @@
 //! The whole pipeline as real processes: a broker, PostgreSQL, fresh topics, the four services
 //! and a supervisor.
 //!
-//! Either everything is the harness's own (a tansu it can kill and freeze, a PostgreSQL cluster
+//! Either everything is the harness's own (a nisshi broker it can kill and freeze, a PostgreSQL cluster
 //! it can restart: the fault suite and the soak test), or the broker and server `make test`
 //! started are shared, with fresh topics and a fresh database (poison messages, secrets).
 //!
@@ -142,7 +142,7 @@ impl Stack {
         let timeline = Timeline { t0, events: Arc::new(Mutex::new(Vec::new())) };
 
         let (broker, brokers) = if opts.own_infrastructure {
-            let b = tokio::task::block_in_place(|| Broker::start(&dir.join("tansu")));
+            let b = tokio::task::block_in_place(|| Broker::start(&dir.join("nisshi")));
             let addr = b.brokers();
             (Some(Arc::new(Mutex::new(b))), addr)
         } else {

@@ -165,8 +165,20 @@ where
     }
 }
 
-/// A tansu broker of a test's own (free port, own SQLite storage), for tests that stop and
-/// restart the broker. The binary comes from `VIGIL_TEST_TANSU_BIN` (set by `make test`).
+/// The local broker's binary (nisshi): `VIGIL_TEST_BROKER_BIN`, set by `make test`, `make chaos`
+/// and `make fuzz` (scripts/lib.sh `export_test_env`).
+pub fn broker_bin() -> std::path::PathBuf {
+    match std::env::var("VIGIL_TEST_BROKER_BIN") {
+        Ok(b) if !b.is_empty() => std::path::PathBuf::from(b),
+        _ => panic!(
+            "VIGIL_TEST_BROKER_BIN is not set: run the tests with `make test` or `make chaos`, which install nisshi \
+             and set it"
+        ),
+    }
+}
+
+/// A nisshi broker of a test's own (free port, own SQLite storage), for tests that stop and
+/// restart the broker. The binary is [`broker_bin`].
 pub struct OwnBroker {
     pub port: u16,
     dir: std::path::PathBuf,
@@ -176,7 +188,7 @@ pub struct OwnBroker {
 impl OwnBroker {
     pub fn start() -> OwnBroker {
         let port = free_port();
-        let dir = std::env::temp_dir().join(unique("vigil-tansu"));
+        let dir = std::env::temp_dir().join(unique("vigil-broker"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut b = OwnBroker { port, dir, child: None };
         b.restart();
@@ -191,19 +203,18 @@ impl OwnBroker {
         KafkaConfig::plaintext(self.brokers())
     }
 
-    /// Its working directory (holds `tansu.db` and `tansu.log`).
+    /// Its working directory (holds `nisshi.db` and `nisshi.log`).
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
 
     /// Starts (again) on the same port and storage, and waits until it accepts connections.
     pub fn restart(&mut self) {
-        let bin = std::env::var("VIGIL_TEST_TANSU_BIN").unwrap_or_else(|_| {
-            panic!("VIGIL_TEST_TANSU_BIN is not set: run the tests with `make test`, which installs tansu")
-        });
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
-        let child = std::process::Command::new(bin)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nisshi.log")).unwrap();
+        // nisshi reads .env from its working directory (this one has none); its SQLite URL is
+        // relative to it.
+        let child = std::process::Command::new(broker_bin())
             .current_dir(&self.dir)
             .args([
                 "broker",
@@ -212,9 +223,12 @@ impl OwnBroker {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                "sqlite://tansu.db",
+                "sqlite://nisshi.db",
             ])
             .env_remove("STORAGE_ENGINE")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("CLUSTER_ID")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -222,7 +236,7 @@ impl OwnBroker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on port {}", self.port);
+            assert!(Instant::now() < deadline, "nisshi did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
     }

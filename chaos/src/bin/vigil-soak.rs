@@ -65,7 +65,7 @@ async fn run(duration: Duration, interval: Duration, rate: f64) -> i32 {
         let t = t0.elapsed().as_secs_f64();
         let mut current: Vec<(String, Option<u32>, bool)> =
             stack.names().into_iter().map(|n| (n.clone(), stack.pid(&n), true)).collect();
-        current.push(("tansu".into(), stack.broker.as_ref().and_then(|b| b.lock().ok().and_then(|b| b.pid())), false));
+        current.push(("broker".into(), stack.broker.as_ref().and_then(|b| b.lock().ok().and_then(|b| b.pid())), false));
         for (name, pid, judged) in current {
             let Some(pid) = pid else { continue };
             let entry = samples.entry(name.clone()).or_insert_with(|| ProcessSamples::new(&name, judged));
