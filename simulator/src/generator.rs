@@ -724,6 +724,7 @@ target_rate = 0.30
         for wider in [RuleRef::new("denied_rate", "category", "food"), RuleRef::new("denied_rate", "global", "all")] {
             assert!(inc.may_also.contains(&wider), "{wider} not in {:?}", inc.may_also);
         }
+        assert!(!inc.may_also.iter().any(|r| r.dimension == "merchant"), "{:?}", inc.may_also);
     }
 
     #[test]

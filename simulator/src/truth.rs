@@ -121,23 +121,35 @@ pub const APPROVAL_CODES: [&str; 1] = ["00"];
 ///
 /// A scoped incident (one category or merchant) is expected on its scope's series of the
 /// status it raises: a surge of one auth code at a merchant raises that merchant's rate of the
-/// code's status (the detector watches auth codes globally, not per merchant). The global
-/// series, the merchant's category and the auth codes it lifts may fire too.
+/// code's status (the detector watches auth codes globally, not per merchant). The series it
+/// lifts may fire too: the wider ones (global, the merchant's category), the narrower ones
+/// inside its scope (a global incident's categories and merchants, `*` matching any value; a
+/// category's merchants) and the auth codes of its status.
 pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<RuleRef>, Vec<RuleRef>, Option<String>) {
     let watched = |c: &str| !APPROVAL_CODES.contains(&c);
     let codes_of = |st: TransactionStatus| s.codes(st).iter().map(|c| c.0.clone()).collect::<Vec<_>>();
-    // The wider series a scoped incident may lift: global, and the merchant's category.
-    let wider = |rule: &str, scope: &Scope| -> Vec<RuleRef> {
-        let mut v = Vec::new();
-        if let Scope::Merchant(m) = scope {
-            if let Some((c, _)) = s.merchant(m) {
-                v.push(RuleRef::new(rule, "category", &c.name));
+    // The other series of the rule an incident in `scope` may lift: the wider ones (global, a
+    // merchant's category) and the narrower ones inside it (every category and merchant for a
+    // global incident, `*` matching any value; a category's merchants).
+    let related = |rule: &str, scope: &Scope| -> Vec<RuleRef> {
+        match scope {
+            Scope::Global => vec![RuleRef::new(rule, "category", "*"), RuleRef::new(rule, "merchant", "*")],
+            Scope::Category(c) => {
+                let mut v = vec![RuleRef::new(rule, "global", "all")];
+                if let Some(c) = s.category(c) {
+                    v.extend(c.merchants.iter().map(|m| RuleRef::new(rule, "merchant", &m.id)));
+                }
+                v
+            }
+            Scope::Merchant(m) => {
+                let mut v = Vec::new();
+                if let Some((c, _)) = s.merchant(m) {
+                    v.push(RuleRef::new(rule, "category", &c.name));
+                }
+                v.push(RuleRef::new(rule, "global", "all"));
+                v
             }
         }
-        if *scope != Scope::Global {
-            v.push(RuleRef::new(rule, "global", "all"));
-        }
-        v
     };
     match kind {
         IncidentKind::RateSpike { status, scope, .. } => {
@@ -152,7 +164,7 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
             };
             match rate_rule(*status) {
                 Some(rule) => {
-                    may.extend(wider(rule, scope));
+                    may.extend(related(rule, scope));
                     (d, v, vec![RuleRef::new(rule, scope.dimension(), scope.value())], may, None)
                 }
                 None => (d, v, vec![], may, Some("no detector rule watches the approved rate".into())),
@@ -162,7 +174,9 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
             let rule = rate_rule(*status);
             match scope {
                 Scope::Global => {
-                    let may: Vec<RuleRef> = rule.map(|r| vec![RuleRef::new(r, "global", "all")]).unwrap_or_default();
+                    let mut may: Vec<RuleRef> =
+                        rule.map(|r| vec![RuleRef::new(r, "global", "all")]).unwrap_or_default();
+                    may.extend(rule.map(|r| related(r, scope)).unwrap_or_default());
                     if watched(code) {
                         let expected = vec![RuleRef::new("auth_code_rate", "auth_code", code)];
                         ("auth_code".into(), code.clone(), expected, may, None)
@@ -179,7 +193,7 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
                     }
                     match rule {
                         Some(r) => {
-                            may.extend(wider(r, scope));
+                            may.extend(related(r, scope));
                             (d, v, vec![RuleRef::new(r, scope.dimension(), scope.value())], may, None)
                         }
                         None => {
