@@ -35,8 +35,16 @@ enum Job {
 }
 
 enum Outcome {
-    Day { minutes: i64, alarms: BTreeMap<Rule, Vec<(String, String)>> },
-    Case { cell: usize, scores: BTreeMap<Rule, IncidentScore> },
+    Day {
+        minutes: i64,
+        alarms: BTreeMap<Rule, Vec<(String, String)>>,
+    },
+    Case {
+        cell: usize,
+        minutes: i64,
+        scores: BTreeMap<Rule, IncidentScore>,
+        stray: BTreeMap<Rule, Vec<(String, String)>>,
+    },
 }
 
 /// Runs the plan on `threads` threads, calling `progress(done, total)` now and then, and
@@ -94,12 +102,12 @@ pub fn evaluate(
                         let (scenario, start) = scenarios[cell].clone();
                         let out = run::run(scenario, plan.cells[cell].seed(cell, run), start, rules);
                         transactions.fetch_add(out.transactions, Ordering::Relaxed);
-                        let scores = out
-                            .emissions
-                            .iter()
-                            .map(|(rule, em)| (*rule, score::score_incident(&out.truth.incidents[0], em)))
-                            .collect();
-                        Outcome::Case { cell, scores }
+                        let truth = &out.truth.incidents[0];
+                        let scores =
+                            out.emissions.iter().map(|(rule, em)| (*rule, score::score_incident(truth, em))).collect();
+                        let stray =
+                            out.emissions.iter().map(|(rule, em)| (*rule, score::unexplained(truth, em))).collect();
+                        Outcome::Case { cell, minutes: scenarios[cell].0.minutes(), scores, stray }
                     }
                 };
                 if let Ok(mut o) = outcomes.lock() {
@@ -113,26 +121,33 @@ pub fn evaluate(
     let outcomes = outcomes.into_inner().unwrap_or_default();
     let mut per_cell: Vec<BTreeMap<Rule, Vec<IncidentScore>>> = vec![BTreeMap::new(); plan.cells.len()];
     let mut false_alarms: BTreeMap<Rule, FalseAlarms> = rules.iter().map(|r| (*r, FalseAlarms::default())).collect();
+    let mut unexplained: BTreeMap<Rule, FalseAlarms> = rules.iter().map(|r| (*r, FalseAlarms::default())).collect();
+    let add = |book: &mut BTreeMap<Rule, FalseAlarms>, rule: Rule, minutes: i64, ids: Vec<(String, String)>| {
+        let f = book.entry(rule).or_default();
+        f.minutes += minutes;
+        f.count += ids.len();
+        for (_, dim) in ids {
+            *f.by_dimension.entry(dim).or_default() += 1;
+        }
+    };
     for o in outcomes {
         match o {
-            Outcome::Case { cell, scores } => {
+            Outcome::Case { cell, minutes, scores, stray } => {
                 for (rule, s) in scores {
                     per_cell[cell].entry(rule).or_default().push(s);
+                }
+                for (rule, ids) in stray {
+                    add(&mut unexplained, rule, minutes, ids);
                 }
             }
             Outcome::Day { minutes, alarms } => {
                 for (rule, ids) in alarms {
-                    let f = false_alarms.entry(rule).or_default();
-                    f.minutes += minutes;
-                    f.count += ids.len();
-                    for (_, dim) in ids {
-                        *f.by_dimension.entry(dim).or_default() += 1;
-                    }
+                    add(&mut false_alarms, rule, minutes, ids);
                 }
             }
         }
     }
-    for f in false_alarms.values_mut() {
+    for f in false_alarms.values_mut().chain(unexplained.values_mut()) {
         f.per_week = if f.minutes > 0 { f.count as f64 * WEEK_MINUTES / f.minutes as f64 } else { 0.0 };
     }
     let cells = plan
@@ -146,6 +161,7 @@ pub fn evaluate(
                 scope_volume,
                 total_volume,
                 results: by_rule.iter().map(|(r, s)| (*r, score::summarise(s))).collect(),
+                scores: by_rule,
             }
         })
         .collect();
@@ -155,6 +171,7 @@ pub fn evaluate(
         days: plan.days,
         cells,
         false_alarms,
+        unexplained,
         targets: Vec::new(),
         transactions: transactions.into_inner(),
         seconds: started.elapsed().as_secs_f64(),

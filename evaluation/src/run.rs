@@ -52,9 +52,15 @@ impl Rule {
     }
 }
 
-/// The detector's configuration for a rate method: the defaults otherwise.
+/// The detector's configuration for a rule: its defaults, or for the per-minute rule the
+/// detector's own `RateConfig::minute_test()` (that rule exactly as its defaults were: a
+/// 30-minute baseline, global and auth-code series only).
 pub fn core_config(method: RateMethod) -> CoreConfig {
-    CoreConfig { rate: RateConfig { method, ..Default::default() }, ..Default::default() }
+    let rate = match method {
+        RateMethod::MinuteTest => RateConfig::minute_test(),
+        _ => RateConfig { method, ..Default::default() },
+    };
+    CoreConfig { rate, ..Default::default() }
 }
 
 /// What one run produced: its ground truth and every rule's rate anomaly states.

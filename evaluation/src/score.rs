@@ -10,9 +10,10 @@
 //!   minute of `[start, end + LATE_MINUTES)`: from the minute it fired, through its updates, to
 //!   the minute it resolved (exclusive), or to the end of the run if it never resolved;
 //! * **detected**: every expected series has an anomaly that belongs to it;
-//! * **delay**: the minute the first such anomaly fired (the minute it was judged on, its
-//!   firing state's `window_start`, not its `first_seen`, which a sequential rule may date
-//!   back to its estimate of the onset) minus `start`, in minutes; 0 when it was already open;
+//! * **delay**: the minute the first such anomaly fired (the minute judged when its firing
+//!   state was emitted, i.e. its `last_updated` − 1 minute; not its `window_start`, which a
+//!   sequential rule sets to the start of the evidence) minus `start`, in minutes; 0 when it
+//!   was already open;
 //! * **coverage**: the share of the incident's minutes with a firing or updated state of an
 //!   anomaly that belongs to it;
 //! * **anomalies**: how many distinct anomalies belong to it, per expected series;
@@ -40,7 +41,7 @@ pub struct Emission {
     pub dimension: String,
     pub value: String,
     pub state: AnomalyState,
-    /// The minute judged (start, ms).
+    /// The minute judged when the state was emitted (start, ms).
     pub minute: i64,
     pub resolved_at: Option<i64>,
 }
@@ -57,13 +58,17 @@ impl Emission {
             dimension: a.dimension.as_str().to_owned(),
             value: a.dimension_value.clone(),
             state: a.state,
-            minute: a.window_start.unwrap_or(a.first_seen),
+            // Every rate state is emitted when a minute is judged and dated `last_updated` =
+            // that minute's end; `window_start` may be the start of the evidence (a
+            // sequential rule's run of minutes), not the minute judged.
+            minute: a.last_updated - MINUTE_MS,
             resolved_at: a.resolved_at,
         })
     }
 
+    /// Whether the state is on series `r` (a value of `*` matches any, as in the ground truth).
     fn on(&self, r: &RuleRef) -> bool {
-        self.rule == r.rule && self.dimension == r.dimension && self.value == r.value
+        self.rule == r.rule && self.dimension == r.dimension && (r.value == "*" || self.value == r.value)
     }
 }
 
@@ -114,6 +119,9 @@ pub struct IncidentScore {
     pub resolve: Option<i64>,
     /// Detected but some anomaly of it never resolved within the run.
     pub unresolved: bool,
+    /// Distinct anomalies on the series it may lift (`may_also`: wider scopes, the categories
+    /// and merchants inside it, auth codes) open during it or its late margin.
+    pub related: usize,
 }
 
 /// Scores one incident; `emissions` may hold anything the rule emitted during the run.
@@ -153,6 +161,14 @@ pub fn score_incident(truth: &IncidentTruth, emissions: &[Emission]) -> Incident
         }
     }
     let n = truth.expected.len().max(1) as f64;
+    let mut related: Vec<&str> = emissions
+        .iter()
+        .filter(|e| truth.may_also.iter().any(|r| e.on(r)) && !truth.expected.iter().any(|r| e.on(r)))
+        .filter(|e| e.minute >= start && e.minute < until)
+        .map(|e| e.id.as_str())
+        .collect();
+    related.sort_unstable();
+    related.dedup();
     IncidentScore {
         detected,
         delay: if detected { delay } else { None },
@@ -160,7 +176,21 @@ pub fn score_incident(truth: &IncidentTruth, emissions: &[Emission]) -> Incident
         anomalies: anomalies / n,
         resolve: if detected && !unresolved { resolve } else { None },
         unresolved: detected && unresolved,
+        related: related.len(),
     }
+}
+
+/// Distinct anomalies of an incident's run on series the incident neither expects nor may
+/// lift: `(id, dimension)`.
+pub fn unexplained(truth: &IncidentTruth, emissions: &[Emission]) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = emissions
+        .iter()
+        .filter(|e| !truth.expected.iter().chain(&truth.may_also).any(|r| e.on(r)))
+        .map(|e| (e.id.clone(), e.dimension.clone()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// Distinct rate anomalies in a run of normal traffic.
@@ -189,6 +219,8 @@ pub struct CellSummary {
     pub resolve_max: Option<i64>,
     /// Detected runs whose anomaly never resolved.
     pub unresolved: usize,
+    /// Mean anomalies per run on the series the incident may lift.
+    pub related_mean: f64,
 }
 
 pub fn summarise(scores: &[IncidentScore]) -> CellSummary {
@@ -210,6 +242,11 @@ pub fn summarise(scores: &[IncidentScore]) -> CellSummary {
         resolve_median: quantile(&mut resolves, 0.5),
         resolve_max: hits.iter().filter_map(|s| s.resolve).max(),
         unresolved: hits.iter().filter(|s| s.unresolved).count(),
+        related_mean: if runs == 0 {
+            0.0
+        } else {
+            scores.iter().map(|s| s.related).sum::<usize>() as f64 / runs as f64
+        },
     }
 }
 
@@ -332,6 +369,36 @@ mod tests {
     }
 
     #[test]
+    fn anomalies_on_the_series_an_incident_may_lift_are_counted_as_related_not_unexplained() {
+        let mut truth = incident();
+        truth.may_also.push(RuleRef::new("denied_rate", "merchant", "*"));
+        let mut em = life("a", 11, 19, Some(22));
+        for (id, m) in [("m1", "m-1"), ("m2", "m-2")] {
+            em.push(Emission {
+                dimension: "merchant".into(),
+                value: m.into(),
+                ..e(id, "denied_rate", AnomalyState::Firing, 12)
+            });
+        }
+        em.push(e("c", "auth_code_rate", AnomalyState::Firing, 30));
+        let s = score_incident(&truth, &em);
+        assert_eq!(s.related, 2, "the merchants, not the auth code after the late margin");
+        assert!(unexplained(&truth, &em).is_empty());
+    }
+
+    #[test]
+    fn anomalies_on_series_the_incident_does_not_touch_are_unexplained() {
+        let mut em = life("a", 11, 19, Some(22));
+        em.push(e("c", "auth_code_rate", AnomalyState::Firing, 12));
+        em.push(Emission {
+            dimension: "merchant".into(),
+            value: "m-9".into(),
+            ..e("m", "failed_rate", AnomalyState::Firing, 40)
+        });
+        assert_eq!(unexplained(&incident(), &em), vec![("m".to_string(), "merchant".to_string())]);
+    }
+
+    #[test]
     fn false_alarms_count_distinct_anomalies_of_every_series() {
         let mut em = life("a", 100, 102, Some(105));
         em.push(e("c", "auth_code_rate", AnomalyState::Firing, 300));
@@ -347,6 +414,7 @@ mod tests {
             anomalies,
             resolve: Some(resolve),
             unresolved: false,
+            related: 0,
         };
         let miss = IncidentScore {
             detected: false,
@@ -355,6 +423,7 @@ mod tests {
             anomalies: 0.0,
             resolve: None,
             unresolved: false,
+            related: 0,
         };
         let s = summarise(&[hit(0, 1.0, 1.0, 3), hit(2, 0.8, 1.0, 3), hit(4, 0.6, 2.0, 5), miss]);
         assert_eq!(s.runs, 4);
