@@ -170,9 +170,9 @@ impl KafkaConfig {
     /// coordinator keeps its old member id as the group's leader and answers every SyncGroup
     /// with "rebalance in progress"). A member with `group.instance.id` restarted within the
     /// timeout takes its partitions back at once, and a dynamic member that closes sends
-    /// LeaveGroup, so neither waits for it. (A static member returning after the timeout meets
-    /// the same wedge through tansu's stored membership, which the local stack clears before it
-    /// starts the broker: scripts/tansu-forget-members.sh.)
+    /// LeaveGroup, so neither waits for it. (A static member returning after the timeout met the
+    /// same wedge through tansu's stored membership; nisshi, the local broker now, gives it its
+    /// partitions back: ops-tests' local_stack.rs.)
     pub const SESSION_TIMEOUT_MS: &'static str = "45000";
 
     /// A consumer in `group` that commits explicitly and starts at the beginning when it has
