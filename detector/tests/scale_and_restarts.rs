@@ -106,7 +106,7 @@ async fn a_detector_killed_with_sigkill_and_restarted_gives_the_outputs_of_an_un
 /// readable (the compaction side of this is tested on a model in `service::checkpoint`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_cut_short_by_a_crash_leaves_the_one_before_it_to_restore() {
-    use vigil_detector::service::checkpoint::{CheckpointStore, Restored};
+    use vigil_detector::service::checkpoint::{CheckpointStore, Restored, CHECKPOINT_VERSION};
 
     let topics = Topics::fresh(1).await;
     let kafka = vigil_testkit::kafka();
@@ -125,13 +125,16 @@ async fn a_checkpoint_cut_short_by_a_crash_leaves_the_one_before_it_to_restore()
     drop(first);
 
     let mut second = store();
-    assert_eq!(second.load(0).unwrap(), Some(Restored { input_offset: 100, state: a.clone() }));
+    assert_eq!(
+        second.load(0).unwrap(),
+        Some(Restored { version: CHECKPOINT_VERSION, input_offset: 100, state: a.clone() })
+    );
     second.save_interrupted(0, 200, &b, 1).unwrap(); // and again, after one chunk
     drop(second);
 
     let mut third = store();
-    assert_eq!(third.load(0).unwrap(), Some(Restored { input_offset: 100, state: a }));
+    assert_eq!(third.load(0).unwrap(), Some(Restored { version: CHECKPOINT_VERSION, input_offset: 100, state: a }));
     third.save(0, 300, &c).unwrap();
     drop(third);
-    assert_eq!(store().load(0).unwrap(), Some(Restored { input_offset: 300, state: c }));
+    assert_eq!(store().load(0).unwrap(), Some(Restored { version: CHECKPOINT_VERSION, input_offset: 300, state: c }));
 }

@@ -132,10 +132,13 @@ pub fn targets(r: &Report) -> Vec<Target> {
     per_rule("reported in ≥ 90 % of the incident's minutes (cells above)", &|rule| {
         failing(rule, &domain, &|s| (s.coverage_min < 0.9).then(|| format!("min {:.0} %", s.coverage_min * 100.0)))
     });
-    per_rule("resolved ≤ 5 min after the end (cells above)", &|rule| {
+    // Resolved while the incident still went on is a miss too: the incident was dropped.
+    per_rule("resolved 0–5 min after the end, not before (cells above)", &|rule| {
         failing(rule, &domain, &|s| {
             if s.unresolved > 0 {
                 Some(format!("{} unresolved", s.unresolved))
+            } else if let Some(m) = s.resolve_min.filter(|m| *m < 0) {
+                Some(format!("one resolved {} min before the end", -m))
             } else {
                 s.resolve_max.filter(|m| *m > 5).map(|m| format!("max {m} min"))
             }
@@ -332,5 +335,104 @@ impl Report {
             let _ = writeln!(o);
         }
         o
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{Kind, Volume};
+
+    fn hit(delay: i64, coverage: f64, resolve: i64) -> IncidentScore {
+        IncidentScore {
+            detected: true,
+            delay: Some(delay),
+            coverage,
+            anomalies: 1.0,
+            resolve: Some(resolve),
+            unresolved: false,
+            related: 0,
+        }
+    }
+
+    fn cell(strength: f64, duration: i64, scope_volume: f64, scores: Vec<IncidentScore>) -> CellReport {
+        let cell = Cell { kind: Kind::Denied, strength, duration, volume: Volume::Peak, scope: Scope::Global };
+        let results = BTreeMap::from([(Rule::Minute, summarise(&scores))]);
+        CellReport {
+            cell,
+            scope_volume,
+            total_volume: 300.0,
+            results,
+            scores: BTreeMap::from([(Rule::Minute, scores)]),
+        }
+    }
+
+    fn report(cells: Vec<CellReport>, alarms: usize) -> Report {
+        let fa =
+            FalseAlarms { count: alarms, minutes: 3 * 10_080, per_week: alarms as f64 / 3.0, ..Default::default() };
+        Report {
+            rules: vec![Rule::Minute],
+            seeds: 2,
+            days: 21,
+            cells,
+            false_alarms: BTreeMap::from([(Rule::Minute, fa)]),
+            unexplained: BTreeMap::new(),
+            targets: vec![],
+            transactions: 0,
+            seconds: 0.0,
+            threads: 1,
+        }
+    }
+
+    fn verdict(r: &Report, starts: &str) -> Verdict {
+        r.targets.iter().find(|t| t.name.starts_with(starts)).unwrap().verdicts[&Rule::Minute].clone()
+    }
+
+    #[test]
+    fn targets_apply_to_the_cells_they_speak_of_and_name_the_cells_that_miss() {
+        let mut r = report(
+            vec![
+                // In the first target: 3× for 10 min at 300/min; one run 3 minutes late.
+                cell(3.0, 10, 300.0, vec![hit(0, 1.0, 3), hit(3, 0.7, 3)]),
+                // Outside every target: 3 minutes, and a merchant at 10/min.
+                cell(2.0, 3, 300.0, vec![]),
+                cell(6.0, 60, 10.0, vec![]),
+                // The second target: 1.5× for an hour at the peak, resolved early once.
+                cell(1.5, 60, 299.0, vec![hit(4, 0.95, 3), hit(5, 0.9, -20)]),
+            ],
+            2,
+        );
+        r.targets = targets(&r);
+        assert!(verdict(&r, "every incident ≥ 2×").met);
+        assert!(verdict(&r, "every 1.5×").met);
+        let delay = verdict(&r, "delay");
+        assert!(
+            !delay.met && delay.detail.contains("denied ×3 10m") && delay.detail.contains("max 3 min"),
+            "{delay:?}"
+        );
+        let coverage = verdict(&r, "reported in");
+        assert!(!coverage.met && coverage.detail.starts_with("1 of 2 cells"), "{coverage:?}");
+        let resolve = verdict(&r, "resolved");
+        assert!(!resolve.met && resolve.detail.contains("20 min before the end"), "{resolve:?}");
+        assert!(verdict(&r, "one anomaly").met);
+        let alarms = verdict(&r, "false alarms");
+        assert!(alarms.met && alarms.detail.starts_with("0.67 per week"), "{alarms:?}");
+        // A miss in a target cell fails the detection target.
+        r.cells[0] = cell(3.0, 10, 300.0, vec![hit(0, 1.0, 3), summarise_miss()]);
+        r.targets = targets(&r);
+        assert!(!verdict(&r, "every incident ≥ 2×").met);
+    }
+
+    fn summarise_miss() -> IncidentScore {
+        IncidentScore {
+            detected: false,
+            delay: None,
+            coverage: 0.0,
+            anomalies: 0.0,
+            resolve: None,
+            unresolved: false,
+            related: 0,
+        }
     }
 }

@@ -216,6 +216,7 @@ pub struct CellSummary {
     pub anomalies_mean: Option<f64>,
     pub anomalies_max: Option<f64>,
     pub resolve_median: Option<f64>,
+    pub resolve_min: Option<i64>,
     pub resolve_max: Option<i64>,
     /// Detected runs whose anomaly never resolved.
     pub unresolved: usize,
@@ -240,6 +241,7 @@ pub fn summarise(scores: &[IncidentScore]) -> CellSummary {
         anomalies_mean: (!anomalies.is_empty()).then(|| anomalies.iter().sum::<f64>() / anomalies.len() as f64),
         anomalies_max: anomalies.iter().copied().reduce(f64::max),
         resolve_median: quantile(&mut resolves, 0.5),
+        resolve_min: hits.iter().filter_map(|s| s.resolve).min(),
         resolve_max: hits.iter().filter_map(|s| s.resolve).max(),
         unresolved: hits.iter().filter(|s| s.unresolved).count(),
         related_mean: if runs == 0 {
@@ -435,6 +437,6 @@ mod tests {
         assert_eq!(s.coverage_min, 0.0);
         assert!((s.anomalies_mean.unwrap() - 4.0 / 3.0).abs() < 1e-12);
         assert_eq!(s.resolve_median, Some(3.0));
-        assert_eq!(s.resolve_max, Some(5));
+        assert_eq!((s.resolve_min, s.resolve_max), (Some(3), Some(5)));
     }
 }

@@ -45,6 +45,7 @@ fn newest_time(row: &Row) -> Option<i64> {
     match row {
         Row::Aggregate(a) => Some(a.minute_start),
         Row::Late(l) => Some(l.minute_start),
+        Row::MerchantMinute(m) => Some(m.minute_start),
         Row::Anomaly(a) => {
             [Some(a.first_seen), Some(a.last_updated), a.window_end, a.resolved_at].into_iter().flatten().max()
         }
@@ -135,6 +136,7 @@ impl Loop {
         let row = match decoded {
             Ok(Decoded::MinuteAggregate(a)) if expected_minutes => Row::Aggregate(a),
             Ok(Decoded::LateEvents(l)) if expected_minutes => Row::Late(l),
+            Ok(Decoded::MerchantMinute(m)) if expected_minutes => Row::MerchantMinute(m),
             Ok(Decoded::Anomaly(a)) if !expected_minutes => Row::Anomaly(a),
             Ok(other) => {
                 self.dead_letter(m, "wrong_type", &format!("a {} does not belong on {}", other.label(), m.topic()))
@@ -156,6 +158,7 @@ impl Loop {
         let kind = match &row {
             Row::Aggregate(_) => "minute_aggregate",
             Row::Late(_) => "late_events",
+            Row::MerchantMinute(_) => "merchant_minute",
             Row::Anomaly(_) => "anomaly",
         };
         self.metrics.messages.get_or_create(&KindLabels { kind }).inc();
@@ -276,6 +279,7 @@ impl Loop {
                         let payload = match &item.row {
                             Row::Aggregate(a) => self.codec.encode(a),
                             Row::Late(l) => self.codec.encode(l),
+                            Row::MerchantMinute(m) => self.codec.encode(m),
                             Row::Anomaly(a) => self.codec.encode(a),
                         }
                         .unwrap_or_default();

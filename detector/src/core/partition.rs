@@ -14,7 +14,8 @@
 //!   partition is complete up to there (after the window partials it closed, which each claim
 //!   only their own end).
 //! * [`PartitionState::go_idle`] is called by the service, with the wall clock, when no record
-//!   arrived for the idle timeout. The watermark follows the wall clock (minus the allowed
+//!   arrived for the idle timeout. Event time is taken to move on with the wall clock, less the
+//!   feed's learned delay ([`FeedDelay`]), and the watermark follows it (minus the allowed
 //!   lateness) up to the end of the minute of the highest event time; once there, every open
 //!   window is closed and an `idle` marker tells the merge stage to stop waiting for this
 //!   partition. The next event makes it active again.
@@ -30,6 +31,10 @@ use super::amount::{AmountBaselines, AmountScore};
 use super::config::{minute_of, CoreConfig, MINUTE_MS};
 use super::counts::{marker, MinuteCounts};
 use super::dedup::{id_key, Dedup};
+use super::legacy::PartitionStateV2;
+
+mod delay;
+pub use delay::FeedDelay;
 
 /// What stage 1 emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +98,8 @@ pub struct PartitionState {
     dedup: Dedup,
     amounts: AmountBaselines,
     idle: bool,
+    /// How far the feed trails the clock, learned from record timestamps (checkpoint version 3).
+    delay: FeedDelay,
 }
 
 impl PartitionState {
@@ -108,6 +115,38 @@ impl PartitionState {
             dedup: Dedup::default(),
             amounts: AmountBaselines::default(),
             idle: false,
+            delay: FeedDelay::default(),
+        }
+    }
+
+    /// A state restored from a checkpoint of version 1 or 2, which had no learned delay: it is
+    /// learned again from the records that follow (until then idleness treats the partition as
+    /// those versions did).
+    pub fn from_v2(v2: PartitionStateV2) -> Self {
+        let PartitionStateV2 {
+            partition,
+            partition_count,
+            max_event_time,
+            watermark,
+            reported,
+            open,
+            late,
+            dedup,
+            amounts,
+            idle,
+        } = v2;
+        PartitionState {
+            partition,
+            partition_count,
+            max_event_time,
+            watermark,
+            reported,
+            open,
+            late,
+            dedup,
+            amounts,
+            idle,
+            delay: FeedDelay::default(),
         }
     }
 
@@ -131,6 +170,11 @@ impl PartitionState {
         self.amounts.key_count()
     }
 
+    /// The feed's learned delay.
+    pub fn feed_delay(&self) -> &FeedDelay {
+        &self.delay
+    }
+
     /// Processes one event. `record_ts` is the broker record's timestamp (set by the producer
     /// when it accepted the event); it bounds event time from above deterministically.
     pub fn process(&mut self, tx: &Transaction, record_ts: i64, cfg: &CoreConfig) -> Step {
@@ -152,6 +196,8 @@ impl PartitionState {
         }
         step.dedup_checked = self.watermark == i64::MIN || t >= self.watermark.saturating_sub(cfg.dedup_horizon_ms);
         if step.dedup_checked && !self.dedup.insert(id_key(&tx.transaction_id), t) {
+            // A re-send still tells how late the feed delivers.
+            self.learn_delay(t, record_ts, cfg);
             step.verdict = Verdict::Duplicate;
             return step;
         }
@@ -180,8 +226,16 @@ impl PartitionState {
             let wm = t - cfg.allowed_lateness_ms;
             step.windows_closed = self.advance(wm, &mut step.outputs);
         }
+        self.learn_delay(t, record_ts, cfg);
         self.evict(cfg);
         step
+    }
+
+    /// Every record not refused teaches the feed's delay (late ones and re-sends too: they are
+    /// how late the feed delivers).
+    fn learn_delay(&mut self, t: i64, record_ts: i64, cfg: &CoreConfig) {
+        let frontier = self.max_event_time.map_or(t, |m| m.max(t));
+        self.delay.observe(t, record_ts, frontier, cfg.allowed_lateness_ms);
     }
 
     /// Moves the watermark to `wm` (if later), closing windows it passes.
@@ -224,14 +278,19 @@ impl PartitionState {
     }
 
     /// The partition saw nothing for the idle timeout; `now_ms` is the wall clock. Event time is
-    /// taken to have moved on with the wall clock while nothing arrived, so the watermark moves
-    /// to the start of the minute holding `now_ms − allowed lateness`, but never past the end of
-    /// the minute holding the highest event time. When it reaches that end, every window is closed and an `idle` marker tells
-    /// the merge stage not to wait for this partition. Until then (a quiet partition of a
-    /// real-time stream, whose current minute can still receive punctual events) only the
-    /// windows the wall clock has passed are closed, and the partition stays active: a pause in
-    /// live traffic never turns the rest of the minute's events into late ones. A replayed or
-    /// back-filled stream, stamped in the past, closes at once.
+    /// taken to have moved on with the wall clock while nothing arrived, less the feed's delay:
+    /// the watermark moves to the start of the minute holding `now_ms − delay − allowed
+    /// lateness`, but never past the end of the minute holding the highest event time. When it
+    /// reaches that end, every window is closed and an `idle` marker tells the merge stage not to
+    /// wait for this partition. Until then (a quiet partition of a live stream, whose current
+    /// minute can still receive punctual events) only the windows the wall clock has passed are
+    /// closed, and the partition stays active: a pause in live traffic never turns the rest of
+    /// the minute's events into late ones, however far behind the clock the feed is stamped.
+    ///
+    /// The delay is [`FeedDelay::idle_delay`]: learned from the records, at least the lag of the
+    /// highest event time behind the newest record's timestamp. A replayed or back-filled stream
+    /// (event time outran record time), or one whose delay rests on too few records or exceeds
+    /// the longest delay a live feed is granted, has none: stamped in the past, it closes at once.
     ///
     /// Returns nothing when already idle, or when the wall clock moves nothing.
     pub fn go_idle(&mut self, now_ms: i64, cfg: &CoreConfig) -> Vec<Stage1Output> {
@@ -241,9 +300,10 @@ impl PartitionState {
         let mut out = Vec::new();
         if let Some(max) = self.max_event_time {
             let end = minute_of(max) + MINUTE_MS;
+            let delay = self.delay.idle_delay(max, cfg.allowed_lateness_ms).unwrap_or(0);
             // Whole minutes only: every move then closes a window or reports progress, so
             // every state change the wall clock makes is an output (and checkpointed).
-            let reachable = minute_of(end.min(now_ms.saturating_sub(cfg.allowed_lateness_ms)));
+            let reachable = minute_of(end.min(now_ms.saturating_sub(delay).saturating_sub(cfg.allowed_lateness_ms)));
             if reachable < end {
                 self.advance(reachable, &mut out);
                 return out;

@@ -19,6 +19,11 @@
 //! mid-write), follow the partial run's `previous` pointer. Checkpoints of version 1 (one key set
 //! `<partition>:<seq>`, no pointer) are still read, by stepping back to the record before a
 //! partial run.
+//!
+//! The state itself is a postcard encoding, which is not self-describing: bytes of one shape
+//! cannot be read as another. Each stage's state therefore decodes by the version of the run
+//! that holds it ([`CheckpointState`]): today's shape for [`CHECKPOINT_VERSION`], the frozen
+//! shape of an earlier version (`core::legacy`) converted to today's for the others.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,16 +36,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use vigil_common::kafka::KafkaConfig;
 
+use crate::core::legacy::{MergeStateV2, PartitionStateV2};
+use crate::core::{MergeState, PartitionState};
 use crate::error::{Error, Result};
 
 /// The layout of a checkpoint: chunk header and state encoding. 1: one key set, no `previous`
-/// pointer; 2: two slots and the pointer, the same state encoding as 1. Bump when the
-/// serialized state changes shape: a checkpoint of an unknown version is ignored and the
-/// partition rebuilt from the start of its input. Every version keeps version 1's fields first,
-/// so any reader can tell a chunk's version (an older binary reading a newer checkpoint sees
-/// "another version" and rebuilds, rather than failing).
-pub const CHECKPOINT_VERSION: u16 = 2;
-const READABLE_VERSIONS: [u16; 2] = [1, 2];
+/// pointer; 2: two slots and the pointer, the same state encoding as 1; 3: the same chunks, the
+/// states of issue 16 (a partition's learned feed delay; the merge stage's sequential rate
+/// scorer). Bump when the serialized state changes shape, and keep the previous shape in
+/// `core::legacy` so its checkpoints are still restored ([`CheckpointState`]); a checkpoint of a
+/// version this build does not know is ignored and the partition rebuilt from the start of its
+/// input. Every version keeps version 1's chunk fields first, so any reader can tell a chunk's
+/// version (an older binary reading a newer checkpoint sees "another version" and rebuilds,
+/// rather than failing).
+pub const CHECKPOINT_VERSION: u16 = 3;
+const READABLE_VERSIONS: [u16; 3] = [1, 2, 3];
 const CHUNK_BYTES: usize = 512 * 1024;
 /// How many runs a restore steps back through before giving up (each step moves strictly back).
 const MAX_STEPS: usize = 64;
@@ -108,21 +118,81 @@ impl Chunk {
     }
 }
 
-/// The bytes a checkpoint holds for a state.
+/// A stage's state as checkpoints hold it: written in today's shape, read in the shape of the
+/// version that wrote it.
+pub trait CheckpointState: Sized {
+    /// The state a checkpoint of `version` holds.
+    fn decode(version: u16, bytes: &[u8]) -> Result<Self>;
+
+    /// The bytes a checkpoint of [`CHECKPOINT_VERSION`] holds.
+    fn encode(&self) -> Result<Vec<u8>>;
+}
+
+/// Versions 1 and 2 hold the same state shapes; 3 today's.
+impl CheckpointState for PartitionState {
+    fn decode(version: u16, bytes: &[u8]) -> Result<Self> {
+        match version {
+            1 | 2 => Ok(PartitionState::from_v2(whole::<PartitionStateV2>(version, bytes)?)),
+            CHECKPOINT_VERSION => whole(version, bytes),
+            other => Err(unknown_version(other)),
+        }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>> {
+        encode_state(self)
+    }
+}
+
+impl CheckpointState for MergeState {
+    fn decode(version: u16, bytes: &[u8]) -> Result<Self> {
+        match version {
+            1 | 2 => Ok(MergeState::from_v2(whole::<MergeStateV2>(version, bytes)?)),
+            CHECKPOINT_VERSION => whole(version, bytes),
+            other => Err(unknown_version(other)),
+        }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>> {
+        encode_state(self)
+    }
+}
+
+/// Decodes `bytes` as a `T` and insists every byte was used: postcard stops reading once the
+/// shape it was asked for is complete, so bytes of another shape could otherwise pass for one.
+fn whole<T: serde::de::DeserializeOwned>(version: u16, bytes: &[u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes)
+        .map_err(|e| Error::Fatal(format!("checkpoint state (version {version}) does not decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::Fatal(format!(
+            "checkpoint state (version {version}) does not decode: {} bytes left over",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+fn unknown_version(version: u16) -> Error {
+    Error::Fatal(format!("checkpoint state of version {version}, which this build does not read"))
+}
+
+/// The bytes a checkpoint of [`CHECKPOINT_VERSION`] holds for a state.
 pub fn encode_state<T: Serialize>(state: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(state).map_err(|e| Error::Fatal(format!("state does not serialize: {e}")))
 }
 
-/// A state back from checkpoint bytes.
-pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Fatal(format!("checkpoint does not decode: {e}")))
-}
-
-/// A restored checkpoint.
+/// A restored checkpoint: the state's bytes as written, in the layout of `version`.
 #[derive(Debug, PartialEq)]
 pub struct Restored {
+    pub version: u16,
     pub input_offset: i64,
     pub state: Vec<u8>,
+}
+
+impl Restored {
+    /// The state, read in the shape of the version that wrote it.
+    pub fn decode<T: CheckpointState>(&self) -> Result<T> {
+        T::decode(self.version, &self.state)
+    }
 }
 
 /// Where the newest complete run of a partition starts, and its slot.
@@ -195,7 +265,7 @@ fn read_run(log: &mut impl ChunkLog, start: i64, high: i64) -> Result<RunRead> {
         data.extend_from_slice(&c.data);
         (offset, input_offset, last) = (o, c.input_offset, c.last);
     }
-    Ok(RunRead::Complete(at, Restored { input_offset, state: data }))
+    Ok(RunRead::Complete(at, Restored { version, input_offset, state: data }))
 }
 
 /// The newest complete run of a checkpoint partition.
@@ -321,6 +391,13 @@ impl CheckpointStore {
     }
 
     /// Writes `state` as the checkpoint of `partition`; returns the bytes written.
+    pub fn save_state<T: CheckpointState>(&mut self, partition: i32, input_offset: i64, state: &T) -> Result<usize> {
+        let bytes = state.encode()?;
+        self.save(partition, input_offset, &bytes)
+    }
+
+    /// Writes already encoded state bytes (of [`CHECKPOINT_VERSION`]) as the checkpoint of
+    /// `partition`; returns the bytes written.
     pub fn save(&mut self, partition: i32, input_offset: i64, state: &[u8]) -> Result<usize> {
         self.write(partition, input_offset, state, None)?;
         Ok(state.len())

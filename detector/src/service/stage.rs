@@ -16,19 +16,17 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vigil_common::kafka::KafkaConfig;
 
-use super::checkpoint::CheckpointStore;
+use super::checkpoint::{CheckpointState, CheckpointStore};
 use super::metrics::{DetectorMetrics, PartitionLabels, StageLabels};
 use super::outputs::{Origin, Outputs};
 use crate::error::{Error, Result};
 
 /// What differs between the stages.
 pub trait Stage: Send + 'static {
-    type State: Serialize + DeserializeOwned + Send;
+    type State: CheckpointState + Send;
     const NAME: &'static str;
 
     fn new_state(&self, partition: i32, partition_count: i32) -> Self::State;
@@ -89,10 +87,10 @@ impl<S: Stage> Shared<S> {
         let start = Instant::now();
         let restored = self.store.load(partition)?;
         let (state, offset) = match restored {
-            Some(r) => match super::checkpoint::decode_state::<S::State>(&r.state) {
+            Some(r) => match r.decode::<S::State>() {
                 Ok(s) => (s, r.input_offset),
                 Err(e) => {
-                    tracing::warn!(stage = S::NAME, partition, error = %e, "The checkpoint does not decode; rebuilding the partition from the start of its input.");
+                    tracing::warn!(stage = S::NAME, partition, version = r.version, error = %e, "The checkpoint does not decode; rebuilding the partition from the start of its input.");
                     (self.stage.new_state(partition, partition_count), 0)
                 }
             },
@@ -199,9 +197,7 @@ impl<S: Stage> Shared<S> {
         for p in partitions {
             let Some(slot) = self.slots.get(p) else { continue };
             let start = Instant::now();
-            let bytes = postcard::to_allocvec(&slot.state)
-                .map_err(|e| Error::Fatal(format!("state does not serialize: {e}")))?;
-            let n = self.store.save(*p, slot.next_offset, &bytes)?;
+            let n = self.store.save_state(*p, slot.next_offset, &slot.state)?;
             let labels = StageLabels { stage: S::NAME };
             self.metrics.checkpoint_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
             self.metrics.checkpoint_bytes.get_or_create(&labels).set(n as i64);

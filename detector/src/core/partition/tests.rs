@@ -167,3 +167,141 @@ fn a_partition_reports_progress_when_the_watermark_enters_a_new_minute() {
     let quiet = s.process(&tx(2, 80_000, TransactionStatus::Approved), T0 + 80_000, &cfg);
     assert!(partials(&quiet.outputs).is_empty());
 }
+
+/// Live traffic stamped `behind` ms behind the clock: one event every `every` ms of wall clock
+/// from `from` (wall clock, relative to 12:00) for `n` events, ids from `first_id`.
+fn delayed(
+    s: &mut PartitionState,
+    cfg: &CoreConfig,
+    first_id: u32,
+    from: i64,
+    every: i64,
+    n: u32,
+    behind: i64,
+) -> Vec<Step> {
+    (0..n)
+        .map(|i| {
+            let wall = T0 + from + i64::from(i) * every;
+            let event = tx(first_id + i, wall - behind - T0, TransactionStatus::Approved);
+            s.process(&event, wall, cfg)
+        })
+        .collect()
+}
+
+#[test]
+fn a_feed_three_minutes_behind_the_clock_keeps_its_minute_through_a_pause() {
+    let cfg = CoreConfig::default();
+    let mut s = PartitionState::new(0, 1);
+    // Wall clock 12:03:00 to 12:03:19, events stamped 12:00:00 to 12:00:19: 12:00 is current.
+    delayed(&mut s, &cfg, 1, 180_000, 1000, 20, 180_000);
+    // A 30 s pause: the wall clock is past 12:01 + the allowed lateness, but the feed is not.
+    let out = s.go_idle(T0 + 199_000 + 30_000, &cfg);
+    assert!(partials(&out).iter().all(|p| p.kind != PartialKind::Window), "{out:?}");
+    assert!(!s.is_idle());
+    // It resumes at 12:03:50 with 12:00:50: the rest of 12:00 is counted in it, none late.
+    let steps = delayed(&mut s, &cfg, 100, 230_000, 1000, 10, 180_000);
+    assert!(steps.iter().all(|st| st.verdict == Verdict::Counted));
+    // 12:00's window closes by the feed's own watermark (12:01:30 − 30 s), with its 30 events.
+    let steps = delayed(&mut s, &cfg, 200, 240_000, 1000, 31, 180_000);
+    let windows: Vec<(Option<i64>, i64)> = steps
+        .iter()
+        .flat_map(|st| partials(&st.outputs).into_iter().filter(|p| p.kind == PartialKind::Window))
+        .map(|p| (p.minute_start, p.approved))
+        .collect();
+    assert_eq!(windows, vec![(Some(T0), 30)]);
+}
+
+#[test]
+fn a_delayed_feed_that_stops_has_its_minutes_closed_as_the_wall_clock_passes_them_plus_the_delay() {
+    let cfg = CoreConfig::default();
+    let mut s = PartitionState::new(0, 1);
+    // Events 12:00:00 to 12:01:09, sent 3 minutes later; then nothing more, ever.
+    delayed(&mut s, &cfg, 1, 180_000, 1000, 70, 180_000);
+    let delay = s.feed_delay().idle_delay(T0 + 69_000, cfg.allowed_lateness_ms).unwrap();
+    assert!((180_000..=180_000 + cfg.allowed_lateness_ms).contains(&delay), "{delay}");
+    let windows_at = |s: &mut PartitionState, now: i64| -> Vec<(PartialKind, Option<i64>)> {
+        partials(&s.go_idle(now, &cfg)).iter().map(|p| (p.kind, p.minute_start)).collect()
+    };
+    // The feed's own watermark stopped at 12:00:39. 12:00 closes once the wall clock passes
+    // 12:01 + the delay + the allowed lateness, and not a moment before; 12:01 a minute later,
+    // and the partition is idle.
+    let due = T0 + 60_000 + delay + cfg.allowed_lateness_ms;
+    assert!(windows_at(&mut s, due - 1).is_empty());
+    assert_eq!(windows_at(&mut s, due), vec![(PartialKind::Window, Some(T0))]);
+    assert!(windows_at(&mut s, due + 59_999).is_empty());
+    assert!(!s.is_idle());
+    assert_eq!(
+        windows_at(&mut s, due + 60_000),
+        vec![(PartialKind::Window, Some(T0 + 60_000)), (PartialKind::Idle, None)]
+    );
+    assert!(s.is_idle());
+}
+
+#[test]
+fn a_back_fill_stamped_in_the_past_closes_at_once_when_it_goes_quiet() {
+    let cfg = CoreConfig::default();
+    let mut s = PartitionState::new(0, 1);
+    // Yesterday 12:00 to 12:30, all sent within 3 s today at 12:00 (the producer stamps the
+    // records when it accepts them).
+    let today = T0 + 86_400_000;
+    for i in 0..1800u32 {
+        let event = tx(i, -86_400_000 + i64::from(i) * 1000, TransactionStatus::Approved);
+        s.process(&event, today + i64::from(i) * 2, &cfg);
+    }
+    assert!(s.feed_delay().catching_up());
+    // Quiet for the idle timeout: everything is closed at once.
+    let out = s.go_idle(today + 3_600 + 10_000, &cfg);
+    assert!(s.is_idle());
+    assert!(partials(&out)
+        .iter()
+        .any(|p| p.kind == PartialKind::Window && p.minute_start == Some(T0 - 86_400_000 + 29 * 60_000)));
+
+    // A handful of events stamped 40 minutes ago, sent at the pace they happened (a slow
+    // replay): further behind than any live feed is granted, so also closed at once.
+    let mut r = PartitionState::new(0, 1);
+    delayed(&mut r, &cfg, 1, 2_400_000, 1000, 20, 2_400_000);
+    r.go_idle(T0 + 2_420_000 + 10_000, &cfg);
+    assert!(r.is_idle());
+
+    // One event stamped 5 minutes ago on a quiet partition (a retried webhook) is no feed.
+    let mut one = PartitionState::new(0, 1);
+    one.process(&tx(1, 0, TransactionStatus::Approved), T0 + 300_000, &cfg);
+    one.go_idle(T0 + 310_000, &cfg);
+    assert!(one.is_idle());
+}
+
+#[test]
+fn a_live_feed_after_a_back_fill_learns_its_own_delay() {
+    let cfg = CoreConfig::default();
+    let mut s = PartitionState::new(0, 1);
+    // 16 minutes of history ending 3 minutes before the wall clock, sent at once at 12:19:00;
+    // then the live feed, 3 minutes behind, from 12:19:10 on.
+    let sent = T0 + 19 * 60_000;
+    for i in 0..960u32 {
+        s.process(&tx(i, i64::from(i) * 1000, TransactionStatus::Approved), sent + i64::from(i), &cfg);
+    }
+    s.go_idle(sent + 10_000, &cfg);
+    assert!(s.is_idle(), "the history closed at once");
+    delayed(&mut s, &cfg, 10_000, 19 * 60_000 + 10_000, 1000, 80, 180_000);
+    assert!(!s.feed_delay().catching_up());
+    // Its last event is stamped 12:17:29 (sent 12:20:29). A 30 s pause closes 12:16, which the
+    // wall clock has passed by the delay and the allowed lateness, but not 12:17.
+    let out = s.go_idle(sent + 89_000 + 30_000, &cfg);
+    let current = T0 + 17 * 60_000;
+    assert!(partials(&out).iter().all(|p| p.minute_start != Some(current)), "{out:?}");
+    assert!(!s.is_idle());
+    let steps = delayed(&mut s, &cfg, 20_000, 19 * 60_000 + 120_000, 1000, 20, 180_000);
+    assert!(steps.iter().all(|st| st.verdict == Verdict::Counted), "the rest of 12:17 is not late");
+}
+
+#[test]
+fn idle_decisions_are_the_same_after_a_checkpoint_round_trip() {
+    let cfg = CoreConfig::default();
+    let mut a = PartitionState::new(0, 1);
+    delayed(&mut a, &cfg, 1, 180_000, 700, 100, 180_000);
+    let mut b: PartitionState = postcard::from_bytes(&postcard::to_allocvec(&a).unwrap()).unwrap();
+    assert_eq!(a.feed_delay(), b.feed_delay());
+    for now in (0..10).map(|k| T0 + 250_000 + k * 20_000) {
+        assert_eq!(a.go_idle(now, &cfg), b.go_idle(now, &cfg));
+    }
+}

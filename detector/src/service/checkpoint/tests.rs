@@ -3,11 +3,13 @@
 //! offsets only grow, and compaction keeps the newest record of each key. The store's reads and
 //! writes against the real broker are tested in `tests/scale_and_restarts.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
+use vigil_schemas::{AnomalyState, Transaction, TransactionStatus};
 
 use super::*;
+use crate::core::{CoreConfig, Pipeline, Stage1Output, Stage2Output, MINUTE_MS};
 
 /// Small chunks, so a state of a few bytes spans several.
 const CHUNK: usize = 4;
@@ -78,7 +80,11 @@ impl Writer {
 }
 
 fn restored(input_offset: i64, state: &[u8]) -> Option<Restored> {
-    Some(Restored { input_offset, state: state.to_vec() })
+    Some(Restored { version: CHECKPOINT_VERSION, input_offset, state: state.to_vec() })
+}
+
+fn restored_v1(input_offset: i64, state: &[u8]) -> Option<Restored> {
+    Some(Restored { version: 1, input_offset, state: state.to_vec() })
 }
 
 #[test]
@@ -149,24 +155,24 @@ fn with_one_key_set_compaction_after_a_crash_would_leave_no_complete_checkpoint(
     let mut log = MemLog::default();
     save_v1(&mut log, 10, b"the first state!", None);
     save_v1(&mut log, 20, b"the second state", Some(2));
-    assert_eq!(Writer::restart(&mut log).1, restored(10, b"the first state!"), "before compaction");
+    assert_eq!(Writer::restart(&mut log).1, restored_v1(10, b"the first state!"), "before compaction");
     log.compact();
     assert_eq!(Writer::restart(&mut log).1, None, "the partial run's keys superseded the complete one's");
 }
 
 #[test]
-fn a_version_1_checkpoint_is_restored_and_survives_a_crash_of_the_first_version_2_write() {
+fn a_version_1_checkpoint_is_restored_and_survives_a_crash_of_the_first_version_3_write() {
     let mut log = MemLog::default();
     save_v1(&mut log, 10, b"written by v1", None);
     let (mut w, got) = Writer::restart(&mut log);
-    assert_eq!(got, restored(10, b"written by v1"));
-    w.save(&mut log, 20, b"written by v2", Some(2));
+    assert_eq!(got, restored_v1(10, b"written by v1"));
+    w.save(&mut log, 20, b"written by v3", Some(2));
     log.compact();
     let (mut w, got) = Writer::restart(&mut log);
-    assert_eq!(got, restored(10, b"written by v1"));
-    w.save(&mut log, 20, b"written by v2", None);
+    assert_eq!(got, restored_v1(10, b"written by v1"));
+    w.save(&mut log, 20, b"written by v3", None);
     log.compact();
-    assert_eq!(Writer::restart(&mut log).1, restored(20, b"written by v2"));
+    assert_eq!(Writer::restart(&mut log).1, restored(20, b"written by v3"));
 }
 
 #[test]
@@ -228,4 +234,149 @@ proptest! {
         log.compact();
         prop_assert_eq!(Writer::restart(&mut log).1, expected);
     }
+}
+
+#[test]
+fn a_version_2_chunk_is_read_and_restored_with_its_version() {
+    // The chunk layout of version 2 is version 3's: only the state inside differs.
+    let mut log = MemLog::default();
+    let chunk = Chunk {
+        version: 2,
+        first_offset: -1,
+        seq: 0,
+        last: true,
+        input_offset: 7,
+        data: vec![1, 2],
+        slot: 0,
+        previous: -1,
+    };
+    log.append("0:0:0", postcard::to_allocvec(&chunk).unwrap());
+    assert_eq!(Writer::restart(&mut log).1, Some(Restored { version: 2, input_offset: 7, state: vec![1, 2] }));
+}
+
+// The states of checkpoint version 2, as the code before version 3 wrote them
+// (`src/core/fixtures/`): the merge state of a pipeline of two partitions after 40 normal minutes
+// and three of a denied spike, its anomaly still open, and that pipeline's partition 0.
+const MERGE_V2: &[u8] = include_bytes!("../../core/fixtures/merge-state-v2.postcard");
+const PARTITION_V2: &[u8] = include_bytes!("../../core/fixtures/partition-state-v2.postcard");
+/// The fixtures' first minute (12:00Z) and length.
+const FIXTURE_T0: i64 = 1_765_713_600_000;
+const FIXTURE_MINUTES: i64 = 43;
+
+#[test]
+fn version_2_states_are_decoded_through_their_frozen_shapes_and_not_as_todays() {
+    let merge = MergeState::decode(2, MERGE_V2).unwrap();
+    assert!(merge.active_anomalies() > 0, "the open anomaly survives");
+    assert_eq!(merge.frontier(), MergeState::decode(1, MERGE_V2).unwrap().frontier(), "1 and 2 share the shape");
+    let part = PartitionState::decode(2, PARTITION_V2).unwrap();
+    assert_eq!((part.partition, part.partition_count), (0, 2));
+    assert!(part.open_windows() > 0 && part.amount_keys() > 0 && part.dedup_entries() > 0);
+    assert_eq!(part.feed_delay().support(), 0, "no delay learned yet");
+    // Read as today's shape, the bytes are refused rather than misread.
+    assert!(PartitionState::decode(CHECKPOINT_VERSION, PARTITION_V2).is_err());
+    assert!(MergeState::decode(9, MERGE_V2).is_err(), "an unknown version");
+}
+
+#[test]
+fn todays_states_round_trip_through_the_current_version() {
+    let mut part = PartitionState::decode(2, PARTITION_V2).unwrap();
+    let cfg = CoreConfig::default();
+    let t = FIXTURE_T0 + FIXTURE_MINUTES * MINUTE_MS;
+    for (i, tx) in traffic(t, 1, 11).iter().enumerate() {
+        part.process(tx, tx.occurred_at + 180_000 + i as i64, &cfg);
+    }
+    let back = PartitionState::decode(CHECKPOINT_VERSION, &part.encode().unwrap()).unwrap();
+    // (Hash-ordered parts make the bytes themselves differ between encodings.)
+    assert_eq!(back.feed_delay(), part.feed_delay());
+    assert!(back.feed_delay().support() > 0);
+    assert_eq!(
+        (back.watermark(), back.open_windows(), back.dedup_entries(), back.amount_keys()),
+        (part.watermark(), part.open_windows(), part.dedup_entries(), part.amount_keys())
+    );
+    let merge = MergeState::decode(2, MERGE_V2).unwrap();
+    let back = MergeState::decode(CHECKPOINT_VERSION, &merge.encode().unwrap()).unwrap();
+    assert_eq!(
+        (back.frontier(), back.pending_minutes(), back.active_anomalies()),
+        (merge.frontier(), merge.pending_minutes(), merge.active_anomalies())
+    );
+}
+
+#[test]
+fn a_merge_state_restored_from_version_2_keeps_its_open_anomaly_and_goes_on() {
+    let v2: crate::core::legacy::MergeStateV2 = postcard::from_bytes(MERGE_V2).unwrap();
+    let open: Vec<(String, i64)> =
+        v2.status_series.iter().filter_map(|s| s.active.as_ref()).map(|a| (a.id.clone(), a.sequence)).collect();
+    assert!(!open.is_empty(), "the fixture holds an open anomaly");
+
+    let cfg = CoreConfig::default();
+    let mut merge = MergeState::decode(2, MERGE_V2).unwrap();
+    let mut parts = [PartitionState::decode(2, PARTITION_V2).unwrap(), PartitionState::new(1, 2)];
+    // Ten more minutes of normal traffic through both partitions (partition 1 starts afresh: its
+    // state is not among the fixtures), then every partition goes idle.
+    let router = Pipeline::new(cfg.clone(), 2);
+    let start = FIXTURE_T0 + FIXTURE_MINUTES * MINUTE_MS;
+    let mut out = Vec::new();
+    let feed = |merge: &mut MergeState, partials: Vec<Stage1Output>, out: &mut Vec<Stage2Output>| {
+        for o in partials {
+            if let Stage1Output::Partial(p) = o {
+                out.extend(merge.on_partial(&p, &cfg));
+            }
+        }
+    };
+    for tx in traffic(start, 10, 200) {
+        let p = router.partition_of(&tx) as usize;
+        let step = parts[p].process(&tx, tx.occurred_at, &cfg);
+        feed(&mut merge, step.outputs, &mut out);
+    }
+    for p in &mut parts {
+        let idle = p.go_idle(i64::MAX, &cfg);
+        feed(&mut merge, idle, &mut out);
+    }
+
+    let finals: BTreeSet<i64> = out
+        .iter()
+        .filter_map(|o| if let Stage2Output::Aggregate(a) = o { Some(a.minute_start) } else { None })
+        .collect();
+    for m in 0..10 {
+        assert!(finals.contains(&(start + m * MINUTE_MS)), "minute {m} after the fixture is final: {finals:?}");
+    }
+    for (id, sequence) in open {
+        let states: Vec<(AnomalyState, i64)> = out
+            .iter()
+            .filter_map(|o| if let Stage2Output::Anomaly(a) = o { Some(a) } else { None })
+            .filter(|a| a.id == id)
+            .map(|a| (a.state, a.sequence))
+            .collect();
+        assert!(states.iter().all(|(_, s)| *s > sequence), "{id}: its sequence goes on from {sequence}: {states:?}");
+        assert_eq!(states.last().map(|(s, _)| *s), Some(AnomalyState::Resolved), "{id} resolves: {states:?}");
+    }
+}
+
+/// `minutes` of normal traffic from `start`, `per_minute` a minute, in event-time order.
+fn traffic(start: i64, minutes: i64, per_minute: i64) -> Vec<Transaction> {
+    let categories = ["food", "travel", "electronics", "fuel", "grocery"];
+    let mut out = Vec::new();
+    for m in 0..minutes {
+        for i in 0..per_minute {
+            let n = m * per_minute + i;
+            let status = match n % 100 {
+                0..=4 => TransactionStatus::Denied,
+                5..=7 => TransactionStatus::Failed,
+                8..=9 => TransactionStatus::Reversed,
+                _ => TransactionStatus::Approved,
+            };
+            out.push(Transaction {
+                transaction_id: uuid::Uuid::from_u64_pair(99, n as u64).to_string(),
+                occurred_at: start + m * MINUTE_MS + i * MINUTE_MS / per_minute,
+                status,
+                auth_code: if status == TransactionStatus::Denied { "05".into() } else { "00".into() },
+                amount_minor: 500 + (n * 37) % 4500,
+                currency: "EUR".into(),
+                category: categories[(n % 5) as usize].into(),
+                merchant_id: format!("m{}", n % 20),
+                received_at: 0,
+            });
+        }
+    }
+    out
 }
