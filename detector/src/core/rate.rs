@@ -315,7 +315,9 @@ impl RateSeries {
                     // The run's minutes were the incident building up: none joins the baseline.
                     self.baseline.discard_from(best.since, cfg);
                 } else {
-                    self.baseline.push(p, cfg);
+                    // While evidence is building (past half the bar), the quarantine holds its
+                    // minutes: a slow incident must not leak into the baseline before it fires.
+                    self.baseline.push_holding(p, best.s >= bar.h / 2.0, cfg);
                 }
                 // Above the bar without the count: hold at the bar until the count is there.
                 for c in &mut self.cusums {

@@ -38,7 +38,9 @@
 //! `p0` is estimated from the last `baseline_minutes` clean minutes (pooled count over pooled
 //! total). A minute enters the baseline only after `quarantine_minutes`, and never when an
 //! incident was found in it: evidence often builds for a few minutes before an alarm, and those
-//! minutes must not teach the baseline that the incident is normal. The estimate's own
+//! minutes must not teach the baseline that the incident is normal. While evidence builds (a
+//! CUSUM past half its bar) the quarantine holds its minutes, up to eight times its length, so
+//! a slow incident at low volume does not leak in before it fires. The estimate's own
 //! uncertainty is charged to the baseline: `p0 = (c + 1 + √((c + 1)·φ)) / n` for `c` matching of
 //! `n` baseline transactions, one standard deviation above the count (plus one), so a short or
 //! quiet baseline, or a rare outcome seen only a few times, does not make the normal rate look
@@ -51,6 +53,10 @@ use serde::{Deserialize, Serialize};
 use super::Point;
 use crate::core::config::RateConfig;
 
+/// While evidence builds, the quarantine holds up to this many times its length (then the oldest
+/// minutes join the baseline anyway: a rate that has truly moved becomes the new normal
+/// unless it fires).
+const HOLD_FACTOR: usize = 8;
 /// Minutes in a week, the unit of the false-alarm target.
 pub const WEEK_MINUTES: f64 = 7.0 * 24.0 * 60.0;
 /// Largest rate a shifted hypothesis may take (a rate of 1 makes every approval infinitely
@@ -166,8 +172,15 @@ pub struct Baseline {
 impl Baseline {
     /// Adds a minute: straight into the baseline when there is no quarantine.
     pub fn push(&mut self, p: Point, cfg: &RateConfig) {
+        self.push_holding(p, false, cfg);
+    }
+
+    /// Adds a minute; with `hold`, the quarantine keeps its minutes (up to `HOLD_FACTOR` times
+    /// its length) instead of releasing the oldest into the baseline.
+    pub fn push_holding(&mut self, p: Point, hold: bool, cfg: &RateConfig) {
         self.quarantine.push_back(p);
-        while self.quarantine.len() > cfg.quarantine_minutes {
+        let keep = if hold { cfg.quarantine_minutes * HOLD_FACTOR } else { cfg.quarantine_minutes };
+        while self.quarantine.len() > keep {
             if let Some(q) = self.quarantine.pop_front() {
                 self.points.push_back(q);
             }
