@@ -69,6 +69,7 @@ impl SinkMetrics {
             ("transactions_auth_codes", w.auth_codes),
             ("transactions_categories", w.categories),
             ("transactions_late", w.late),
+            ("merchant_minutes", w.merchant_minutes),
             ("anomalies", w.anomalies),
         ] {
             if n > 0 {

@@ -1,8 +1,8 @@
 //! Upserts keyed by the detector's deterministic keys, so redelivery, replays and concurrent
 //! sinks converge on the same rows:
 //!
-//! * minute tables: keyed by minute (+ status / auth code / category); a final minute is the
-//!   same every time it is delivered, so the row is simply set;
+//! * minute tables: keyed by minute (+ status / auth code / category, or merchant and
+//!   category); a final minute is the same every time it is delivered, so the row is simply set;
 //! * late bookings: cumulative per (minute, source); the greatest value wins, in any order;
 //! * anomalies: keyed by id; a state only replaces one with a lower sequence, so an old state
 //!   delivered late never overwrites a newer one.
@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
-use vigil_schemas::{Anomaly, LateEvents, MinuteAggregate, TransactionStatus};
+use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, TransactionStatus};
 
 /// One decoded message to write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Row {
     Aggregate(MinuteAggregate),
     Late(LateEvents),
+    MerchantMinute(MerchantMinute),
     Anomaly(Anomaly),
 }
 
@@ -30,6 +31,7 @@ pub struct Written {
     pub auth_codes: u64,
     pub categories: u64,
     pub late: u64,
+    pub merchant_minutes: u64,
     pub anomalies: u64,
 }
 
@@ -42,6 +44,7 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
     // Collapse duplicates inside the batch: one statement may not touch a row twice.
     let mut minutes: BTreeMap<i64, &MinuteAggregate> = BTreeMap::new();
     let mut late: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    let mut merchants: BTreeMap<(i64, &str, &str), &MerchantMinute> = BTreeMap::new();
     let mut anomalies: BTreeMap<&str, &Anomaly> = BTreeMap::new();
     for r in rows {
         match r {
@@ -51,6 +54,9 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
             Row::Late(l) => {
                 let e = late.entry((l.minute_start, l.source.as_str())).or_default();
                 *e = (*e).max(l.late_count);
+            }
+            Row::MerchantMinute(m) => {
+                merchants.insert((m.minute_start, m.merchant_id.as_str(), m.category.as_str()), m);
             }
             Row::Anomaly(a) => {
                 let e = anomalies.entry(a.id.as_str()).or_insert(a);
@@ -70,6 +76,10 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
     }
     if !late.is_empty() {
         w.late = write_late(&mut tx, &late).await?;
+    }
+    if !merchants.is_empty() {
+        let list: Vec<&MerchantMinute> = merchants.into_values().collect();
+        w.merchant_minutes = write_merchant_minutes(&mut tx, &list).await?;
     }
     if !anomalies.is_empty() {
         let list: Vec<&Anomaly> = anomalies.into_values().collect();
@@ -179,6 +189,35 @@ async fn write_late(tx: &mut Transaction<'_, Postgres>, late: &BTreeMap<(i64, &s
     .bind(m)
     .bind(s)
     .bind(c)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+async fn write_merchant_minutes(
+    tx: &mut Transaction<'_, Postgres>,
+    list: &[&MerchantMinute],
+) -> Result<u64, sqlx::Error> {
+    let i64s = |f: fn(&MerchantMinute) -> i64| list.iter().map(|m| f(m)).collect::<Vec<i64>>();
+    let r = sqlx::query(
+        "INSERT INTO merchant_minutes (minute, merchant_id, category, total, approved, denied, failed, reversed)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+            $7::bigint[], $8::bigint[])
+         ON CONFLICT (minute, merchant_id, category) DO UPDATE SET
+           total = EXCLUDED.total, approved = EXCLUDED.approved, denied = EXCLUDED.denied,
+           failed = EXCLUDED.failed, reversed = EXCLUDED.reversed, written_at = now()
+         WHERE (merchant_minutes.total, merchant_minutes.approved, merchant_minutes.denied,
+                merchant_minutes.failed, merchant_minutes.reversed)
+               IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.approved, EXCLUDED.denied, EXCLUDED.failed, EXCLUDED.reversed)",
+    )
+    .bind(list.iter().map(|m| ts(m.minute_start)).collect::<Vec<_>>())
+    .bind(list.iter().map(|m| m.merchant_id.clone()).collect::<Vec<String>>())
+    .bind(list.iter().map(|m| m.category.clone()).collect::<Vec<String>>())
+    .bind(i64s(|m| m.total))
+    .bind(i64s(|m| m.approved))
+    .bind(i64s(|m| m.denied))
+    .bind(i64s(|m| m.failed))
+    .bind(i64s(|m| m.reversed))
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected())

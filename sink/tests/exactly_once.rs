@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use vigil_schemas::{AnomalyState, Decoded};
+use vigil_schemas::{AnomalyState, Decoded, MerchantMinute};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_messages_twice_out_of_order_and_by_two_sinks_at_once_leave_identical_tables() {
@@ -154,12 +154,90 @@ async fn a_minute_or_anomaly_from_the_far_future_is_dead_lettered_not_stored() {
     sink.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merchant_minutes_delivered_twice_in_any_order_are_stored_once_with_their_counts() {
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let once: Vec<MerchantMinute> = (0..10)
+        .flat_map(|m| {
+            let mut v: Vec<MerchantMinute> = (0..3).map(|k| merchant_minute(m, k, "food")).collect();
+            v.push(merchant_minute(m, 0, "travel"));
+            v
+        })
+        .collect();
+    // Newest first, then everything again in order: a redelivery after a restart of stage 1 or
+    // of the sink.
+    let mut twice: Vec<Decoded> = once.iter().rev().cloned().map(Decoded::MerchantMinute).collect();
+    twice.extend(once.iter().cloned().map(Decoded::MerchantMinute));
+    send(&topics, &twice).await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    let metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", sink.port)).await.unwrap().text().await.unwrap()
+    };
+    vigil_testkit::eventually(Duration::from_secs(30), || async {
+        let consumed = metrics().await.contains(r#"vigil_sink_messages_total{kind="merchant_minute"} 80"#);
+        (consumed && count(&db.pool, "SELECT count(*) FROM merchant_minutes").await == 40).then_some(())
+    })
+    .await
+    .expect("the sink consumed all 80 messages");
+    tokio::time::sleep(Duration::from_secs(2)).await; // the last batch is written
+    let written = metrics().await;
+    // 40 rows inserted; the second delivery of each changed nothing.
+    assert!(written.contains(r#"vigil_sink_rows_written_total{table="merchant_minutes"} 40"#), "{written}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM merchant_minutes").await, 40);
+    let expected: i64 = once.iter().map(|r| r.total).sum();
+    assert_eq!(count(&db.pool, "SELECT sum(total)::bigint FROM merchant_minutes").await, expected, "no double count");
+    let stored: Vec<(i64, String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT (extract(epoch FROM minute) * 1000)::bigint, category, merchant_id, total, approved, denied, failed, reversed
+         FROM merchant_minutes ORDER BY 1, 3, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let mut want: Vec<_> = once
+        .iter()
+        .map(|r| {
+            (
+                r.minute_start,
+                r.category.clone(),
+                r.merchant_id.clone(),
+                r.total,
+                r.approved,
+                r.denied,
+                r.failed,
+                r.reversed,
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| (a.0, &a.2, &a.1).cmp(&(b.0, &b.2, &b.1)));
+    assert_eq!(stored, want);
+    // The view sums a merchant's categories per minute and gives its rates.
+    let (total, denied, rate): (i64, i64, f64) = sqlx::query_as(
+        "SELECT total, denied, denied_rate FROM v_merchant_minute WHERE merchant_id = 'm-000' AND minute = $1",
+    )
+    .bind(chrono::DateTime::from_timestamp_millis(T0).unwrap())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let (food, travel) = (merchant_minute(0, 0, "food"), merchant_minute(0, 0, "travel"));
+    assert_eq!((total, denied), (food.total + travel.total, food.denied + travel.denied));
+    assert!((rate - denied as f64 / total as f64).abs() < 1e-12);
+    sink.stop().await;
+}
+
 #[tokio::test]
 async fn retention_deletes_only_rows_older_than_the_configured_age() {
     let db = vigil_testkit::fresh_database().await;
     sqlx::query(
         "INSERT INTO transactions (minute, status, count)
          SELECT m, 'approved', 1 FROM generate_series(now() - interval '10 days', now(), interval '1 hour') m",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO merchant_minutes (minute, merchant_id, category, total, approved, denied, failed, reversed)
+         SELECT m, 'm-1', 'food', 3, 1, 1, 1, 0 FROM generate_series(now() - interval '10 days', now(), interval '1 hour') m",
     )
     .execute(&db.pool)
     .await
@@ -173,4 +251,11 @@ async fn retention_deletes_only_rows_older_than_the_configured_age() {
     assert_eq!(old, 0);
     assert_eq!(report.iter().find(|(t, _)| *t == "transactions").unwrap().1 as i64, before - after);
     assert!(after > 100 && after < before);
+    // The merchant drill-down's minutes go by the same age.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM merchant_minutes WHERE minute < now() - interval '5 days'").await,
+        0
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM merchant_minutes").await, after);
+    assert_eq!(report.iter().find(|(t, _)| *t == "merchant_minutes").unwrap().1 as i64, before - after);
 }

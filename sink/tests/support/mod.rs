@@ -95,6 +95,25 @@ pub fn aggregate(m: i64) -> MinuteAggregate {
     }
 }
 
+/// Merchant `k`'s counts in `category` for minute `m`, as stage 1 sends them.
+pub fn merchant_minute(m: i64, k: i64, category: &str) -> MerchantMinute {
+    let total = 20 + k + m % 7;
+    let (denied, failed, reversed) = (1 + k % 3, m % 2, 1);
+    MerchantMinute {
+        minute_start: T0 + m * MINUTE,
+        category: category.into(),
+        merchant_id: format!("m-{k:03}"),
+        total,
+        approved: total - denied - failed - reversed,
+        denied,
+        failed,
+        reversed,
+    }
+}
+
+/// Per minute: three merchants in food, the first also in travel.
+pub const MERCHANT_ROWS_PER_MINUTE: i64 = 4;
+
 pub fn anomaly(n: i64, sequence: i64, state: AnomalyState) -> Anomaly {
     let start = T0 + n * MINUTE;
     Anomaly {
@@ -128,9 +147,16 @@ pub fn anomaly(n: i64, sequence: i64, state: AnomalyState) -> Anomaly {
 }
 
 /// What the detector would send for `minutes` minutes and `incidents` anomalies (each firing,
-/// two updates, resolved), and late bookings.
+/// two updates, resolved), late bookings, and the watched merchants' minutes
+/// ([`MERCHANT_ROWS_PER_MINUTE`] a minute).
 pub fn messages(minutes: i64, incidents: i64) -> Vec<Decoded> {
     let mut out: Vec<Decoded> = (0..minutes).map(|m| Decoded::MinuteAggregate(aggregate(m))).collect();
+    for m in 0..minutes {
+        for k in 0..3 {
+            out.push(Decoded::MerchantMinute(merchant_minute(m, k, "food")));
+        }
+        out.push(Decoded::MerchantMinute(merchant_minute(m, 0, "travel")));
+    }
     for n in 0..incidents {
         out.push(Decoded::Anomaly(anomaly(n * 10, 0, AnomalyState::Firing)));
         out.push(Decoded::Anomaly(anomaly(n * 10, 1, AnomalyState::Updated)));
@@ -153,6 +179,11 @@ pub async fn send(topics: &Topics, msgs: &[Decoded]) {
             Decoded::LateEvents(l) => {
                 (&topics.minutes, format!("late:{}:{}", l.minute_start, l.source), codec.encode(l).unwrap())
             }
+            Decoded::MerchantMinute(r) => (
+                &topics.minutes,
+                format!("merchant:{}:{}:{}", r.minute_start, r.merchant_id, r.category),
+                codec.encode(r).unwrap(),
+            ),
             Decoded::Anomaly(a) => (&topics.anomalies, a.id.clone(), codec.encode(a).unwrap()),
             other => panic!("not a sink input: {other:?}"),
         };
@@ -172,6 +203,7 @@ pub async fn snapshot(pool: &PgPool) -> Vec<String> {
         "SELECT format('%s %s %s', minute, auth_code, count) FROM transactions_auth_codes ORDER BY 1",
         "SELECT format('%s %s %s %s %s %s %s', minute, category, currency, count, amount_sum, amount_min, amount_max) FROM transactions_categories ORDER BY 1",
         "SELECT format('%s %s %s', minute, source, late_count) FROM transactions_late ORDER BY 1",
+        "SELECT format('%s %s %s %s %s %s %s %s', minute, merchant_id, category, total, approved, denied, failed, reversed) FROM merchant_minutes ORDER BY 1",
         "SELECT format('%s %s %s %s %s %s %s %s', id, sequence, state, window_start, observed_count, first_seen, last_updated, resolved_at) FROM anomalies ORDER BY 1",
     ];
     let mut out = Vec::new();
@@ -186,13 +218,15 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
 }
 
-/// Waits until the tables hold `minutes` minutes and `incidents` resolved anomalies.
+/// Waits until the tables hold `minutes` minutes (and their merchant rows) and `incidents`
+/// resolved anomalies.
 pub async fn wait_written(pool: &PgPool, minutes: i64, incidents: i64) {
     let ok = vigil_testkit::eventually(Duration::from_secs(60), || async {
         let m = count(pool, "SELECT count(DISTINCT minute) FROM transactions").await;
         let r = count(pool, "SELECT count(*) FROM anomalies WHERE state = 'resolved'").await;
         let l = count(pool, "SELECT coalesce(max(late_count), 0) FROM transactions_late").await;
-        (m == minutes && r == incidents && l == 3).then_some(())
+        let mm = count(pool, "SELECT count(*) FROM merchant_minutes").await;
+        (m == minutes && r == incidents && l == 3 && mm == minutes * MERCHANT_ROWS_PER_MINUTE).then_some(())
     })
     .await;
     assert!(
