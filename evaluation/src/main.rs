@@ -31,7 +31,8 @@ struct Args {
     quick: bool,
     /// Rules to score, comma-separated: sequential (the detector's default), minute (its rule
     /// before), sql (the older design's v_tx_anomaly view).
-    #[arg(long, value_delimiter = ',', default_value = "sequential,minute,sql")]
+    #[arg(long, value_delimiter = ',', default_value = "sequential,minute,sql",
+          value_parser = ["sequential", "minute", "sql"])]
     rules: Vec<String>,
     /// Worker threads (default: the machine's cores).
     #[arg(long)]
