@@ -84,6 +84,7 @@ pub struct ReplaySummary {
     pub minutes: u64,
     pub anomalies: u64,
     pub late: u64,
+    pub merchant_minutes: u64,
 }
 
 fn write_outputs(outs: &[Output], w: &mut dyn Write, s: &mut ReplaySummary) -> anyhow::Result<()> {
@@ -100,6 +101,10 @@ fn write_outputs(outs: &[Output], w: &mut dyn Write, s: &mut ReplaySummary) -> a
             Output::Anomaly(a) => {
                 s.anomalies += 1;
                 json!({ "type": "anomaly", "value": a })
+            }
+            Output::MerchantMinute(m) => {
+                s.merchant_minutes += 1;
+                json!({ "type": "merchant_minute", "value": m })
             }
         };
         writeln!(w, "{v}")?;

@@ -16,11 +16,16 @@
 //! An incident confined to one merchant is reported as that merchant's anomaly (and as its
 //! category's when it moves the category's rate); the global series judge the global rate on
 //! their own, so they report it only when the global rate is itself anomalous.
+//!
+//! Each closed minute also yields a [`MerchantMinute`] per watched merchant and category it
+//! traded in that minute, for Grafana's drill-down: the watch limit bounds them (at most
+//! `max_keyed_series` merchants per partition), and a merchant too quiet to be watched, or a
+//! minute without its transactions, yields none.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, Transaction, TransactionStatus};
+use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, MerchantMinute, Transaction, TransactionStatus};
 
 use super::config::{RateConfig, MINUTE_MS};
 use super::rate::RateSeries;
@@ -120,6 +125,10 @@ impl Keyed {
         self.watches.values().filter(|w| !w.series.is_empty()).count()
     }
 
+    fn is_watched(&self, key: &str) -> bool {
+        self.watches.get(key).is_some_and(|w| !w.series.is_empty())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn close(
         &mut self,
@@ -167,6 +176,14 @@ impl Keyed {
     }
 }
 
+/// What closing final minutes yields, oldest minute first: the rate anomalies, and each watched
+/// merchant's counts per category (in (category, merchant) order within a minute).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Closed {
+    pub anomalies: Vec<Anomaly>,
+    pub merchant_minutes: Vec<MerchantMinute>,
+}
+
 /// Stage 1's per-category and per-merchant rate state. Serializable: part of a partition's
 /// checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -195,9 +212,10 @@ impl Breakdown {
     }
 
     /// The partition's minute `minute` is final: judges every watched key on it (and any
-    /// earlier open minute, oldest first).
-    pub fn close(&mut self, minute: i64, cfg: &RateConfig) -> Vec<Anomaly> {
-        let mut out = Vec::new();
+    /// earlier open minute, oldest first), and reports each watched merchant's counts.
+    pub fn close(&mut self, minute: i64, cfg: &RateConfig) -> Closed {
+        let mut closed = Closed::default();
+        let out = &mut closed.anomalies;
         while let Some(entry) = self.open.first_entry() {
             if *entry.key() > minute {
                 break;
@@ -218,7 +236,7 @@ impl Breakdown {
                     cfg.category_min_per_minute,
                     cfg.max_keyed_series,
                     cfg,
-                    &mut out,
+                    out,
                 );
             }
             if cfg.by_merchant {
@@ -229,7 +247,23 @@ impl Breakdown {
                     cfg.merchant_min_per_minute,
                     cfg.max_keyed_series,
                     cfg,
-                    &mut out,
+                    out,
+                );
+                // Watched as of this minute (a merchant that reached its threshold now included),
+                // so the drill-down starts with the first minute its rates are judged.
+                closed.merchant_minutes.extend(
+                    keys.iter().filter(|((_, merchant), _)| self.merchants.is_watched(merchant)).map(
+                        |((category, merchant), c)| MerchantMinute {
+                            minute_start: m,
+                            category: category.clone(),
+                            merchant_id: merchant.clone(),
+                            total: c.total,
+                            approved: c.count(TransactionStatus::Approved),
+                            denied: c.denied,
+                            failed: c.failed,
+                            reversed: c.reversed,
+                        },
+                    ),
                 );
             }
             if m - self.last_sweep >= SWEEP_MS {
@@ -238,12 +272,14 @@ impl Breakdown {
                 self.last_sweep = m;
             }
         }
-        out
+        closed
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use rand::{Rng, SeedableRng};
     use vigil_schemas::AnomalyState;
 
@@ -280,7 +316,7 @@ mod tests {
                     b.add(minute, &tx("food", m, s), cfg);
                 }
             }
-            out.extend(b.close(minute, cfg).into_iter().map(|a| (i, a)));
+            out.extend(b.close(minute, cfg).anomalies.into_iter().map(|a| (i, a)));
         }
         out
     }
@@ -305,6 +341,81 @@ mod tests {
             assert_eq!(merchant[0].1.merchant_id.as_deref(), Some("m2"));
             assert!(merchant.iter().any(|(_, a)| a.state == AnomalyState::Resolved), "seed {seed}");
         }
+    }
+
+    #[test]
+    fn watched_merchants_minutes_are_emitted_per_category_and_unwatched_ones_are_not() {
+        let cfg = RateConfig { max_keyed_series: 2, ..RateConfig::default() };
+        let run = |cfg: &RateConfig| {
+            let mut b = Breakdown::default();
+            let mut closed = Vec::new();
+            for i in 0..150i64 {
+                let minute = T0 + i * MINUTE_MS;
+                // Three busy merchants (the watch limit is two: the first two to qualify), one
+                // quiet one that never qualifies; busy-0 also trades in travel, and pauses in
+                // minute 140.
+                for m in 0..3 {
+                    if m == 0 && i == 140 {
+                        continue;
+                    }
+                    for k in 0..10 {
+                        let s = if k < 2 { TransactionStatus::Denied } else { TransactionStatus::Approved };
+                        b.add(minute, &tx("food", &format!("busy-{m}"), s), cfg);
+                    }
+                }
+                if i != 140 {
+                    b.add(minute, &tx("travel", "busy-0", TransactionStatus::Failed), cfg);
+                }
+                b.add(minute, &tx("food", "quiet", TransactionStatus::Reversed), cfg);
+                closed.push((i, b.close(minute, cfg)));
+            }
+            closed
+        };
+        let closed = run(&cfg);
+        let rows: Vec<(i64, &MerchantMinute)> =
+            closed.iter().flat_map(|(i, c)| c.merchant_minutes.iter().map(move |r| (*i, r))).collect();
+        let merchants: BTreeSet<&str> = rows.iter().map(|(_, r)| r.merchant_id.as_str()).collect();
+        assert_eq!(merchants, BTreeSet::from(["busy-0", "busy-1"]), "only the watched merchants");
+        // Watched once its volume qualifies, then a row for every minute in which it traded, one
+        // per category.
+        let first = rows.iter().map(|(i, _)| *i).min().unwrap();
+        assert!(first < 100, "first row in minute {first}");
+        for i in first..150 {
+            let of = |m: &str| -> Vec<&MerchantMinute> {
+                rows.iter().filter(|(j, r)| *j == i && r.merchant_id == m).map(|(_, r)| *r).collect()
+            };
+            assert_eq!(of("busy-1").len(), 1, "minute {i}");
+            let busy0 = of("busy-0");
+            if i == 140 {
+                assert!(busy0.is_empty(), "no row for a minute without transactions");
+                continue;
+            }
+            assert_eq!(busy0.len(), 2, "minute {i}: food and travel");
+            let food = MerchantMinute {
+                minute_start: T0 + i * MINUTE_MS,
+                category: "food".into(),
+                merchant_id: "busy-0".into(),
+                total: 10,
+                approved: 8,
+                denied: 2,
+                failed: 0,
+                reversed: 0,
+            };
+            let travel = MerchantMinute {
+                category: "travel".into(),
+                total: 1,
+                approved: 0,
+                denied: 0,
+                failed: 1,
+                ..food.clone()
+            };
+            assert_eq!(busy0, vec![&food, &travel]);
+        }
+        // Deterministic: the same input gives the same rows in the same order.
+        assert_eq!(run(&cfg), closed);
+        // Without per-merchant series, no merchant rows.
+        let off = RateConfig { by_merchant: false, ..cfg.clone() };
+        assert!(run(&off).iter().all(|(_, c)| c.merchant_minutes.is_empty()));
     }
 
     #[test]

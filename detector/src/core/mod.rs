@@ -18,7 +18,7 @@ pub use config::{AmountConfig, CoreConfig, RateConfig, RateMethod, MINUTE_MS};
 pub use merge::{MergeState, Stage2Output};
 pub use partition::{PartitionState, Refusal, Stage1Output, Step, Verdict};
 
-use vigil_schemas::{Anomaly, LateEvents, MinuteAggregate, Transaction};
+use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, Transaction};
 
 /// A final output of the whole detector.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,8 @@ pub enum Output {
     Aggregate(MinuteAggregate),
     Late(LateEvents),
     Anomaly(Anomaly),
+    /// A watched merchant's counts in one category and final minute of its partition.
+    MerchantMinute(MerchantMinute),
 }
 
 /// Both stages in one process, for `replay` and tests: `partition_count` stage-1 states feeding
@@ -83,6 +85,7 @@ impl Pipeline {
             match o {
                 Stage1Output::Anomaly(a) => result.push(Output::Anomaly(a)),
                 Stage1Output::Late(l) => result.push(Output::Late(l)),
+                Stage1Output::MerchantMinute(m) => result.push(Output::MerchantMinute(m)),
                 Stage1Output::Partial(p) => {
                     for o2 in self.merge.on_partial(&p, &self.cfg) {
                         result.push(match o2 {

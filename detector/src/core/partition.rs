@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vigil_schemas::{Anomaly, LateEvents, MinutePartial, PartialKind, Transaction};
+use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinutePartial, PartialKind, Transaction};
 
 use super::amount::{AmountBaselines, AmountScore};
 use super::config::{minute_of, CoreConfig, MINUTE_MS};
@@ -42,6 +42,8 @@ pub enum Stage1Output {
     Partial(MinutePartial),
     Late(LateEvents),
     Anomaly(Anomaly),
+    /// A watched merchant's counts in one category and final minute (for the drill-down).
+    MerchantMinute(MerchantMinute),
 }
 
 /// Why an event was not counted.
