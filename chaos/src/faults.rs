@@ -108,11 +108,11 @@ impl SuiteOptions {
             unreachable_for: Duration::from_secs(12),
             rebalance_hold: Duration::from_secs(4),
             rounds: 1,
-            // Short, so each phase drains in seconds; it also books most live events as late
-            // (a phase starts in a minute the pause before it closed), exercising that path.
+            // Short, so quiet partitions are noticed at once; their minutes still wait for the
+            // wall clock to pass the feed's delay (see `STABLE_FOR`).
             idle_timeout: "2s",
             recovery_timeout: Duration::from_secs(150),
-            drain_timeout: Duration::from_secs(150),
+            drain_timeout: Duration::from_secs(240),
         }
     }
 
@@ -214,9 +214,10 @@ impl SuiteReport {
             s,
             "Traffic: {} minutes of history at {:.0}/min sent at once, then {:.0} events/s live through POST \
              /ingest/transactions, stamped {} minutes behind the clock (simulator, items retried up to 30 times with \
-             the same id). Detector IDLE_TIMEOUT {}: a stream stamped in the past that pauses longer than that \
-             (between phases, during a fault) has its current minute closed, and the rest of that minute's events \
-             are booked as late, which the books count.\n",
+             the same id). Detector IDLE_TIMEOUT {}: a partition quiet for longer than that (between phases, \
+             during a fault) has a minute closed only once the wall clock is past its end plus the feed's learned \
+             delay plus ALLOWED_LATENESS; events of a minute already closed are booked as late, which the books \
+             count.\n",
             o.history_minutes, o.history_per_minute, o.live_per_second, LIVE_BEHIND_MINUTES, o.idle_timeout
         );
         for ph in &self.phases {
@@ -320,12 +321,14 @@ impl SuiteReport {
     }
 }
 
-/// How long the books may stand still after traffic stopped before the wait ends: the
-/// detector closes idle partitions after 2 s and the sink writes within a second.
 /// How far behind the wall clock the live traffic is stamped.
 const LIVE_BEHIND_MINUTES: i64 = 3;
 
-const STABLE_FOR: Duration = Duration::from_secs(30);
+/// How long the books may stand still after traffic stopped before the wait ends. The live
+/// traffic's last minutes close once the wall clock is past their end plus the feed's delay (3
+/// minutes and up to ALLOWED_LATENESS more) plus ALLOWED_LATENESS: the first up to 90 s after the
+/// traffic stopped, the next a minute later, and nothing moves in between.
+const STABLE_FOR: Duration = Duration::from_secs(150);
 
 /// The cumulative counts of every phase so far.
 struct Ledger {
@@ -420,10 +423,11 @@ async fn phase(
     let traffic = {
         let (send, stop) = (send.clone(), stop.clone());
         let scenario = traffic::live(o.live_per_second * 60.0);
-        // Stamped three minutes behind the wall clock, as a back-fill would be: the detector
-        // then closes a window as soon as the stack goes quiet (a live stream keeps its current
-        // minute open until the wall clock is ALLOWED_LATENESS past it), so each phase's books
-        // can be checked within seconds of the traffic stopping.
+        // Stamped three minutes behind the wall clock, as a delayed feed is: the detector learns
+        // the delay and keeps a quiet partition's current minute open until the wall clock is
+        // past its end plus the delay plus ALLOWED_LATENESS, so pauses (a fault, the gap
+        // between phases) turn no punctual event late, and each phase's last minutes are final
+        // about two minutes after its traffic stopped.
         let behind = Duration::from_secs(60 * LIVE_BEHIND_MINUTES as u64);
         let start = Utc::now() - chrono::Duration::minutes(LIVE_BEHIND_MINUTES);
         tokio::spawn(async move { send.run_delayed(scenario, seed, start, Speed::Factor(1.0), behind, stop).await })
