@@ -1,7 +1,8 @@
 //! Realistic data for the dashboards and alert rules: a few hours of per-minute aggregates as
 //! the sink writes them (all four statuses of every minute, the auth-code and category
-//! breakdowns summing to the same totals), an optional denied spike, anomalies as the detector
-//! reports them, and alerts as the webhook service stores them.
+//! breakdowns summing to the same totals, and the watched merchants' minutes), an optional
+//! denied spike, anomalies as the detector reports them, and alerts as the webhook service
+//! stores them.
 //!
 //! Deterministic: the same plan gives the same rows, so the thresholds the tests rely on hold
 //! every run.
@@ -68,6 +69,10 @@ fn noise(i: i64, salt: u64) -> f64 {
     (z as f64 / u64::MAX as f64) * 2.0 - 1.0
 }
 
+/// Watched merchants: (merchant, category, transactions a minute). m-3 trades in two categories.
+pub const MERCHANTS: [(&str, &str, i64); 4] =
+    [("m-42", "electronics", 12), ("m-7", "fuel", 15), ("m-3", "grocery", 20), ("m-3", "food", 6)];
+
 pub const CATEGORIES: [(&str, f64, i64); 5] = [
     ("grocery", 0.35, 4_500),
     ("fuel", 0.20, 6_000),
@@ -101,6 +106,7 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
     let (mut a_min, mut a_code, mut a_count) = (Vec::new(), Vec::new(), Vec::new());
     let (mut c_min, mut c_cat, mut c_count, mut c_sum, mut c_lo, mut c_hi) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut mm_min, mut mm_merchant, mut mm_cat, mut mm_counts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut total_transactions = 0;
     for i in 0..plan.minutes {
         let m = plan.minute(i);
@@ -121,6 +127,18 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
             a_min.push(m);
             a_code.push(code.to_owned());
             a_count.push(n);
+        }
+        // The spike is m-42's too: the drill-down shows it at the merchant.
+        for (k, (merchant, cat, base)) in MERCHANTS.iter().enumerate() {
+            let n = base + (3.0 * noise(i, 10 + k as u64)).round() as i64;
+            let share = if plan.in_spike(m) && *merchant == "m-42" { 0.35 } else { 0.05 };
+            let d = (n as f64 * share).round() as i64;
+            let f = i64::from(noise(i, 20 + k as u64) > 0.6);
+            let r = i64::from(noise(i, 30 + k as u64) > 0.8);
+            mm_min.push(m);
+            mm_merchant.push((*merchant).to_owned());
+            mm_cat.push((*cat).to_owned());
+            mm_counts.push([n, n - d - f - r, d, f, r]);
         }
         let mut left = total;
         for (k, (cat, share, avg)) in CATEGORIES.iter().enumerate() {
@@ -161,6 +179,22 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
     .bind(&c_sum)
     .bind(&c_lo)
     .bind(&c_hi)
+    .execute(pool)
+    .await
+    .unwrap();
+    let col = |j: usize| mm_counts.iter().map(|c| c[j]).collect::<Vec<i64>>();
+    sqlx::query(
+        "INSERT INTO merchant_minutes (minute, merchant_id, category, total, approved, denied, failed, reversed)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])",
+    )
+    .bind(&mm_min)
+    .bind(&mm_merchant)
+    .bind(&mm_cat)
+    .bind(col(0))
+    .bind(col(1))
+    .bind(col(2))
+    .bind(col(3))
+    .bind(col(4))
     .execute(pool)
     .await
     .unwrap();
@@ -289,6 +323,29 @@ async fn seed_anomalies(pool: &PgPool, plan: &Plan) {
         )
         .await;
     }
+    // An earlier incident of one merchant's denied rate, reported as that merchant's anomaly.
+    let merchant_onset = plan.end - Duration::minutes(40);
+    insert_anomaly(
+        pool,
+        Anomaly {
+            id: format!("denied_rate:merchant:m-42:{}", merchant_onset.timestamp_millis()),
+            rule: "denied_rate",
+            dimension: "merchant",
+            dimension_value: "m-42".into(),
+            category: None,
+            merchant: Some("m-42"),
+            transaction_id: None,
+            window: Some(merchant_onset),
+            observed: 0.3,
+            severity: "medium",
+            state: "resolved",
+            message: "Denied rate of merchant m-42 at 30.0% over 3 minutes, against 5.0% usually.".into(),
+            first_seen: merchant_onset,
+            resolved_at: Some(merchant_onset + Duration::minutes(8)),
+            created_at: merchant_onset + Duration::minutes(3),
+        },
+    )
+    .await;
     let old = plan.end - Duration::minutes(120);
     insert_anomaly(
         pool,

@@ -13,11 +13,12 @@ use vigil_ops_tests::grafana::{self, Place};
 use vigil_ops_tests::repo;
 
 /// Tables whose size grows with history: none may be read by a sequential scan.
-const LARGE: [&str; 6] = [
+const LARGE: [&str; 7] = [
     "transactions",
     "transactions_auth_codes",
     "transactions_categories",
     "transactions_late",
+    "merchant_minutes",
     "anomalies",
     "received_alerts",
 ];
@@ -34,6 +35,10 @@ async fn seed_a_year(pool: &sqlx::PgPool) {
         "INSERT INTO transactions_categories (minute, category, currency, count, amount_sum, amount_min, amount_max)
          SELECT m, c, 'EUR', 50, 50000, 100, 9000 FROM generate_series(date_trunc('minute', now()) - interval '365 days', date_trunc('minute', now()), interval '1 minute') m,
               unnest(ARRAY['food', 'travel', 'fuel']) c",
+        // The retention's 90 days of ten watched merchants.
+        "INSERT INTO merchant_minutes (minute, merchant_id, category, total, approved, denied, failed, reversed)
+         SELECT m, 'm-' || k, 'food', 20, 17, 1, 1, 1 FROM generate_series(date_trunc('minute', now()) - interval '90 days', date_trunc('minute', now()), interval '1 minute') m,
+              generate_series(1, 10) k",
         "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, transaction_id, category, merchant_id,
             observed, observed_count, observed_total, baseline_mean, baseline_stddev, baseline_n, scored_on, score,
             threshold, severity, state, message, first_seen, last_updated, created_at)
