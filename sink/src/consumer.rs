@@ -117,7 +117,11 @@ impl Loop {
         if !batch.is_empty() {
             self.write(&mut batch, &CancellationToken::new()).await?;
         }
-        self.commit(&seen, CommitMode::Sync);
+        // What is written but not committed is redelivered and upserted again: nothing is lost,
+        // but the stop was not clean, so say so with the exit status.
+        self.try_commit(&seen, CommitMode::Sync).inspect_err(|e| {
+            tracing::warn!(error = %e, "The final offset commit failed; what was written is redelivered and upserted again.");
+        })?;
         vigil_common::shutdown::released("sink");
         tracing::info!("Sink stopped after writing and committing what it held.");
         Ok(())
@@ -301,17 +305,22 @@ impl Loop {
         Ok(())
     }
 
+    /// Commits past every message seen; a failure is retried with the next batch.
     fn commit(&self, seen: &BTreeMap<(String, i32), i64>, mode: CommitMode) {
+        if let Err(e) = self.try_commit(seen, mode) {
+            tracing::debug!(error = %e, "Offset commit failed (will be retried with the next batch).");
+        }
+    }
+
+    fn try_commit(&self, seen: &BTreeMap<(String, i32), i64>, mode: CommitMode) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, p), offset) in seen {
             let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(offset + 1));
         }
         if tpl.count() == 0 {
-            return;
+            return Ok(());
         }
-        if let Err(e) = self.consumer.commit(&tpl, mode) {
-            tracing::debug!(error = %e, "Offset commit failed (will be retried with the next batch).");
-        }
+        Ok(self.consumer.commit(&tpl, mode)?)
     }
 
     fn update_lag(&self, seen: &BTreeMap<(String, i32), i64>) {
