@@ -20,8 +20,8 @@ STOP_WITHIN=$(( ($(duration_s "${SHUTDOWN_TIMEOUT:-10s}") + 5) * 5 + 30 ))
 OUT="$ROOT/.vigil/run-loop"
 mkdir -p "$OUT"
 
-metric() { # url name filter -> sum of the samples whose line matches filter
-  curl -fsS "$1/metrics" 2>/dev/null | awk -v n="$2" -v f="$3" '($1 == n || index($1, n "{") == 1) && index($0, f) { s += $NF } END { printf "%d\n", s }'
+metric() { # url name filter -> sum of the samples whose line contains filter (0 while it is not up)
+  { curl -fsS "$1/metrics" 2>/dev/null || true; } | awk -v n="$2" -v f="$3" '($1 == n || index($1, n "{") == 1) && index($0, f) { s += $NF } END { printf "%d\n", s }'
 }
 
 fail() { log "Round $round: $*"; [ -n "${pid:-}" ] && kill -9 -- "-$pid" 2>/dev/null; exit 1; }

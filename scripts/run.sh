@@ -30,6 +30,7 @@ STOP_WAIT=$(( $(duration_s "$SHUTDOWN_TIMEOUT") + 5 ))
 declare -A PID=()        # name -> pid of what this script started
 NAMES=()                 # in start order
 INTERRUPTED=0            # a signal asked for the stop: a normal end
+SLEEPER=""               # the main loop's sleep, ended with the script
 STARTED_PG=0; STARTED_BROKER=0
 
 # Stops one process this script started; non-zero if it had to be killed or exited non-zero.
@@ -54,6 +55,7 @@ finish() {
   local status=$? name failed=()
   trap - EXIT TERM HUP
   trap '' INT # stopping is bounded; a second Ctrl-C must not cut the flush short
+  [ -n "${SLEEPER:-}" ] && kill "$SLEEPER" 2>/dev/null
   [ "$INTERRUPTED" = 1 ] && status=0
   if [ "${#NAMES[@]}" -gt 0 ]; then
     log "Stopping the simulator and the services (each flushes what it holds, at most $STOP_WAIT s)."
@@ -210,5 +212,6 @@ while true; do
   echo "[$(date +%H:%M:%S)] $(summary)"
   # In the background, so a signal is handled at once, not after the sleep.
   sleep 5 &
-  wait $! || true
+  SLEEPER=$!
+  wait "$SLEEPER" || true
 done
