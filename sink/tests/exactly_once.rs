@@ -154,6 +154,9 @@ async fn a_minute_or_anomaly_from_the_far_future_is_dead_lettered_not_stored() {
     sink.stop().await;
 }
 
+/// (minute in ms, category, merchant, total, approved, denied, failed, reversed)
+type StoredMerchantMinute = (i64, String, String, i64, i64, i64, i64, i64);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn merchant_minutes_delivered_twice_in_any_order_are_stored_once_with_their_counts() {
     let topics = Topics::fresh().await;
@@ -187,7 +190,7 @@ async fn merchant_minutes_delivered_twice_in_any_order_are_stored_once_with_thei
     assert_eq!(count(&db.pool, "SELECT count(*) FROM merchant_minutes").await, 40);
     let expected: i64 = once.iter().map(|r| r.total).sum();
     assert_eq!(count(&db.pool, "SELECT sum(total)::bigint FROM merchant_minutes").await, expected, "no double count");
-    let stored: Vec<(i64, String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+    let stored: Vec<StoredMerchantMinute> = sqlx::query_as(
         "SELECT (extract(epoch FROM minute) * 1000)::bigint, category, merchant_id, total, approved, denied, failed, reversed
          FROM merchant_minutes ORDER BY 1, 3, 2",
     )
