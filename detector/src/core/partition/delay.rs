@@ -10,8 +10,9 @@
 //!
 //! A **back-fill** (events stamped in the past, sent faster than they happened) has huge delays
 //! that say nothing about a live feed's: its event time runs ahead of its record time. While
-//! that is seen the feed is *catching up*, and the histogram is emptied each time it is seen, so
-//! a live feed that follows a back-fill learns its own delay at once.
+//! that is seen over the last 15 to 30 s of record time the feed is *catching up*, and its
+//! records teach nothing, so a live feed that follows a back-fill (or drains a backlog) goes on
+//! with its own delay as soon as it is back at the pace of the clock.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +28,9 @@ pub const MIN_SUPPORT: u64 = 5;
 /// A feed further behind the clock than this is treated as a back-fill: idleness closes its
 /// minutes at once rather than hold every other partition's minutes back for so long.
 pub const MAX_FEED_DELAY_MS: i64 = 15 * 60_000;
-/// The record time over which the pace of event time against record time is judged.
-pub const PACE_WINDOW_MS: i64 = 60_000;
+/// The pace of event time against record time is judged over the last one to two of these
+/// spans of record time.
+pub const PACE_STEP_MS: i64 = 15_000;
 
 /// Weight of one record (fixed point, so a few halvings still leave a trace).
 const ONE: u32 = 256;
@@ -77,9 +79,12 @@ pub struct FeedDelay {
     decayed_to: Option<i64>,
     /// The newest record timestamp seen.
     last_record_ts: Option<i64>,
-    /// Record time and highest event time at the start of the current pace window.
+    /// Record time and highest event time at the start of the current pace span…
     anchor: Option<(i64, i64)>,
-    /// Event time ran ahead of record time in the current or the last pace window.
+    /// …and of the one before: the pace is judged from there.
+    previous: Option<(i64, i64)>,
+    /// Event time ran ahead of record time over the last one to two pace spans, as of the newest
+    /// record.
     catching_up: bool,
 }
 
@@ -89,26 +94,21 @@ impl FeedDelay {
     /// frontier may run that far ahead of record time before the feed counts as catching up.
     pub fn observe(&mut self, t: i64, record_ts: i64, frontier: i64, slack_ms: i64) {
         self.decay(record_ts);
-        self.last_record_ts = Some(self.last_record_ts.map_or(record_ts, |l| l.max(record_ts)));
+        let newest = self.last_record_ts.map_or(record_ts, |l| l.max(record_ts));
+        self.last_record_ts = Some(newest);
         match self.anchor {
-            None => self.anchor = Some((record_ts, frontier)),
-            Some((r0, m0)) => {
-                let (dr, dm) = ((record_ts - r0).max(0), frontier - m0);
-                if dm > 2 * dr + slack_ms {
-                    // Event time outran record time (more than twice as fast, beyond the
-                    // slack): a back-fill or a replay. Its delays are no live feed's.
-                    self.catching_up = true;
-                    self.weights.clear();
-                    self.anchor = Some((record_ts, frontier));
-                } else if dr >= PACE_WINDOW_MS {
-                    // A whole window at the pace of the clock (or slower): a live feed.
-                    self.catching_up = false;
-                    self.anchor = Some((record_ts, frontier));
-                }
-            }
+            Some((r0, _)) if newest - r0 < PACE_STEP_MS => {}
+            Some(_) => (self.previous, self.anchor) = (self.anchor, Some((newest, frontier))),
+            None => self.anchor = Some((newest, frontier)),
         }
-        let w = self.weights.entry(bucket(record_ts.saturating_sub(t).max(0)) as u16).or_default();
-        *w = w.saturating_add(ONE);
+        let (r0, m0) = self.previous.or(self.anchor).unwrap_or((newest, frontier));
+        // Event time outran record time (more than twice as fast, beyond the slack): a back-fill,
+        // a replay, a backlog drained. Its delays are no live feed's.
+        self.catching_up = frontier - m0 > 2 * (newest - r0).max(0) + slack_ms;
+        if !self.catching_up {
+            let w = self.weights.entry(bucket(record_ts.saturating_sub(t).max(0)) as u16).or_default();
+            *w = w.saturating_add(ONE);
+        }
     }
 
     /// Halves every weight once per half-life of record time since the last decay. Records

@@ -284,13 +284,13 @@ fn a_live_feed_after_a_back_fill_learns_its_own_delay() {
     assert!(s.is_idle(), "the history closed at once");
     delayed(&mut s, &cfg, 10_000, 19 * 60_000 + 10_000, 1000, 80, 180_000);
     assert!(!s.feed_delay().catching_up());
-    // Its last event is stamped 12:17:29 (sent 12:20:29). A 30 s pause closes 12:16, which the
-    // wall clock has passed by the delay and the allowed lateness, but not 12:17.
-    let out = s.go_idle(sent + 89_000 + 30_000, &cfg);
+    // Its last event is stamped 12:17:29 (sent 12:20:29). A 25 s pause does not close 12:17.
+    let out = s.go_idle(sent + 89_000 + 25_000, &cfg);
     let current = T0 + 17 * 60_000;
     assert!(partials(&out).iter().all(|p| p.minute_start != Some(current)), "{out:?}");
     assert!(!s.is_idle());
-    let steps = delayed(&mut s, &cfg, 20_000, 19 * 60_000 + 120_000, 1000, 20, 180_000);
+    // The feed resumes at 12:20:55 with 12:17:55: the rest of 12:17 is counted in it.
+    let steps = delayed(&mut s, &cfg, 20_000, 19 * 60_000 + 115_000, 1000, 20, 180_000);
     assert!(steps.iter().all(|st| st.verdict == Verdict::Counted), "the rest of 12:17 is not late");
 }
 
