@@ -15,8 +15,8 @@ async fn main() -> anyhow::Result<()> {
             (None, Some(file)) => {
                 let s = replay::transactions(file, r.partitions, core, &mut out)?;
                 eprintln!(
-                    "replayed {} events: {} minutes, {} anomaly states, {} late bookings",
-                    s.events, s.minutes, s.anomalies, s.late
+                    "replayed {} events: {} minutes, {} anomaly states, {} late bookings, {} merchant minutes",
+                    s.events, s.minutes, s.anomalies, s.late, s.merchant_minutes
                 );
                 Ok(())
             }

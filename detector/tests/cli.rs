@@ -52,7 +52,16 @@ fn replay_prints_every_minute_and_the_spike_it_finds_as_ndjson() {
         .collect();
     assert_eq!(firing.len(), 1, "{firing:?}");
     assert_eq!(firing[0]["value"]["window_start"], 1_765_713_600_000_i64 + 32 * 60_000);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replayed 8000 events"));
+    // Every merchant (40 a minute) is watched once its volume qualifies; its minutes are printed.
+    let merchant: Vec<&serde_json::Value> = values.iter().filter(|v| v["type"] == "merchant_minute").collect();
+    assert!(merchant.iter().all(|m| m["value"]["total"] == 40 && m["value"]["category"] == "food"), "{merchant:?}");
+    let last = 1_765_713_600_000_i64 + 39 * 60_000;
+    assert_eq!(merchant.iter().filter(|m| m["value"]["minute_start"] == last).count(), 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replayed 8000 events") && stderr.contains(&format!("{} merchant minutes", merchant.len())),
+        "{stderr}"
+    );
 }
 
 #[test]
