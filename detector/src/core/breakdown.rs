@@ -419,6 +419,44 @@ mod tests {
     }
 
     #[test]
+    fn a_breakdown_restored_from_its_checkpoint_emits_the_same_merchant_minutes_as_one_that_never_stopped() {
+        let cfg = RateConfig::default();
+        let minute_of = |i: i64| T0 + i * MINUTE_MS;
+        let feed = |b: &mut Breakdown, i: i64| {
+            for m in 0..4 {
+                for k in 0..(12 + m + i % 3) {
+                    let s = if k % 7 == 0 { TransactionStatus::Denied } else { TransactionStatus::Approved };
+                    b.add(minute_of(i), &tx("food", &format!("m-{m}"), s), &cfg);
+                }
+            }
+        };
+        let mut straight = Breakdown::default();
+        let mut expected = Vec::new();
+        for i in 0..200 {
+            feed(&mut straight, i);
+            expected.push(straight.close(minute_of(i), &cfg));
+        }
+        // Stopped after minute 100 with minute 101 still open, restored from the checkpoint bytes.
+        let mut first = Breakdown::default();
+        let mut got = Vec::new();
+        for i in 0..=100 {
+            feed(&mut first, i);
+            got.push(first.close(minute_of(i), &cfg));
+        }
+        feed(&mut first, 101);
+        let mut restored: Breakdown = postcard::from_bytes(&postcard::to_stdvec(&first).unwrap()).unwrap();
+        got.push(restored.close(minute_of(101), &cfg));
+        for i in 102..200 {
+            feed(&mut restored, i);
+            got.push(restored.close(minute_of(i), &cfg));
+        }
+        // Watched well before the stop, so rows on both sides of it are compared.
+        assert!(expected[..100].iter().map(|c| c.merchant_minutes.len()).sum::<usize>() > 100);
+        assert_eq!(expected[101..].iter().map(|c| c.merchant_minutes.len()).sum::<usize>(), 99 * 4);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
     fn quiet_keys_are_not_watched_and_the_number_watched_is_bounded() {
         let cfg = RateConfig { max_keyed_series: 10, ..RateConfig::default() };
         let mut b = Breakdown::default();
