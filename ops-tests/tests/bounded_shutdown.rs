@@ -165,3 +165,22 @@ async fn the_sink_stops_within_its_bound_when_the_broker_is_gone() {
     .collect();
     stop_after_the_broker_died("sink", port, &env, &mut broker, Some(&topics.minutes)).await;
 }
+
+#[test]
+fn every_service_documents_its_shutdown_limit_and_refuses_a_bad_one() {
+    for name in ["producer", "sink", "webhook", "detector"] {
+        let help = Command::new(bin(name)).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(help.contains("SHUTDOWN_TIMEOUT"), "{name} --help does not mention SHUTDOWN_TIMEOUT:\n{help}");
+        let out = Command::new(bin(name))
+            .arg("--check-config")
+            .env("SHUTDOWN_TIMEOUT", "0")
+            .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x")
+            .env("WEBHOOK_TOKENS", "a-token-of-sufficient-length-0123456789")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name} accepted SHUTDOWN_TIMEOUT=0: {err}");
+        assert!(err.contains("SHUTDOWN_TIMEOUT"), "{name} did not name SHUTDOWN_TIMEOUT: {err}");
+    }
+}
