@@ -108,6 +108,15 @@ async fn watched_merchants_minutes_reach_postgresql_with_exact_counts_and_quiet_
         assert_eq!(*minutes, (first..MINUTES).collect::<Vec<_>>(), "{merchant}");
     }
 
+    // The detector counts what it sent: every stored row (a re-send would only add to it).
+    let metrics = p.http.get(format!("{}/metrics", p.detector.url())).send().await.unwrap().text().await.unwrap();
+    let sent: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_detector_merchant_minutes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no vigil_detector_merchant_minutes_total in\n{metrics}"));
+    assert!(sent >= rows.len(), "sent {sent}, stored {}", rows.len());
+
     // The view the drill-down reads gives the same counts and their rates.
     let (total, denied, rate): (i64, i64, f64) = sqlx::query_as(
         "SELECT total, denied, denied_rate FROM v_merchant_minute WHERE merchant_id = 'm-busy-1' AND minute = $1",

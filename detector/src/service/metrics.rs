@@ -45,6 +45,7 @@ pub struct DetectorMetrics {
     pub minutes_final: Counter,
     pub late_events: Counter,
     pub late_unchecked: Counter,
+    pub merchant_minutes: Counter,
     pub anomalies: Family<AnomalyLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub dedup_entries: Gauge,
@@ -67,6 +68,7 @@ impl DetectorMetrics {
             minutes_final: Counter::default(),
             late_events: Counter::default(),
             late_unchecked: Counter::default(),
+            merchant_minutes: Counter::default(),
             anomalies: Family::default(),
             dead_letters: Family::default(),
             dedup_entries: Gauge::default(),
@@ -102,6 +104,11 @@ impl DetectorMetrics {
             "late_unchecked_events",
             "Late events older than DEDUP_HORIZON, booked without a duplicate check",
             s.late_unchecked.clone(),
+        );
+        m.register(
+            "merchant_minutes",
+            "Watched merchants' minutes sent for the drill-down (stage 1)",
+            s.merchant_minutes.clone(),
         );
         m.register("anomalies", "Anomaly states emitted, by rule, severity and state", s.anomalies.clone());
         m.register(

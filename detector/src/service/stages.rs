@@ -131,7 +131,10 @@ fn route_stage1(outputs: Vec<Stage1Output>, out: &mut Outputs, metrics: &Detecto
         match o {
             Stage1Output::Partial(p) => out.partial(&p)?,
             Stage1Output::Late(l) => out.late(&l)?,
-            Stage1Output::MerchantMinute(m) => out.merchant_minute(&m)?,
+            Stage1Output::MerchantMinute(m) => {
+                metrics.merchant_minutes.inc();
+                out.merchant_minute(&m)?;
+            }
             Stage1Output::Anomaly(a) => {
                 metrics.anomaly(&a);
                 out.anomaly(&a)?;
