@@ -228,6 +228,30 @@ async fn merchant_minutes_delivered_twice_in_any_order_are_stored_once_with_thei
     sink.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merchant_minute_whose_counts_do_not_add_up_is_dead_lettered_and_its_batch_is_still_written() {
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let good = merchant_minute(0, 1, "food");
+    let bad = MerchantMinute { approved: good.approved + 1, ..merchant_minute(1, 1, "food") };
+    send(&topics, &[Decoded::MerchantMinute(bad.clone()), Decoded::MerchantMinute(good.clone())]).await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    let dead = vigil_testkit::read_topic(&topics.dead_letter, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    let decoded = vigil_schemas::Codec::single_object().decode::<MerchantMinute>(&dead[0].payload).unwrap();
+    assert_eq!(decoded, bad);
+    let reason =
+        String::from_utf8(dead[0].headers.iter().find(|(k, _)| k == "vigil.error").unwrap().1.clone()).unwrap();
+    assert!(reason.starts_with("database refused the row") && reason.contains("check"), "{reason}");
+    vigil_testkit::eventually(Duration::from_secs(30), || async {
+        (count(&db.pool, "SELECT count(*) FROM merchant_minutes").await == 1).then_some(())
+    })
+    .await
+    .expect("the valid row is written");
+    assert_eq!(count(&db.pool, "SELECT total FROM merchant_minutes").await, good.total);
+    sink.stop().await;
+}
+
 #[tokio::test]
 async fn retention_deletes_only_rows_older_than_the_configured_age() {
     let db = vigil_testkit::fresh_database().await;
