@@ -10,7 +10,7 @@
 //!
 //! A **back-fill** (events stamped in the past, sent faster than they happened) has huge delays
 //! that say nothing about a live feed's: its event time runs ahead of its record time. While
-//! that is seen over the last 15 to 30 s of record time the feed is *catching up*, and its
+//! that is seen over the last 5 to 10 s of record time the feed is *catching up*, and its
 //! records teach nothing, so a live feed that follows a back-fill (or drains a backlog) goes on
 //! with its own delay as soon as it is back at the pace of the clock.
 
@@ -30,7 +30,7 @@ pub const MIN_SUPPORT: u64 = 5;
 pub const MAX_FEED_DELAY_MS: i64 = 15 * 60_000;
 /// The pace of event time against record time is judged over the last one to two of these
 /// spans of record time.
-pub const PACE_STEP_MS: i64 = 15_000;
+pub const PACE_STEP_MS: i64 = 5_000;
 
 /// Weight of one record (fixed point, so a few halvings still leave a trace).
 const ONE: u32 = 256;

@@ -147,7 +147,7 @@ fn a_feed_whose_frontier_jumps_ahead_of_record_time_has_caught_up() {
     // event time outran record time, so the old delays no longer hold anything open.
     let mut f = Feed::new();
     f.live(T0, 1000, 300, 180_000);
-    f.live(T0 + 300_000, 1000, 10, 60_000);
+    f.live(T0 + 300_000, 1000, 3, 60_000);
     assert!(f.d.catching_up());
     assert_eq!(f.idle_delay(), None);
 }
