@@ -95,7 +95,7 @@ pub struct RuleArgs {
     pub rate_quarantine_minutes: String,
     /// Rate rules (sequential): odds (to one) that the rate is back at normal at which an open
     /// anomaly's minute counts as back in range.
-    #[arg(long, env = "RATE_BACK_ODDS", default_value = "20")]
+    #[arg(long, env = "RATE_BACK_ODDS", default_value = "100")]
     pub rate_back_odds: String,
     /// Rate rules: also watch the rates of each category / merchant with at least this many
     /// transactions a minute on average (0 turns the dimension off).

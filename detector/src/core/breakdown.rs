@@ -84,8 +84,11 @@ impl StatusCounts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Watch {
     /// Transactions per minute, exponentially weighted, as of `as_of` (the start of the last
-    /// minute folded in).
+    /// minute folded in), and the weight the minutes seen so far carry (1 − keep^minutes), by
+    /// which it is divided: a young key's average is then its true average, not one pulled
+    /// towards zero by the minutes before it existed.
     volume: f64,
+    weight: f64,
     as_of: i64,
     last_seen: i64,
     series: Vec<RateSeries>,
@@ -95,7 +98,9 @@ impl Watch {
     fn decay_to(&mut self, minute: i64) {
         if minute > self.as_of {
             let gap = ((minute - self.as_of) / MINUTE_MS) as f64;
-            self.volume *= (-gap * std::f64::consts::LN_2 / HALF_LIFE_MINUTES).exp();
+            let keep = (-gap * std::f64::consts::LN_2 / HALF_LIFE_MINUTES).exp();
+            self.volume *= keep;
+            self.weight = 1.0 - (1.0 - self.weight) * keep;
             self.as_of = minute;
         }
     }
@@ -105,8 +110,18 @@ impl Watch {
         self.decay_to(minute - MINUTE_MS);
         let keep = (-std::f64::consts::LN_2 / HALF_LIFE_MINUTES).exp();
         self.volume = self.volume * keep + (1.0 - keep) * total as f64;
+        self.weight = self.weight * keep + (1.0 - keep);
         self.as_of = minute;
         self.last_seen = minute;
+    }
+
+    /// Average transactions per minute.
+    fn per_minute(&self) -> f64 {
+        if self.weight > 0.0 {
+            self.volume / self.weight
+        } else {
+            0.0
+        }
     }
 
     fn is_active(&self) -> bool {
@@ -146,13 +161,15 @@ impl Keyed {
                 Some(w) => w,
                 None => self.watches.entry((*key).to_owned()).or_insert(Watch {
                     volume: 0.0,
+                    weight: 0.0,
                     as_of: minute - MINUTE_MS,
                     last_seen: minute,
                     series: Vec::new(),
                 }),
             };
             w.observe_volume(minute, c.total);
-            if w.series.is_empty() && w.volume >= min_volume && watched < limit {
+            // Judged from its tenth minute on: an average of fewer is too young to trust.
+            if w.series.is_empty() && w.weight > 0.1 && w.per_minute() >= min_volume && watched < limit {
                 w.series = RULES.iter().map(|(rule, _)| RateSeries::new(*rule, dimension, key)).collect();
                 watched += 1;
             }
@@ -168,7 +185,7 @@ impl Keyed {
         self.watches.retain(|_, w| {
             w.decay_to(minute);
             let active = w.is_active();
-            if !active && !w.series.is_empty() && w.volume < min_volume / 2.0 {
+            if !active && !w.series.is_empty() && w.per_minute() < min_volume / 2.0 {
                 w.series.clear();
             }
             active || minute - w.last_seen < FORGET_MS

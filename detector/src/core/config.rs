@@ -79,7 +79,8 @@ pub struct RateConfig {
     /// found it part of an incident. Default 15.
     pub quarantine_minutes: usize,
     /// Sequential: an open anomaly's minute is back in range once the evidence that the rate is
-    /// normal, rather than at the incident's level, reaches these odds. Default 20 (to one).
+    /// normal, rather than at the incident's level, reaches these odds. Default 100 (to one):
+    /// at 20 a long incident at night volume was resolved by chance and fired again.
     pub back_odds: f64,
     /// Sequential severity: high from this many times the normal rate, critical from this
     /// many; high also once the evidence is `evidence_high` times the firing bar.
@@ -129,7 +130,7 @@ impl Default for RateConfig {
             category_series: 100,
             merchant_series: 1000,
             quarantine_minutes: 15,
-            back_odds: 20.0,
+            back_odds: 100.0,
             ratio_high: 2.0,
             ratio_critical: 4.0,
             evidence_high: 4.0,

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinutePartial, PartialKind, Transaction};
 
 use super::amount::{AmountBaselines, AmountScore};
+use super::breakdown::Breakdown;
 use super::config::{minute_of, CoreConfig, MINUTE_MS};
 use super::counts::{marker, MinuteCounts};
 use super::dedup::{id_key, Dedup};
@@ -102,6 +103,8 @@ pub struct PartitionState {
     idle: bool,
     /// How far the feed trails the clock, learned from record timestamps (checkpoint version 3).
     delay: FeedDelay,
+    /// Rates per category and per merchant (checkpoint version 3).
+    breakdown: Breakdown,
 }
 
 impl PartitionState {
@@ -118,6 +121,7 @@ impl PartitionState {
             amounts: AmountBaselines::default(),
             idle: false,
             delay: FeedDelay::default(),
+            breakdown: Breakdown::default(),
         }
     }
 
@@ -149,6 +153,7 @@ impl PartitionState {
             amounts,
             idle,
             delay: FeedDelay::default(),
+            breakdown: Breakdown::default(),
         }
     }
 
@@ -221,6 +226,7 @@ impl PartitionState {
             step.verdict = Verdict::Late;
         } else {
             self.open.entry(minute).or_default().add(tx);
+            self.breakdown.add(minute, tx, &cfg.rate);
         }
 
         if self.max_event_time.is_none_or(|m| t > m) {
@@ -230,6 +236,7 @@ impl PartitionState {
         }
         self.learn_delay(t, record_ts, cfg);
         self.evict(cfg);
+        self.judge_keys(cfg, &mut step.outputs);
         step
     }
 
@@ -296,6 +303,23 @@ impl PartitionState {
     ///
     /// Returns nothing when already idle, or when the wall clock moves nothing.
     pub fn go_idle(&mut self, now_ms: i64, cfg: &CoreConfig) -> Vec<Stage1Output> {
+        let mut out = self.idle_step(now_ms, cfg);
+        self.judge_keys(cfg, &mut out);
+        out
+    }
+
+    /// Per-category and per-merchant rates of every minute the watermark has closed.
+    fn judge_keys(&mut self, cfg: &CoreConfig, out: &mut Vec<Stage1Output>) {
+        if self.watermark == i64::MIN {
+            return;
+        }
+        let last_final = minute_of(self.watermark) - MINUTE_MS;
+        let closed = self.breakdown.close(last_final, &cfg.rate);
+        out.extend(closed.anomalies.into_iter().map(Stage1Output::Anomaly));
+        out.extend(closed.merchant_minutes.into_iter().map(Stage1Output::MerchantMinute));
+    }
+
+    fn idle_step(&mut self, now_ms: i64, cfg: &CoreConfig) -> Vec<Stage1Output> {
         if self.idle {
             return Vec::new();
         }

@@ -113,6 +113,9 @@ pub fn unit_score(z: f64) -> f64 {
     Normal::standard().cdf(z)
 }
 
+/// See `Active::quiet`.
+const QUIET_FACTOR: u32 = 5;
+
 /// An incident in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Active {
@@ -129,6 +132,9 @@ struct Active {
     total: i64,
     /// Sequential: the incident's evidence, added up since its run began (uncapped).
     evidence: f64,
+    /// Sequential: minutes in a row whose own rate was under the midpoint between normal and
+    /// the smallest design shift.
+    quiet: u32,
 }
 
 /// One watched rate (e.g. the global denied rate, or the share of auth code 51).
@@ -204,6 +210,7 @@ impl RateSeries {
             last: a.last,
             back: 0.0,
             evidence: 0.0,
+            quiet: 0,
         });
         s
     }
@@ -339,7 +346,13 @@ impl RateSeries {
                 let back_bar = cfg.back_odds.max(1.0).ln();
                 // Back in range once the evidence reaches the odds; then it stays so while any
                 // evidence for normal remains (one noisy minute does not restart the count).
-                let still_bad = if act.normal_streak > 0 { act.back <= 0.0 } else { act.back < back_bar };
+                let midpoint = est.p0 * (1.0 + (smallest - 1.0) / 2.0);
+                act.quiet = if rate_of(x, n) <= midpoint { act.quiet + 1 } else { 0 };
+                // A weak incident's return is slow to prove at low volume: a long enough run of
+                // quiet minutes (QUIET_FACTOR × RESOLVE_AFTER_MINUTES) counts as back too.
+                let quiet_enough = act.quiet >= QUIET_FACTOR * cfg.resolve_after_minutes.max(1);
+                let still_bad =
+                    !quiet_enough && if act.normal_streak > 0 { act.back <= 0.0 } else { act.back < back_bar };
                 for c in &mut self.cusums {
                     c.s = c.s.min(bar.h);
                 }
@@ -437,6 +450,7 @@ impl RateSeries {
                     count,
                     total,
                     evidence: v.explain.score,
+                    quiet: 0,
                 });
                 Some(a)
             }
@@ -480,6 +494,7 @@ impl RateSeries {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn anomaly(
         &self,
         id: &str,

@@ -134,6 +134,7 @@ fn draw(rng: &mut rand::rngs::StdRng, n: i64, p: f64) -> i64 {
 
 /// Feeds `warm` normal minutes, then `minutes` at `rate`; returns the anomaly states of the
 /// second part, indexed from 0.
+#[allow(clippy::too_many_arguments)]
 fn incident(
     seed: u64,
     n: i64,
