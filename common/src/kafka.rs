@@ -8,7 +8,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 
 use crate::config::{Secret, Validator};
 
@@ -190,6 +191,17 @@ impl KafkaConfig {
             .set("fetch.wait.max.ms", "50")
             .set("enable.partition.eof", "false");
         c
+    }
+
+    /// A client of its own for high-watermark queries (lag gauges, "anything unread?"), never
+    /// the consumer's: a request that times out takes its connection down with it
+    /// (librdkafka's `socket.max.fails` = 1), and on a consumer's connection that is the fetch
+    /// in flight. Behind a fetch the broker needs longer than the query's timeout for (tansu
+    /// serving a few MB, a loaded broker), every query would then cost the fetch, and the
+    /// consumer would stand still with lag. On this client a timeout costs only its own
+    /// connection.
+    pub fn watermark_client(&self) -> KafkaResult<BaseConsumer> {
+        self.client_config().create()
     }
 
     /// Creates each topic with its partition count; existing topics are left alone.

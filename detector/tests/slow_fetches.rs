@@ -17,12 +17,14 @@ use support::*;
 
 const T0: i64 = 1_765_713_600_000;
 
+/// (events processed, lag of the partition stage) from the detector's metrics.
 async fn processed(http: &reqwest::Client, port: u16) -> Option<(f64, f64)> {
+    use vigil_testkit::metric_sum;
     let text = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?.text().await.ok()?;
-    let sum = |prefix: &str| -> f64 {
-        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-    };
-    Some((sum("vigil_detector_events_total{"), sum("vigil_detector_consumer_lag_messages{stage=\"partition\"")))
+    Some((
+        metric_sum(&text, "vigil_detector_events_total", &[]),
+        metric_sum(&text, "vigil_detector_consumer_lag_messages", &[("stage", "partition")]),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -56,9 +56,7 @@ pub struct Loop {
     pub cfg: Arc<Config>,
     pub pool: PgPool,
     pub consumer: StreamConsumer,
-    /// A client of its own for the lag gauge's high-watermark queries: one that timed out on
-    /// the consumer's connection would take the fetch in flight down with it (librdkafka
-    /// drops a connection on a request timeout), and behind a slow fetch it always would.
+    /// For the lag gauge's high-watermark queries (`KafkaConfig::watermark_client`).
     pub watermarks: BaseConsumer,
     pub dlq: FutureProducer,
     pub codec: Arc<Codec>,

@@ -134,7 +134,7 @@ impl Application {
                 .with_context(|| format!("Failed to reach the schema registry at {url}"))?,
             None => Codec::single_object(),
         };
-        let watermarks = self.config.kafka.client_config().create().context("Failed to create the watermark client")?;
+        let watermarks = self.config.kafka.watermark_client().context("Failed to create the watermark client")?;
         let lp = Loop {
             cfg: self.config.clone(),
             pool: self.pool.clone(),

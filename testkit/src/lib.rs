@@ -466,3 +466,42 @@ impl PipelineTopics {
         ]
     }
 }
+
+/// Sums the samples of a Prometheus/OpenMetrics `name` whose labels contain every `labels` pair.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, r)) => (m, r),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let ok = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if ok {
+                value.parse::<f64>().ok()
+            } else {
+                None
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_samples_are_summed_by_label() {
+        let text = "# TYPE vigil_sink_dead_letters counter\n\
+                    vigil_sink_dead_letters_total{kind=\"undecodable\"} 3\n\
+                    vigil_sink_dead_letters_total{kind=\"wrong_type\"} 2\n\
+                    vigil_sink_messages_total{kind=\"anomaly\"} 7\n";
+        assert_eq!(metric_sum(text, "vigil_sink_dead_letters_total", &[]), 5.0);
+        assert_eq!(metric_sum(text, "vigil_sink_dead_letters_total", &[("kind", "wrong_type")]), 2.0);
+        assert_eq!(metric_sum(text, "vigil_sink_messages_total", &[("kind", "late_events")]), 0.0);
+    }
+}

@@ -322,13 +322,8 @@ pub fn run<S: Stage>(
     }
     let consumer: BaseConsumer<StageContext<S>> = cc.create_with_context(ctx)?;
     consumer.subscribe(&[&settings.input_topic])?;
-    // High watermarks are asked through a client of their own, never through the consumer: a
-    // request that times out takes its connection down with it (librdkafka's
-    // `socket.max.fails` = 1), and on the consumer's connection that is the fetch in flight.
-    // A broker that needs longer than the timeout for a fetch (tansu serving a backlog of a few
-    // MB, a loaded broker) then loses every fetch to the next watermark query, and the stage
-    // stands still with lag. Here a timeout costs only this client's connection.
-    let watermarks: BaseConsumer = kafka.client_config().create()?;
+    // Never the consumer's own connection for these queries: see `watermark_client`.
+    let watermarks = kafka.watermark_client()?;
     tracing::info!(stage = S::NAME, topic = %settings.input_topic, group = %settings.group, "Stage started.");
 
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
