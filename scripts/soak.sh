@@ -9,7 +9,7 @@ export VIGIL_PROFILE=test
 source "$(dirname "$0")/lib.sh"
 
 "$ROOT/scripts/install-deps.sh"
-export VIGIL_TEST_TANSU_BIN="$TANSU_BIN"
+export VIGIL_TEST_BROKER_BIN="$NISSHI_BIN"
 export RUST_BACKTRACE=1
 cd "$ROOT"
 log "Building the services and vigil-soak."
