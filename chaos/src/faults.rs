@@ -87,6 +87,10 @@ pub struct SuiteOptions {
     pub rounds: u32,
     /// The detector's `IDLE_TIMEOUT`.
     pub idle_timeout: &'static str,
+    /// The detector's `ALLOWED_LATENESS`.
+    pub allowed_lateness: &'static str,
+    /// How far behind the wall clock the live traffic is stamped, in minutes.
+    pub live_behind_minutes: i64,
     /// Longest wait for recovery, and for the books to balance.
     pub recovery_timeout: Duration,
     pub drain_timeout: Duration,
@@ -108,9 +112,15 @@ impl SuiteOptions {
             unreachable_for: Duration::from_secs(12),
             rebalance_hold: Duration::from_secs(4),
             rounds: 1,
-            // Short, so quiet partitions are noticed at once; their minutes still wait for the
-            // wall clock to pass the feed's delay (see `STABLE_FOR`).
+            // Short, so quiet partitions are noticed at once.
             idle_timeout: "2s",
+            // A live feed stamped as it happens, and a short lateness: each phase's last minute
+            // is final 5 to 65 s after its traffic stops (a feed 3 minutes behind, as the long
+            // form sends, waits for the learned delay: 80 to 110 s a phase, which took the short
+            // form past nextest's 10 minutes). Out-of-order events beyond 5 s are booked as late,
+            // which the books count.
+            allowed_lateness: "5s",
+            live_behind_minutes: 0,
             recovery_timeout: Duration::from_secs(150),
             drain_timeout: Duration::from_secs(240),
         }
@@ -131,8 +141,12 @@ impl SuiteOptions {
             unreachable_for: Duration::from_secs(30),
             rebalance_hold: Duration::from_secs(15),
             rounds: 2,
-            // The deployment's default.
+            // The deployment's defaults.
             idle_timeout: "10s",
+            allowed_lateness: "30s",
+            // A delayed feed: the detector learns the delay and keeps quiet partitions' minutes
+            // open for it.
+            live_behind_minutes: 3,
             recovery_timeout: Duration::from_secs(240),
             drain_timeout: Duration::from_secs(240),
         }
@@ -218,7 +232,7 @@ impl SuiteReport {
              during a fault) has a minute closed only once the wall clock is past its end plus the feed's learned \
              delay plus ALLOWED_LATENESS; events of a minute already closed are booked as late, which the books \
              count.\n",
-            o.history_minutes, o.history_per_minute, o.live_per_second, LIVE_BEHIND_MINUTES, o.idle_timeout
+            o.history_minutes, o.history_per_minute, o.live_per_second, o.live_behind_minutes, o.idle_timeout
         );
         for ph in &self.phases {
             let t = &ph.traffic;
@@ -321,9 +335,6 @@ impl SuiteReport {
     }
 }
 
-/// How far behind the wall clock the live traffic is stamped.
-const LIVE_BEHIND_MINUTES: i64 = 3;
-
 /// How long the books may stand still after traffic stopped before the wait ends. The live
 /// traffic's last minutes close once the wall clock is past their end plus the feed's delay (3
 /// minutes and up to ALLOWED_LATENESS more) plus ALLOWED_LATENESS: the first up to 90 s after the
@@ -342,6 +353,7 @@ pub async fn run(o: SuiteOptions) -> SuiteReport {
     let mut opts = StackOptions::new(&o.name);
     opts.rust_log = "info".into();
     opts.idle_timeout = o.idle_timeout.into();
+    opts.allowed_lateness = o.allowed_lateness.into();
     let mut stack = Stack::start(opts).await;
     let producer = stack.url("producer");
     let send = Send::new(&producer);
@@ -353,8 +365,8 @@ pub async fn run(o: SuiteOptions) -> SuiteReport {
     stack
         .timeline
         .note(format!("History: {} minutes at {}/min, sent at once.", o.history_minutes, o.history_per_minute));
-    // Ending where the live traffic (stamped LIVE_BEHIND_MINUTES behind the clock) begins.
-    let start = Utc::now() - chrono::Duration::minutes(i64::from(o.history_minutes) + LIVE_BEHIND_MINUTES);
+    // Ending where the live traffic (stamped `live_behind_minutes` behind the clock) begins.
+    let start = Utc::now() - chrono::Duration::minutes(i64::from(o.history_minutes) + o.live_behind_minutes);
     let report = send
         .run(traffic::history(o.history_minutes, o.history_per_minute), 1, start, Speed::Max, CancellationToken::new())
         .await;
@@ -423,13 +435,12 @@ async fn phase(
     let traffic = {
         let (send, stop) = (send.clone(), stop.clone());
         let scenario = traffic::live(o.live_per_second * 60.0);
-        // Stamped three minutes behind the wall clock, as a delayed feed is: the detector learns
-        // the delay and keeps a quiet partition's current minute open until the wall clock is
-        // past its end plus the delay plus ALLOWED_LATENESS, so pauses (a fault, the gap
-        // between phases) turn no punctual event late, and each phase's last minutes are final
-        // about two minutes after its traffic stopped.
-        let behind = Duration::from_secs(60 * LIVE_BEHIND_MINUTES as u64);
-        let start = Utc::now() - chrono::Duration::minutes(LIVE_BEHIND_MINUTES);
+        // Stamped `live_behind_minutes` behind the wall clock (the long form: three, as a
+        // delayed feed is): the detector learns the delay and keeps a quiet partition's current
+        // minute open until the wall clock is past its end plus the delay plus ALLOWED_LATENESS,
+        // so pauses (a fault, the gap between phases) turn no punctual event late.
+        let behind = Duration::from_secs(60 * o.live_behind_minutes.max(0) as u64);
+        let start = Utc::now() - chrono::Duration::minutes(o.live_behind_minutes);
         tokio::spawn(async move { send.run_delayed(scenario, seed, start, Speed::Factor(1.0), behind, stop).await })
     };
     tokio::time::sleep(o.lead_in).await;

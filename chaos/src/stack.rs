@@ -41,6 +41,8 @@ pub struct StackOptions {
     pub outbound: bool,
     /// Detector `IDLE_TIMEOUT`.
     pub idle_timeout: String,
+    /// Detector `ALLOWED_LATENESS`.
+    pub allowed_lateness: String,
     /// Variables for every service (override the defaults).
     pub common_env: Vec<(String, String)>,
     /// Variables for one kind of service (override everything else).
@@ -60,6 +62,7 @@ impl StackOptions {
             rust_log: "info".into(),
             outbound: true,
             idle_timeout: "2s".into(),
+            allowed_lateness: "30s".into(),
             common_env: Vec::new(),
             env: Vec::new(),
             db_password: None,
@@ -231,6 +234,7 @@ impl Stack {
                 set(&mut env, "DEAD_LETTER_TOPIC", &t.dead_letter);
                 set(&mut env, "CONSUMER_GROUP", &self.detector_group);
                 set(&mut env, "IDLE_TIMEOUT", &self.opts.idle_timeout);
+                set(&mut env, "ALLOWED_LATENESS", &self.opts.allowed_lateness);
             }
             Kind::Sink => {
                 set(&mut env, "DATABASE_URL", &self.db_url);
