@@ -46,7 +46,10 @@ async fn late_events_after_an_idle_close_stay_counted_across_a_detector_kill() {
     // No periodic checkpoint during the test: only what the detector writes on its own events.
     opts.env.push((Kind::Detector, "CHECKPOINT_INTERVAL".into(), "1h".into()));
     let mut stack = Stack::start(opts).await;
-    let minute = (Utc::now().timestamp_millis() / 60_000 - 10) * 60_000;
+    // Twenty minutes back: further behind than any delay the detector grants a live feed (15
+    // minutes), so the partition's quiet minute is closed at once rather than held for a feed
+    // that trails the clock by ten minutes.
+    let minute = (Utc::now().timestamp_millis() / 60_000 - 20) * 60_000;
 
     post(&stack, events(minute, 10, 1)).await;
     assert_eq!(wait_counted(&stack, 10, Duration::from_secs(60)).await, 10, "the idle close makes the minute final");
