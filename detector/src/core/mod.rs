@@ -8,11 +8,11 @@ pub mod config;
 pub mod counts;
 pub mod dedup;
 mod format;
+pub mod legacy;
 pub mod merge;
 pub mod partition;
 pub mod rate;
 pub mod stats;
-pub mod legacy;
 
 pub use config::{AmountConfig, CoreConfig, RateConfig, RateMethod, MINUTE_MS};
 pub use merge::{MergeState, Stage2Output};
