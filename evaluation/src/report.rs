@@ -47,6 +47,20 @@ pub struct FalseAlarms {
     pub by_dimension: BTreeMap<String, usize>,
 }
 
+impl FalseAlarms {
+    /// `| rule | per simulated week | anomalies | by dimension |`
+    fn table_row(&self, rule: &str) -> String {
+        let dims: Vec<String> = self.by_dimension.iter().map(|(d, n)| format!("{d} {n}")).collect();
+        format!(
+            "| {rule} | {:.2} | {} in {:.1} days | {} |",
+            self.per_week,
+            self.count,
+            self.minutes as f64 / 1440.0,
+            if dims.is_empty() { "–".into() } else { dims.join(", ") }
+        )
+    }
+}
+
 /// One of issue 16's targets, judged per rule.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
@@ -269,16 +283,7 @@ impl Report {
         let _ = writeln!(o, "| rule | per simulated week | anomalies | by dimension |\n| --- | --- | --- | --- |");
         for r in &self.rules {
             if let Some(f) = self.false_alarms.get(r) {
-                let dims: Vec<String> = f.by_dimension.iter().map(|(d, n)| format!("{d} {n}")).collect();
-                let _ = writeln!(
-                    o,
-                    "| {} | {:.2} | {} in {:.1} days | {} |",
-                    r.title(),
-                    f.per_week,
-                    f.count,
-                    f.minutes as f64 / 1440.0,
-                    if dims.is_empty() { "–".into() } else { dims.join(", ") }
-                );
+                let _ = writeln!(o, "{}", f.table_row(r.title()));
             }
         }
         let _ = writeln!(
@@ -288,16 +293,7 @@ impl Report {
         );
         for r in &self.rules {
             if let Some(f) = self.unexplained.get(r) {
-                let dims: Vec<String> = f.by_dimension.iter().map(|(d, n)| format!("{d} {n}")).collect();
-                let _ = writeln!(
-                    o,
-                    "| {} | {:.2} | {} in {:.1} days | {} |",
-                    r.title(),
-                    f.per_week,
-                    f.count,
-                    f.minutes as f64 / 1440.0,
-                    if dims.is_empty() { "–".into() } else { dims.join(", ") }
-                );
+                let _ = writeln!(o, "{}", f.table_row(r.title()));
             }
         }
         let _ = writeln!(
@@ -419,20 +415,8 @@ mod tests {
         let alarms = verdict(&r, "false alarms");
         assert!(alarms.met && alarms.detail.starts_with("0.67 per week"), "{alarms:?}");
         // A miss in a target cell fails the detection target.
-        r.cells[0] = cell(3.0, 10, 300.0, vec![hit(0, 1.0, 3), summarise_miss()]);
+        r.cells[0] = cell(3.0, 10, 300.0, vec![hit(0, 1.0, 3), IncidentScore::miss()]);
         r.targets = targets(&r);
         assert!(!verdict(&r, "every incident ≥ 2×").met);
-    }
-
-    fn summarise_miss() -> IncidentScore {
-        IncidentScore {
-            detected: false,
-            delay: None,
-            coverage: 0.0,
-            anomalies: 0.0,
-            resolve: None,
-            unresolved: false,
-            related: 0,
-        }
     }
 }

@@ -124,6 +124,21 @@ pub struct IncidentScore {
     pub related: usize,
 }
 
+impl IncidentScore {
+    /// An incident no anomaly of the rule detected.
+    pub fn miss() -> IncidentScore {
+        IncidentScore {
+            detected: false,
+            delay: None,
+            coverage: 0.0,
+            anomalies: 0.0,
+            resolve: None,
+            unresolved: false,
+            related: 0,
+        }
+    }
+}
+
 /// Scores one incident; `emissions` may hold anything the rule emitted during the run.
 pub fn score_incident(truth: &IncidentTruth, emissions: &[Emission]) -> IncidentScore {
     let start = truth.start.timestamp_millis();
@@ -418,15 +433,7 @@ mod tests {
             unresolved: false,
             related: 0,
         };
-        let miss = IncidentScore {
-            detected: false,
-            delay: None,
-            coverage: 0.0,
-            anomalies: 0.0,
-            resolve: None,
-            unresolved: false,
-            related: 0,
-        };
+        let miss = IncidentScore::miss();
         let s = summarise(&[hit(0, 1.0, 1.0, 3), hit(2, 0.8, 1.0, 3), hit(4, 0.6, 2.0, 5), miss]);
         assert_eq!(s.runs, 4);
         assert_eq!(s.recall, 0.75);

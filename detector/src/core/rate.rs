@@ -173,6 +173,27 @@ struct Explain {
     detail: String,
 }
 
+impl Explain {
+    /// A sequential state: the minute judged against the baseline's rate, the CUSUM `score`
+    /// against its bar.
+    fn sequential(p: Point, est: &Estimate, bar: Bar, score: f64, detail: String) -> Explain {
+        Explain {
+            window_start: p.minute,
+            window_end: p.minute + MINUTE_MS,
+            count: p.count,
+            total: p.total,
+            expected: est.p0 * p.total as f64,
+            spread: est.se,
+            baseline_n: est.minutes as i64,
+            scored_on: "rate_cusum",
+            score,
+            p_value: Some(binomial_upper_tail(p.count, p.total, est.p0)),
+            threshold: bar.h,
+            detail,
+        }
+    }
+}
+
 impl RateSeries {
     pub fn new(rule: AnomalyRule, dimension: AnomalyDimension, value: &str) -> Self {
         RateSeries {
@@ -369,20 +390,7 @@ impl RateSeries {
                     act.back,
                     back_bar
                 );
-                let explain = Explain {
-                    window_start: p.minute,
-                    window_end: p.minute + MINUTE_MS,
-                    count: x,
-                    total: n,
-                    expected: est.p0 * n as f64,
-                    spread: est.se,
-                    baseline_n: est.minutes as i64,
-                    scored_on: "rate_cusum",
-                    score: best.s,
-                    p_value: Some(binomial_upper_tail(x, n, est.p0)),
-                    threshold: bar.h,
-                    detail,
-                };
+                let explain = Explain::sequential(p, &est, bar, best.s, detail);
                 if !still_bad {
                     // Back in range: the minute is normal again and may join the baseline.
                     self.baseline.push(p, cfg);
@@ -416,20 +424,7 @@ impl RateSeries {
             if (weeks - 1.0).abs() < 1e-9 { "" } else { "s" },
             bar.series
         );
-        Explain {
-            window_start: p.minute,
-            window_end: p.minute + MINUTE_MS,
-            count: p.count,
-            total: p.total,
-            expected: est.p0 * p.total as f64,
-            spread: est.se,
-            baseline_n: est.minutes as i64,
-            scored_on: "rate_cusum",
-            score: run.s,
-            p_value: Some(binomial_upper_tail(p.count, p.total, est.p0)),
-            threshold: bar.h,
-            detail,
-        }
+        Explain::sequential(p, est, bar, run.s, detail)
     }
 
     fn life_cycle(&mut self, minute: i64, count: i64, total: i64, v: Verdict, cfg: &RateConfig) -> Option<Anomaly> {
