@@ -53,6 +53,10 @@ os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' make -C "$ROOT" run >"$log_fi
     sleep 1
   done
   t_traffic=$(( $(date +%s) - t0 ))
+  # Ctrl-C at a random point of make run's 5-second status loop: while it sleeps, while it
+  # queries PostgreSQL for the status line, or in between (a stop landing between the sleep and
+  # the query once ended make run with status 1 and nothing stopped).
+  sleep "$((RANDOM % 6)).$((RANDOM % 10))"
   t1=$(date +%s)
   kill -INT -- "-$pid"
   for ((i = 0; i < STOP_WITHIN * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

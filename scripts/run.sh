@@ -53,6 +53,10 @@ stop_one() {
 
 finish() {
   local status=$? name failed=()
+  # Stopping runs to its end whatever one step returns: under lib.sh's `set -e`, a step that
+  # failed here (a sleeper already gone) once ended the script at once with status 1, with the
+  # EXIT trap already cleared, so nothing was stopped and no stop was reported.
+  set +e
   trap - EXIT TERM HUP
   trap '' INT # stopping is bounded; a second Ctrl-C must not cut the flush short
   [ -n "${SLEEPER:-}" ] && kill "$SLEEPER" 2>/dev/null
@@ -214,4 +218,5 @@ while true; do
   sleep 5 &
   SLEEPER=$!
   wait "$SLEEPER" || true
+  SLEEPER=""
 done
