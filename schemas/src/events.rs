@@ -158,6 +158,10 @@ pub enum AnomalyRule {
     AuthCodeRate,
     AmountZscore,
     AmountLowVariance,
+    /// Fewer transactions a minute than the volume baseline expects (down to none at all).
+    VolumeDrop,
+    /// More transactions a minute than the volume baseline expects.
+    VolumeSurge,
 }
 
 impl AnomalyRule {
@@ -169,6 +173,8 @@ impl AnomalyRule {
             AnomalyRule::AuthCodeRate => "auth_code_rate",
             AnomalyRule::AmountZscore => "amount_zscore",
             AnomalyRule::AmountLowVariance => "amount_low_variance",
+            AnomalyRule::VolumeDrop => "volume_drop",
+            AnomalyRule::VolumeSurge => "volume_surge",
         }
     }
 }
