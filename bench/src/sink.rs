@@ -40,6 +40,9 @@ fn aggregate(m: i64) -> MinuteAggregate {
             },
         ],
         source_partitions: 2,
+        expected_total: None,
+        expected_low: None,
+        expected_high: None,
     }
 }
 

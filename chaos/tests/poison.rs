@@ -50,6 +50,9 @@ fn aggregate(minute: i64, total: i64) -> MinuteAggregate {
         auth_codes: BTreeMap::from([("00".to_string(), total)]),
         categories: Vec::new(),
         source_partitions: 6,
+        expected_total: None,
+        expected_low: None,
+        expected_high: None,
     }
 }
 

@@ -119,6 +119,9 @@ mod tests {
             auth_codes: Default::default(),
             categories: vec![],
             source_partitions: 1,
+            expected_total: None,
+            expected_low: None,
+            expected_high: None,
         }
     }
 

@@ -184,6 +184,9 @@ pub fn sample_events() -> Vec<Decoded> {
             auth_codes,
             categories,
             source_partitions: 1,
+            expected_total: None,
+            expected_low: None,
+            expected_high: None,
         }),
         Decoded::LateEvents(LateEvents { minute_start: 1_765_713_540_000, source: "p3".into(), late_count: 2 }),
         Decoded::MerchantMinute(MerchantMinute {

@@ -115,6 +115,14 @@ pub struct MinuteAggregate {
     pub auth_codes: BTreeMap<String, i64>,
     pub categories: Vec<CategoryMinute>,
     pub source_partitions: i32,
+    /// The global volume rule's expectation for this minute, and its normal range (`None`
+    /// while the baseline warms up, or with the volume rules off).
+    #[serde(default)]
+    pub expected_total: Option<f64>,
+    #[serde(default)]
+    pub expected_low: Option<f64>,
+    #[serde(default)]
+    pub expected_high: Option<f64>,
 }
 
 impl MinuteAggregate {

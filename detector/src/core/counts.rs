@@ -166,6 +166,9 @@ impl MinuteCounts {
             auth_codes: self.auth_codes.clone(),
             categories: self.category_rows(),
             source_partitions,
+            expected_total: None,
+            expected_low: None,
+            expected_high: None,
         }
     }
 }

@@ -111,6 +111,9 @@ fn every_event_type_round_trips_in_both_framings() {
         auth_codes: partial.auth_codes.clone(),
         categories: partial.categories.clone(),
         source_partitions: 1,
+        expected_total: None,
+        expected_low: None,
+        expected_high: None,
     };
     let late = LateEvents { minute_start: 1_765_713_540_000, source: "p3".into(), late_count: 2 };
     let idle = MinutePartial { kind: PartialKind::Idle, minute_start: None, categories: vec![], ..partial.clone() };
