@@ -106,7 +106,7 @@ pub struct Generator {
     codes: Vec<WeightedIndex<f64>>,
     run_key: String,
     generated: u64,
-    dropped_dark: u64,
+    withheld: u64,
 }
 
 impl Generator {
@@ -153,7 +153,7 @@ impl Generator {
             codes,
             run_key,
             generated: 0,
-            dropped_dark: 0,
+            withheld: 0,
         };
         g.begin_iteration();
         g
@@ -183,9 +183,10 @@ impl Generator {
         self.start_ms + self.scenario.duration_ms
     }
 
-    /// Transactions generated so far, and those a dark merchant did not send.
+    /// Transactions generated so far, and those a volume drop withheld (a merchant gone dark,
+    /// a category halved).
     pub fn counts(&self) -> (u64, u64) {
-        (self.generated, self.dropped_dark)
+        (self.generated, self.withheld)
     }
 
     fn iteration_start(&self) -> i64 {
@@ -288,10 +289,13 @@ impl Generator {
         let off = self.minute * MINUTE_MS;
         let slot = base + off;
         let daily = self.scenario.daily_cycle.map_or(1.0, |c| c.factor(slot + MINUTE_MS / 2));
-        // Cut the minute at every rate incident boundary inside it.
+        // Cut the minute at every rate or volume incident boundary inside it.
         let mut cuts = vec![off, off + MINUTE_MS];
         for inc in &self.scenario.incidents {
-            if matches!(inc.kind, IncidentKind::RateSpike { .. } | IncidentKind::AuthCodeSurge { .. }) {
+            if matches!(
+                inc.kind,
+                IncidentKind::RateSpike { .. } | IncidentKind::AuthCodeSurge { .. } | IncidentKind::Volume { .. }
+            ) {
                 for b in [inc.start_ms, inc.end_ms()] {
                     if b > off && b < off + MINUTE_MS {
                         cuts.push(b);
@@ -339,8 +343,8 @@ impl Generator {
             let cat = &self.scenario.categories[ci];
             let m = &cat.merchants[mi];
             let amount = normal_amount(&mut self.rng, m.ln_mean, m.ln_sigma);
-            if self.is_dark(&m.id, t - base) {
-                self.dropped_dark += 1;
+            if !self.kept(ci, mi, t - base) {
+                self.withheld += 1;
                 continue;
             }
             let tx = self.transaction(t, status, code, amount, ci, mi);
@@ -367,10 +371,36 @@ impl Generator {
         }
     }
 
-    fn is_dark(&self, merchant: &str, offset: i64) -> bool {
-        self.scenario.incidents.iter().any(|inc| {
-            matches!(&inc.kind, IncidentKind::MerchantDark { merchant: m } if m == merchant) && inc.covers(offset)
-        })
+    /// Whether an event of merchant `mi` of category `ci` at `offset` survives the scoped volume
+    /// drops covering it: each keeps it with probability `factor` (a stop, factor 0, withholds
+    /// it without a draw, so a merchant going dark leaves the rest of the traffic as it was).
+    /// Drops in all traffic are applied to the streams' volume instead, see [`streams`].
+    fn kept(&mut self, ci: usize, mi: usize, offset: i64) -> bool {
+        let cat = &self.scenario.categories[ci];
+        let keep: f64 = self
+            .scenario
+            .incidents
+            .iter()
+            .filter(|inc| inc.covers(offset))
+            .filter_map(|inc| match &inc.kind {
+                IncidentKind::Volume { factor, scope: Scope::Category(c) } if *factor < 1.0 && *c == cat.name => {
+                    Some(*factor)
+                }
+                IncidentKind::Volume { factor, scope: Scope::Merchant(m) }
+                    if *factor < 1.0 && *m == cat.merchants[mi].id =>
+                {
+                    Some(*factor)
+                }
+                _ => None,
+            })
+            .product();
+        if keep >= 1.0 {
+            true
+        } else if keep <= 0.0 {
+            false
+        } else {
+            self.rng.gen::<f64>() < keep
+        }
     }
 
     fn transaction(
@@ -465,7 +495,20 @@ pub fn scope_weight(s: &Scenario, scope: &Scope) -> f64 {
 /// spike or surge adds its events to its category or merchant only, computed from that scope's
 /// normal traffic (its share of `total`, with the scenario's status mix), and a target rate is
 /// then a share of the scope's transactions.
+///
+/// A volume incident in all traffic multiplies `total` (and so every stream, spikes included)
+/// by its factor. A scoped surge adds a stream per status, (factor − 1) × the scope's normal
+/// traffic with the scenario's status mix; a scoped drop withholds events as they are drawn
+/// (see `Generator::kept`), not here.
 pub fn streams(s: &Scenario, a: i64, total: f64) -> Vec<Stream> {
+    let covering = || s.incidents.iter().filter(|i| i.covers(a));
+    let total = total
+        * covering()
+            .filter_map(|i| match &i.kind {
+                IncidentKind::Volume { factor, scope: Scope::Global } => Some(*factor),
+                _ => None,
+            })
+            .product::<f64>();
     let mut lambda: [f64; 4] = std::array::from_fn(|i| total * s.status_mix[i]);
     let base = lambda;
     let mut scoped = Vec::new();
@@ -506,6 +549,19 @@ pub fn streams(s: &Scenario, a: i64, total: f64) -> Vec<Stream> {
         }
     }
     out.extend(scoped);
+    for inc in covering() {
+        if let IncidentKind::Volume { factor, scope } = &inc.kind {
+            if *factor > 1.0 && *scope != Scope::Global {
+                let extra = (factor - 1.0) * total * scope_weight(s, scope);
+                out.extend(TransactionStatus::ALL.iter().map(|st| Stream {
+                    status: *st,
+                    code: None,
+                    scope: scope.clone(),
+                    lambda: extra * s.status_share(*st),
+                }));
+            }
+        }
+    }
     out
 }
 
@@ -724,7 +780,99 @@ target_rate = 0.30
         for wider in [RuleRef::new("denied_rate", "category", "food"), RuleRef::new("denied_rate", "global", "all")] {
             assert!(inc.may_also.contains(&wider), "{wider} not in {:?}", inc.may_also);
         }
-        assert!(!inc.may_also.iter().any(|r| r.dimension == "merchant"), "{:?}", inc.may_also);
+        assert!(
+            !inc.may_also.iter().any(|r| r.rule == "denied_rate" && r.dimension == "merchant"),
+            "{:?}",
+            inc.may_also
+        );
+        assert!(inc.may_also.contains(&RuleRef::new("volume_surge", "merchant", "m-2")), "{:?}", inc.may_also);
+    }
+
+    #[test]
+    fn volume_incidents_multiply_their_scopes_transactions_per_minute_and_leave_the_rest_alone() {
+        // food (m-1, m-2) carries 400 a minute, travel (m-3 alone) 200.
+        let s = flat(
+            600.0,
+            40,
+            r#"
+[[incidents]]
+kind = "volume"
+factor = 0.5
+category = "food"
+start = "10m"
+duration = "10m"
+
+[[incidents]]
+kind = "volume"
+factor = 3
+merchant = "m-3"
+start = "10m"
+duration = "10m"
+
+[[incidents]]
+kind = "volume"
+factor = 0
+start = "25m"
+duration = "5m"
+
+[[incidents]]
+kind = "volume"
+factor = 2
+start = "30m"
+duration = "5m"
+"#,
+        );
+        let mut g = Generator::new(s, 21, start());
+        let (t0, truth) = (g.start_ms(), g.truth().clone());
+        let all: Vec<SimTransaction> = g.by_ref().collect();
+        let per_minute = |keep: &dyn Fn(&SimTransaction) -> bool, from: i64, to: i64| {
+            let n = all
+                .iter()
+                .filter(|t| t.occurred_at >= t0 + from * MINUTE_MS && t.occurred_at < t0 + to * MINUTE_MS && keep(t))
+                .count();
+            n as f64 / (to - from) as f64
+        };
+        let food = |t: &SimTransaction| t.category == "food";
+        let travel = |t: &SimTransaction| t.category == "travel";
+        let any = |_: &SimTransaction| true;
+        let (before, during, after) = (per_minute(&food, 0, 10), per_minute(&food, 10, 20), per_minute(&food, 20, 25));
+        assert!((during / before - 0.5).abs() < 0.05, "food {before}/min before, {during}/min during");
+        assert!((after / before - 1.0).abs() < 0.1, "food {after}/min after");
+        let (before, during) = (per_minute(&travel, 0, 10), per_minute(&travel, 10, 20));
+        assert!((during / before - 3.0).abs() < 0.2, "m-3 {before}/min before, {during}/min during");
+        // The surge has the normal status mix.
+        let denied = |t: &SimTransaction| t.category == "travel" && t.status == TransactionStatus::Denied;
+        let share = per_minute(&denied, 10, 20) / during;
+        assert!((share - 0.06).abs() < 0.015, "m-3's denied share in its surge {share}");
+        assert_eq!(per_minute(&any, 25, 30), 0.0, "a stop in all traffic sends nothing");
+        let surge = per_minute(&any, 30, 35);
+        assert!((surge / 1200.0 - 1.0).abs() < 0.06, "{surge}/min in the global surge");
+        // The halved category's withheld transactions are counted (the global stop draws none).
+        let withheld = g.counts().1 as f64;
+        assert!((withheld - 2000.0).abs() < 200.0, "{withheld} withheld");
+
+        let expected: Vec<&RuleRef> = truth.incidents.iter().map(|i| &i.expected[0]).collect();
+        assert_eq!(
+            expected,
+            [
+                &RuleRef::new("volume_drop", "category", "food"),
+                &RuleRef::new("volume_surge", "merchant", "m-3"),
+                &RuleRef::new("volume_drop", "global", "all"),
+                &RuleRef::new("volume_surge", "global", "all"),
+            ]
+        );
+        let food = &truth.incidents[0];
+        assert_eq!((food.kind.as_str(), food.dimension.as_str(), food.value.as_str()), ("volume", "category", "food"));
+        for r in [
+            RuleRef::new("volume_drop", "global", "all"),
+            RuleRef::new("volume_drop", "merchant", "m-1"),
+            RuleRef::new("volume_drop", "merchant", "m-2"),
+        ] {
+            assert!(food.may_also.contains(&r), "{r} not in {:?}", food.may_also);
+        }
+        assert!(truth.incidents[1].may_also.contains(&RuleRef::new("volume_surge", "category", "travel")));
+        assert_eq!(truth.incidents[2].name, "traffic stops");
+        assert_eq!(truth.incidents[3].name, "traffic ×2");
     }
 
     #[test]

@@ -36,8 +36,11 @@ pub struct SendReport {
     pub batches: u64,
     /// Responses by HTTP status code (retries included), or by broker outcome.
     pub responses: BTreeMap<String, u64>,
-    /// Transactions a dark merchant did not send (not counted in `sent`).
-    pub withheld_by_dark_merchants: u64,
+    /// Transactions a volume drop withheld: a merchant gone dark, a category halved (not
+    /// counted in `sent`). Read from reports written before drops other than a dark merchant
+    /// existed under its former name.
+    #[serde(alias = "withheld_by_dark_merchants")]
+    pub withheld_by_volume_drops: u64,
     pub events_per_second: f64,
     /// Why the run stopped early, if it did (a signal, or a fatal answer from the producer).
     pub stopped_early: Option<String>,
@@ -96,8 +99,8 @@ impl SendReport {
         let responses: Vec<String> = self.responses.iter().map(|(k, v)| format!("{k} × {v}")).collect();
         let _ = writeln!(s, "  responses    {}", if responses.is_empty() { "-".into() } else { responses.join(", ") });
         let _ = writeln!(s, "  event time   {} → {}", t(&self.event_time_start), t(&self.event_time_reached));
-        if self.withheld_by_dark_merchants > 0 {
-            let _ = writeln!(s, "  withheld     {:>10}   (by merchants gone dark)", self.withheld_by_dark_merchants);
+        if self.withheld_by_volume_drops > 0 {
+            let _ = writeln!(s, "  withheld     {:>10}   (by volume drops)", self.withheld_by_volume_drops);
         }
         if let Some(why) = &self.stopped_early {
             let _ = writeln!(s, "  stopped early: {why}");

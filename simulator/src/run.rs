@@ -290,7 +290,7 @@ pub async fn run(mut gen: Generator, target: &Target, opts: &RunOptions, stop: C
     report.finished_at = Some(finished);
     report.wall_seconds = wall0.elapsed().as_secs_f64();
     report.events_per_second = report.sent as f64 / report.wall_seconds.max(1e-6);
-    report.withheld_by_dark_merchants = gen.counts().1;
+    report.withheld_by_volume_drops = gen.counts().1;
     report.stopped_early = stopped;
     let truth = gen.truth().clone();
     write_truth(&opts.ground_truth, &truth)?;

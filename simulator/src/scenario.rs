@@ -37,13 +37,20 @@
 //! ]
 //!
 //! [[incidents]]
-//! kind = "rate_spike"              # rate_spike | auth_code_surge | amount_outlier | merchant_dark
-//! status = "denied"
+//! kind = "rate_spike"              # rate_spike | auth_code_surge | amount_outlier | volume
+//! status = "denied"                #   | merchant_dark
 //! start = "30m"                    # offset from the scenario start
 //! duration = "3m"
 //! target_rate = 0.25               # or multiplier = 5
 //! # merchant = "m-grocer-1"        # optional, or category = "grocery": only that scope's
 //! #                                # traffic changes, and target_rate is a share of its traffic
+//!
+//! [[incidents]]
+//! kind = "volume"                  # transactions per minute × factor, in all traffic or in
+//! factor = 0                       # one merchant's or category's: 0 stops them, 0.5 halves
+//! merchant = "m-grocer-2"          # them, 3 triples them (≥ 0, not 1)
+//! start = "40m"                    # (merchant_dark with a merchant is factor 0 there)
+//! duration = "10m"
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -164,6 +171,7 @@ pub struct IncidentFile {
     pub merchant: Option<String>,
     pub sigma: Option<f64>,
     pub count: Option<u32>,
+    pub factor: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,8 +298,12 @@ pub enum IncidentKind {
     /// `count` approved transactions at `sigma` standard deviations above the target's true
     /// ln mean, evenly spread over the span.
     AmountOutlier { target: OutlierTarget, sigma: f64, count: u32 },
-    /// A merchant sends nothing for the span.
-    MerchantDark { merchant: String },
+    /// Transactions per minute × `factor` in all traffic or in one scope's, every status
+    /// alike: 0 stops them (`merchant_dark` is this at one merchant), 0.5 halves them, 3
+    /// triples them. A drop withholds each of the scope's transactions with probability
+    /// 1 − factor; a surge adds (factor − 1) × the scope's normal traffic with the normal
+    /// status and auth-code mix (in all traffic, every stream of the minute is multiplied).
+    Volume { factor: f64, scope: Scope },
 }
 
 impl IncidentKind {
@@ -300,7 +312,7 @@ impl IncidentKind {
             IncidentKind::RateSpike { .. } => "rate_spike",
             IncidentKind::AuthCodeSurge { .. } => "auth_code_surge",
             IncidentKind::AmountOutlier { .. } => "amount_outlier",
-            IncidentKind::MerchantDark { .. } => "merchant_dark",
+            IncidentKind::Volume { .. } => "volume",
         }
     }
 }
@@ -670,6 +682,14 @@ fn check_sigma(p: &mut Problems, field: &str, s: f64) -> bool {
     )
 }
 
+/// Largest volume factor: a surge beyond it would rather be a different scenario.
+pub const MAX_VOLUME_FACTOR: f64 = 100.0;
+
+fn check_factor(p: &mut Problems, field: &str, x: f64) -> bool {
+    finite_in(p, field, x, 0.0, MAX_VOLUME_FACTOR, &format!("a factor in 0..={MAX_VOLUME_FACTOR}"))
+        && p.check(x != 1.0, field, "1 changes nothing: below 1 traffic drops (0 stops it), above 1 it surges")
+}
+
 fn check_change(p: &mut Problems, f: &str, file: &IncidentFile, normal_share: f64, what: &str) -> Option<Change> {
     match (file.multiplier, file.target_rate) {
         (Some(m), None) => {
@@ -704,11 +724,12 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
         "rate_spike" => &["status", "multiplier", "target_rate", "duration", "category", "merchant"],
         "auth_code_surge" => &["code", "status", "multiplier", "target_rate", "duration", "category", "merchant"],
         "amount_outlier" => &["category", "merchant", "sigma", "count", "duration"],
+        "volume" => &["factor", "duration", "category", "merchant"],
         "merchant_dark" => &["merchant", "duration"],
         other => {
             p.add(
                 format!("{f}.kind"),
-                format!("{other:?} is not one of rate_spike, auth_code_surge, amount_outlier, merchant_dark"),
+                format!("{other:?} is not one of rate_spike, auth_code_surge, amount_outlier, volume, merchant_dark"),
             );
             return None;
         }
@@ -722,6 +743,7 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
         ("merchant", file.merchant.is_some()),
         ("sigma", file.sigma.is_some()),
         ("count", file.count.is_some()),
+        ("factor", file.factor.is_some()),
         ("duration", file.duration.is_some()),
     ];
     for (field, is_set) in set {
@@ -854,8 +876,26 @@ fn check_incident(p: &mut Problems, f: &str, file: &IncidentFile, s: &Scenario) 
                 _ => None,
             }
         }
+        "volume" => {
+            let factor = match file.factor {
+                Some(x) => check_factor(p, &format!("{f}.factor"), x).then_some(x),
+                None => {
+                    p.add(
+                        format!("{f}.factor"),
+                        "is required (transactions per minute × factor: 0 stops them, 0.5 halves them, 3 triples them)",
+                    );
+                    None
+                }
+            };
+            match (factor, scope_of(p)) {
+                (Some(factor), Some(scope)) => Some(IncidentKind::Volume { factor, scope }),
+                _ => None,
+            }
+        }
         "merchant_dark" => match &file.merchant {
-            Some(m) => merchant_exists(p, m).then(|| IncidentKind::MerchantDark { merchant: m.clone() }),
+            Some(m) => {
+                merchant_exists(p, m).then(|| IncidentKind::Volume { factor: 0.0, scope: Scope::Merchant(m.clone()) })
+            }
             None => {
                 p.add(format!("{f}.merchant"), "is required");
                 None
@@ -909,7 +949,13 @@ pub fn describe(kind: &IncidentKind, s: &Scenario) -> String {
             };
             format!("{count} amount outlier{} at {sigma}σ in {who}", if *count == 1 { "" } else { "s" })
         }
-        IncidentKind::MerchantDark { merchant } => format!("merchant {merchant} goes dark"),
+        IncidentKind::Volume { factor, scope: Scope::Merchant(m) } if *factor == 0.0 => {
+            format!("merchant {m} goes dark")
+        }
+        IncidentKind::Volume { factor, scope } => {
+            let what = if *factor == 0.0 { "traffic stops".to_owned() } else { format!("traffic ×{factor}") };
+            format!("{what}{}", where_(scope))
+        }
     }
 }
 
@@ -1089,6 +1135,77 @@ target_rate = 0.2
         }
         let got = problems(&src.replace("category = \"food\"", "category = \"toys\""));
         assert!(got.iter().any(|p| p.starts_with("incidents[1].category:")), "{got:#?}");
+    }
+
+    #[test]
+    fn a_volume_incident_takes_a_factor_and_a_scope_and_merchant_dark_is_its_stop_at_one_merchant() {
+        let src = format!(
+            "{MINIMAL}
+[[incidents]]
+kind = \"volume\"
+factor = 0.5
+category = \"food\"
+start = \"10m\"
+duration = \"5m\"
+
+[[incidents]]
+kind = \"volume\"
+factor = 3
+start = \"20m\"
+duration = \"5m\"
+
+[[incidents]]
+kind = \"merchant_dark\"
+merchant = \"m-2\"
+start = \"30m\"
+duration = \"10m\"
+"
+        );
+        let s = Scenario::from_toml(&src).unwrap();
+        let kinds: Vec<&IncidentKind> = s.incidents.iter().map(|i| &i.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &IncidentKind::Volume { factor: 0.5, scope: Scope::Category("food".into()) },
+                &IncidentKind::Volume { factor: 3.0, scope: Scope::Global },
+                &IncidentKind::Volume { factor: 0.0, scope: Scope::Merchant("m-2".into()) },
+            ]
+        );
+        let names: Vec<&str> = s.incidents.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["traffic ×0.5 in category food", "traffic ×3", "merchant m-2 goes dark"]);
+        assert!(s.incidents.iter().all(|i| i.kind.as_str() == "volume"));
+    }
+
+    #[test]
+    fn a_volume_factor_must_be_given_non_negative_and_not_1_and_other_kinds_refuse_it() {
+        let incident = |fields: &str| {
+            format!("{MINIMAL}\n[[incidents]]\nkind = \"volume\"\nstart = \"10m\"\nduration = \"5m\"\n{fields}\n")
+        };
+        for (fields, field, what) in [
+            ("", "incidents[0].factor:", "is required"),
+            ("factor = -0.5", "incidents[0].factor:", "-0.5 is not a factor in 0..=100"),
+            ("factor = 1", "incidents[0].factor:", "1 changes nothing"),
+            ("factor = 1.0", "incidents[0].factor:", "1 changes nothing"),
+            ("factor = nan", "incidents[0].factor:", "is not a factor"),
+            ("factor = 1000", "incidents[0].factor:", "is not a factor in 0..=100"),
+            ("factor = 2\nmerchant = \"m-9\"", "incidents[0].merchant:", "no merchant \"m-9\""),
+            ("factor = 2\nmerchant = \"m-1\"\ncategory = \"food\"", "incidents[0].merchant:", "at most one"),
+            ("factor = 2\nstatus = \"denied\"", "incidents[0].status:", "does not apply to kind volume"),
+        ] {
+            let got = problems(&incident(fields));
+            assert!(
+                got.iter().any(|p| p.starts_with(field) && p.contains(what)),
+                "{fields}: no {field} {what} in {got:#?}"
+            );
+        }
+        for ok in ["factor = 0", "factor = 0.999", "factor = 1.5\ncategory = \"food\""] {
+            Scenario::from_toml(&incident(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let spike = format!(
+            "{MINIMAL}\n[[incidents]]\nkind = \"rate_spike\"\nstatus = \"denied\"\nstart = \"10m\"\nduration = \"5m\"\nmultiplier = 2\nfactor = 2\n"
+        );
+        let got = problems(&spike);
+        assert!(got.iter().any(|p| p.starts_with("incidents[0].factor: does not apply")), "{got:#?}");
     }
 
     #[test]

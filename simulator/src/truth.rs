@@ -51,7 +51,8 @@ pub struct IncidentTruth {
     pub id: String,
     pub iteration: u32,
     pub name: String,
-    /// rate_spike, auth_code_surge, amount_outlier or merchant_dark.
+    /// rate_spike, auth_code_surge, amount_outlier or volume (`merchant_dark` in a scenario is a
+    /// volume incident; ground truth written before volume incidents existed says merchant_dark).
     pub kind: String,
     /// Event-time span, start inclusive, end exclusive.
     pub start: DateTime<Utc>,
@@ -114,6 +115,16 @@ pub fn rate_rule(status: TransactionStatus) -> Option<&'static str> {
     }
 }
 
+/// The volume rule a change of traffic by `factor` should raise: `volume_drop` below 1 (a stop
+/// included), `volume_surge` above.
+pub fn volume_rule(factor: f64) -> &'static str {
+    if factor < 1.0 {
+        "volume_drop"
+    } else {
+        "volume_surge"
+    }
+}
+
 /// Auth codes the detector treats as approvals and does not watch.
 pub const APPROVAL_CODES: [&str; 1] = ["00"];
 
@@ -124,7 +135,12 @@ pub const APPROVAL_CODES: [&str; 1] = ["00"];
 /// code's status (the detector watches auth codes globally, not per merchant). The series it
 /// lifts may fire too: the wider ones (global, the merchant's category), the narrower ones
 /// inside its scope (a global incident's categories and merchants, `*` matching any value; a
-/// category's merchants) and the auth codes of its status.
+/// category's merchants) and the auth codes of its status. A spike or surge adds transactions
+/// (it turns no approval into a denial), so the volume of its scope rises too: `volume_surge`
+/// on its scope's series and the series that one lifts may fire.
+///
+/// A volume incident is expected on its scope's `volume_drop` (factor below 1) or
+/// `volume_surge` series, and may lift the same rule's wider and narrower series.
 pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<RuleRef>, Vec<RuleRef>, Option<String>) {
     let watched = |c: &str| !APPROVAL_CODES.contains(&c);
     let codes_of = |st: TransactionStatus| s.codes(st).iter().map(|c| c.0.clone()).collect::<Vec<_>>();
@@ -151,6 +167,12 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
             }
         }
     };
+    // The volume a spike or surge adds to its scope.
+    let surge = |scope: &Scope| -> Vec<RuleRef> {
+        let mut v = vec![RuleRef::new("volume_surge", scope.dimension(), scope.value())];
+        v.extend(related("volume_surge", scope));
+        v
+    };
     match kind {
         IncidentKind::RateSpike { status, scope, .. } => {
             let mut may: Vec<RuleRef> = codes_of(*status)
@@ -158,6 +180,7 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
                 .filter(|c| watched(c))
                 .map(|c| RuleRef::new("auth_code_rate", "auth_code", c))
                 .collect();
+            may.extend(surge(scope));
             let (d, v) = match scope {
                 Scope::Global => ("global".to_owned(), status.to_string()),
                 _ => (scope.dimension().to_owned(), scope.value().to_owned()),
@@ -177,6 +200,7 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
                     let mut may: Vec<RuleRef> =
                         rule.map(|r| vec![RuleRef::new(r, "global", "all")]).unwrap_or_default();
                     may.extend(rule.map(|r| related(r, scope)).unwrap_or_default());
+                    may.extend(surge(scope));
                     if watched(code) {
                         let expected = vec![RuleRef::new("auth_code_rate", "auth_code", code)];
                         ("auth_code".into(), code.clone(), expected, may, None)
@@ -191,6 +215,7 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
                     if watched(code) {
                         may.push(RuleRef::new("auth_code_rate", "auth_code", code));
                     }
+                    may.extend(surge(scope));
                     match rule {
                         Some(r) => {
                             may.extend(related(r, scope));
@@ -211,13 +236,16 @@ pub fn expectations(kind: &IncidentKind, s: &Scenario) -> (String, String, Vec<R
             };
             (d.into(), v.clone(), vec![], vec![], None)
         }
-        IncidentKind::MerchantDark { merchant } => (
-            "merchant".into(),
-            merchant.clone(),
-            vec![],
-            vec![],
-            Some("no detector rule watches a merchant's volume; recorded so its effect can be seen".into()),
-        ),
+        IncidentKind::Volume { factor, scope } => {
+            let rule = volume_rule(*factor);
+            (
+                scope.dimension().into(),
+                scope.value().into(),
+                vec![RuleRef::new(rule, scope.dimension(), scope.value())],
+                related(rule, scope),
+                None,
+            )
+        }
     }
 }
 
@@ -242,4 +270,40 @@ pub fn write_atomically(path: &str, text: &str) -> Result<()> {
     let tmp = format!("{path}.tmp");
     std::fs::write(&tmp, text).map_err(|e| Error::io(format!("Failed to write {tmp}"), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("Failed to rename {tmp} to {path}"), e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drop_expects_volume_drop_and_a_surge_volume_surge_on_the_incidents_scope() {
+        assert_eq!(
+            (volume_rule(0.0), volume_rule(0.5), volume_rule(2.0)),
+            ("volume_drop", "volume_drop", "volume_surge")
+        );
+        // The built-in `mixed` scenario's merchant going dark, once recorded with a note only.
+        let s = Scenario::builtin("mixed").unwrap();
+        let dark = s.incidents.iter().find(|i| i.name.ends_with("goes dark")).unwrap();
+        let (dimension, value, expected, may, note) = expectations(&dark.kind, &s);
+        assert_eq!((dimension.as_str(), value.as_str(), note), ("merchant", "m-rest-2", None));
+        assert_eq!(expected, [RuleRef::new("volume_drop", "merchant", "m-rest-2")]);
+        assert!(may.contains(&RuleRef::new("volume_drop", "global", "all")), "{may:?}");
+        assert!(may.iter().all(|r| r.rule == "volume_drop"), "{may:?}");
+        let surge = IncidentKind::Volume { factor: 3.0, scope: Scope::Global };
+        let (_, _, expected, may, _) = expectations(&surge, &s);
+        assert_eq!(expected, [RuleRef::new("volume_surge", "global", "all")]);
+        assert!(may.contains(&RuleRef::new("volume_surge", "merchant", "*")), "{may:?}");
+    }
+
+    #[test]
+    fn a_spike_adds_transactions_so_it_may_lift_its_scopes_volume() {
+        let s = Scenario::builtin("mixed").unwrap();
+        let spike = s.incidents.iter().find(|i| matches!(i.kind, IncidentKind::RateSpike { .. })).unwrap();
+        let (_, _, expected, may, _) = expectations(&spike.kind, &s);
+        assert!(expected.iter().all(|r| r.rule.ends_with("_rate")), "{expected:?}");
+        assert!(may.contains(&RuleRef::new("volume_surge", "global", "all")), "{may:?}");
+        assert!(!may.iter().any(|r| r.rule == "volume_drop"), "{may:?}");
+    }
 }
