@@ -45,7 +45,7 @@ bench: ## Benchmarks (release build) against the test stack; figures in bench/re
 	scripts/bench.sh $(ARGS)
 
 .PHONY: evaluate
-evaluate: ## Detection quality: the rate rules scored side by side on the incident catalogue (release; ARGS="--quick", "--json", "--seeds 10").
+evaluate: ## Detection quality: the rate rules side by side and the volume rules, on the incident catalogue (release; ARGS="--quick", "--only volume", "--json", "--seeds 10").
 	cargo run --release --locked -p vigil-evaluation --bin vigil-evaluate -- $(ARGS)
 
 .PHONY: fuzz

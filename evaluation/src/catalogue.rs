@@ -2,6 +2,10 @@
 //! at night, 300 at the peak) with one incident at a time, on every combination of the axes
 //! below, each over several seeds; and normal days of the same scenario for false alarms.
 //!
+//! Two parts: the rate incidents (issue 16: a status's or an auth code's rate × 1.5 to 6) and
+//! the volume incidents (issue 17: transactions per minute × 0, 0.5 or 2), scored apart so
+//! the rate figures stay comparable with the runs before volume incidents existed.
+//!
 //! Every case is a scenario built from TOML text and checked by the simulator like any file,
 //! so the catalogue cannot ask for an incident the simulator would refuse.
 
@@ -26,10 +30,9 @@ pub const WARM_UP_MINUTES: i64 = 150;
 /// Normal minutes after an incident, for the anomaly to resolve.
 pub const TAIL_MINUTES: i64 = 30;
 
-/// What an incident changes. An open set: issue 17's volume incidents (a stop at the peak, a
-/// drop of half, a surge of 3×, a merchant going dark, a category halving) join as further
-/// variants, each saying how it is written into the scenario ([`Kind::incident_toml`]); the
-/// grader scores whatever anomalies the ground truth expects, with the same columns.
+/// What an incident changes. An open set: each kind says how it is written into the scenario
+/// ([`Kind::incident_toml`]); the grader scores whatever anomalies the ground truth expects,
+/// with the same columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -41,10 +44,14 @@ pub enum Kind {
     Reversed,
     /// The share of auth code [`AUTH_CODE`] × strength.
     AuthCode,
+    /// Transactions per minute in the scope × strength, every status alike (issue 17): 0 stops
+    /// them, 0.5 halves them, 2 doubles them.
+    Volume,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Denied, Kind::Failed, Kind::Reversed, Kind::AuthCode];
+    /// The rate kinds (issue 16).
+    pub const RATES: [Kind; 4] = [Kind::Denied, Kind::Failed, Kind::Reversed, Kind::AuthCode];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,12 +59,21 @@ impl Kind {
             Kind::Failed => "failed",
             Kind::Reversed => "reversed",
             Kind::AuthCode => "auth_code",
+            Kind::Volume => "volume",
+        }
+    }
+
+    /// The part of the catalogue the kind belongs to.
+    pub fn part(self) -> Part {
+        match self {
+            Kind::Volume => Part::Volume,
+            _ => Part::Rate,
         }
     }
 
     /// The incident's TOML (without `start` and `duration`). Rates are multiplied exactly: the
     /// target rate is `strength` × the normal share (of the scope's traffic, which has the
-    /// scenario's status mix).
+    /// scenario's status mix). Volume is multiplied by the simulator (`factor`).
     pub fn incident_toml(self, strength: f64, scope: Scope, s: &Scenario) -> String {
         let scope_line = match scope {
             Scope::Global => String::new(),
@@ -75,6 +91,7 @@ impl Kind {
                 let share = s.codes(status).iter().find(|(c, _)| c == AUTH_CODE).map_or(0.0, |c| c.1);
                 (format!("kind = \"auth_code_surge\"\ncode = \"{AUTH_CODE}\"\n"), s.status_share(status) * share)
             }
+            Kind::Volume => return format!("kind = \"volume\"\n{scope_line}factor = {strength}\n"),
         };
         format!("{head}{scope_line}target_rate = {}\n", strength * normal)
     }
@@ -140,14 +157,51 @@ impl Volume {
     }
 }
 
+/// The rate incidents' factors.
 pub const STRENGTHS: [f64; 4] = [1.5, 2.0, 3.0, 6.0];
+/// The volume incidents' factors: a stop, a halving, a doubling.
+pub const VOLUME_FACTORS: [f64; 3] = [0.0, 0.5, 2.0];
 pub const DURATIONS: [i64; 3] = [3, 10, 60];
+
+/// A part of the catalogue, scored and reported on its own (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// Rate incidents (issue 16), scored on the rate rules' anomalies.
+    Rate,
+    /// Volume incidents (issue 17), scored on the volume rules' anomalies.
+    Volume,
+}
+
+impl Part {
+    pub const ALL: [Part; 2] = [Part::Rate, Part::Volume];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Rate => "rate",
+            Part::Volume => "volume",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The part an anomaly rule belongs to: the volume rules, or the rate rules (every other
+    /// rule the grader sees: the amount rules are never scored).
+    pub fn of_rule(rule: &str) -> Part {
+        match rule {
+            "volume_drop" | "volume_surge" => Part::Volume,
+            _ => Part::Rate,
+        }
+    }
+}
 
 /// One cell of the catalogue: the axes of an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Cell {
     pub kind: Kind,
-    /// The factor the rate (or the code's share) is multiplied by.
+    /// The factor the rate (or the code's share, or the volume) is multiplied by.
     pub strength: f64,
     /// Minutes.
     pub duration: i64,
@@ -156,21 +210,37 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// Every combination of the axes (4 × 4 × 3 × 2 × 3 = 288 cells).
+    /// Every rate cell (4 kinds × 4 strengths × 3 durations × 2 times × 3 scopes = 288), then
+    /// every volume cell (3 factors × 3 durations × 2 times × 3 scopes = 54).
     pub fn all() -> Vec<Cell> {
+        Cell::of(&Part::ALL)
+    }
+
+    /// The cells of some parts of the catalogue, in the order of [`Cell::all`].
+    pub fn of(parts: &[Part]) -> Vec<Cell> {
         let mut out = Vec::new();
-        for kind in Kind::ALL {
-            for strength in STRENGTHS {
-                for duration in DURATIONS {
-                    for volume in Volume::ALL {
-                        for scope in Scope::ALL {
-                            out.push(Cell { kind, strength, duration, volume, scope });
+        for part in Part::ALL.into_iter().filter(|p| parts.contains(p)) {
+            let (kinds, strengths): (&[Kind], &[f64]) = match part {
+                Part::Rate => (&Kind::RATES, &STRENGTHS),
+                Part::Volume => (&[Kind::Volume], &VOLUME_FACTORS),
+            };
+            for kind in kinds {
+                for strength in strengths {
+                    for duration in DURATIONS {
+                        for volume in Volume::ALL {
+                            for scope in Scope::ALL {
+                                out.push(Cell { kind: *kind, strength: *strength, duration, volume, scope });
+                            }
                         }
                     }
                 }
             }
         }
         out
+    }
+
+    pub fn part(&self) -> Part {
+        self.kind.part()
     }
 
     pub fn label(&self) -> String {
@@ -220,9 +290,18 @@ impl Cell {
         .replace('.', "_")
     }
 
-    /// A seed of its own per cell and run, so no two cases share their background noise.
+    /// A seed of its own per cell and run, so no two cases share their background noise;
+    /// `index` is the cell's place in [`Cell::all`], so a cell has the same runs in the full
+    /// catalogue, in `--quick` and with `--only`.
     pub fn seed(&self, index: usize, run: u64) -> u64 {
         1_000_003 * (index as u64 + 1) + run
+    }
+
+    /// The cell's place in [`Cell::all`] (its seeds' index); a cell outside the catalogue gets
+    /// one past it.
+    pub fn index(&self) -> usize {
+        let all = Cell::all();
+        all.iter().position(|c| c == self).unwrap_or(all.len())
     }
 }
 
@@ -253,7 +332,10 @@ mod tests {
     fn the_catalogue_covers_every_value_of_every_axis_and_every_case_is_a_valid_scenario() {
         let base = base().unwrap();
         let cells = Cell::all();
-        assert_eq!(cells.len(), 288);
+        assert_eq!(cells.len(), 288 + 54);
+        assert_eq!(Cell::of(&[Part::Rate]), cells[..288]);
+        assert_eq!(Cell::of(&[Part::Volume]), cells[288..]);
+        assert!(cells[288..].iter().all(|c| c.kind == Kind::Volume && VOLUME_FACTORS.contains(&c.strength)));
         for cell in &cells {
             let (s, start) = cell.scenario(&base).unwrap_or_else(|e| panic!("{}: {e}", cell.label()));
             assert_eq!(s.incidents.len(), 1);
@@ -288,5 +370,38 @@ mod tests {
         let toml = Kind::AuthCode.incident_toml(6.0, Scope::Global, &base);
         assert!(toml.contains("code = \"51\""), "{toml}");
         assert!((target_rate(&toml) - 0.144).abs() < 1e-9, "{toml}");
+    }
+
+    #[test]
+    fn a_volume_cell_writes_a_volume_incident_whose_truth_expects_the_drop_or_surge_rule_on_its_scope() {
+        let base = base().unwrap();
+        assert_eq!(
+            Kind::Volume.incident_toml(0.5, Scope::Category, &base),
+            "kind = \"volume\"\ncategory = \"food\"\nfactor = 0.5\n"
+        );
+        for (strength, scope, expected) in [
+            (0.0, Scope::Global, "volume_drop:global:all"),
+            (0.5, Scope::Merchant, "volume_drop:merchant:m-market-1"),
+            (2.0, Scope::Category, "volume_surge:category:food"),
+        ] {
+            let cell = Cell { kind: Kind::Volume, strength, duration: 10, volume: Volume::Peak, scope };
+            let (s, start) = cell.scenario(&base).unwrap();
+            let g = vigil_simulator::Generator::new(s, 1, chrono::DateTime::from_timestamp_millis(start).unwrap());
+            let truth = &g.truth().incidents[0];
+            assert_eq!(
+                truth.expected.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                [expected],
+                "{}",
+                cell.label()
+            );
+        }
+    }
+
+    #[test]
+    fn a_cell_keeps_its_seeds_whichever_part_of_the_catalogue_runs() {
+        let volume = Cell::of(&[Part::Volume]);
+        assert_eq!(volume[0].index(), 288);
+        assert_eq!(Cell::of(&[Part::Rate])[5].index(), 5);
+        assert_ne!(volume[0].seed(volume[0].index(), 0), Cell::all()[0].seed(0, 0));
     }
 }

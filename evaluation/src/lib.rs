@@ -1,12 +1,14 @@
 //! Vigil's detection-quality evaluation (`vigil-evaluate`, `make evaluate`).
 //!
 //! * [`catalogue`]: the incident catalogue (kind × strength × duration × volume × scope, each
-//!   over several seeds) and the normal days, built on the simulator's `busy-day` scenario.
+//!   over several seeds: the rate incidents of issue 16 and the volume incidents of issue 17)
+//!   and the normal days, built on the simulator's `busy-day` scenario.
 //! * [`run`]: the simulator's generator feeding the detector core in-process, per rule.
 //! * [`sql_rule`]: the older design's `v_tx_anomaly` view, reimplemented over final minutes.
 //! * [`score`]: detection, delay, coverage, anomaly count and resolve time per incident; false
 //!   alarms per simulated week; summaries per catalogue cell.
-//! * [`report`]: the three rules side by side (markdown or JSON) and issue 16's targets.
+//! * [`report`]: the three rules side by side (markdown or JSON) and issue 16's targets; the
+//!   volume incidents and the volume rules' false alarms apart, for the rule set that has them.
 
 pub mod catalogue;
 pub mod report;
@@ -19,10 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use catalogue::{Cell, Plan, DAY0_MS};
-use report::{CellReport, FalseAlarms, Report};
+use catalogue::{Cell, Part, Plan, DAY0_MS};
+use report::{CellReport, FalseAlarms, Report, VolumeReport};
 use run::Rule;
-use score::{IncidentScore, WEEK_MINUTES};
+use score::{of_part, IncidentScore, WEEK_MINUTES};
+use vigil_schemas::AnomalyState;
 use vigil_simulator::Scenario;
 
 /// One unit of work.
@@ -34,21 +37,30 @@ enum Job {
     Case { cell: usize, run: u64 },
 }
 
+/// Distinct anomalies `(id, dimension)` of one run, per rule set and part of the rules (a rule
+/// set without a volume rule has no volume entry).
+type Anomalies = BTreeMap<(Rule, Part), Vec<(String, String)>>;
+
 enum Outcome {
-    Day {
-        minutes: i64,
-        alarms: BTreeMap<Rule, Vec<(String, String)>>,
-    },
-    Case {
-        cell: usize,
-        minutes: i64,
-        scores: BTreeMap<Rule, IncidentScore>,
-        stray: BTreeMap<Rule, Vec<(String, String)>>,
-    },
+    Day { minutes: i64, alarms: Anomalies },
+    Case { cell: usize, minutes: i64, scores: BTreeMap<Rule, IncidentScore>, stray: Anomalies },
+}
+
+/// The parts whose anomalies a rule set emits.
+fn parts_of(rule: Rule) -> &'static [Part] {
+    if rule.has_volume_rule() {
+        &Part::ALL
+    } else {
+        &[Part::Rate]
+    }
 }
 
 /// Runs the plan on `threads` threads, calling `progress(done, total)` now and then, and
 /// returns the report.
+///
+/// Rate cells run every rule set in `rules`; volume cells only those with a volume rule (the
+/// others are reported as having none). Normal days run every rule set, or with volume cells
+/// only, those with a volume rule.
 pub fn evaluate(
     plan: &Plan,
     rules: &[Rule],
@@ -59,10 +71,25 @@ pub fn evaluate(
     let base = catalogue::base()?;
     // Build every case's scenario up front, so a problem shows before hours of work.
     let scenarios: Vec<(Scenario, i64)> = plan.cells.iter().map(|c| c.scenario(&base)).collect::<Result<_, _>>()?;
+    let seed_index: Vec<usize> = plan.cells.iter().map(Cell::index).collect();
+    let volume_rules: Vec<Rule> = rules.iter().copied().filter(|r| r.has_volume_rule()).collect();
+    let rules_for = |part: Part| -> &[Rule] {
+        match part {
+            Part::Rate => rules,
+            Part::Volume => &volume_rules,
+        }
+    };
+    let day_rules: &[Rule] = if plan.cells.iter().all(|c| c.part() == Part::Volume) && !plan.cells.is_empty() {
+        &volume_rules
+    } else {
+        rules
+    };
     // Longest first, so the threads finish together.
-    let mut jobs: Vec<Job> = (0..plan.days).map(Job::Day).collect();
-    let mut cases: Vec<Job> =
-        (0..plan.cells.len()).flat_map(|cell| (0..plan.seeds).map(move |run| Job::Case { cell, run })).collect();
+    let mut jobs: Vec<Job> = if day_rules.is_empty() { Vec::new() } else { (0..plan.days).map(Job::Day).collect() };
+    let mut cases: Vec<Job> = (0..plan.cells.len())
+        .filter(|cell| !rules_for(plan.cells[*cell].part()).is_empty())
+        .flat_map(|cell| (0..plan.seeds).map(move |run| Job::Case { cell, run }))
+        .collect();
     cases.sort_by_key(|j| match j {
         Job::Case { cell, .. } => std::cmp::Reverse(plan.cells[*cell].duration),
         Job::Day(_) => std::cmp::Reverse(0),
@@ -80,33 +107,43 @@ pub fn evaluate(
                 let Some(job) = jobs.get(i) else { break };
                 let outcome = match *job {
                     Job::Day(d) => {
-                        let out = run::run(base.clone(), 9_000_000 + d, DAY0_MS + d as i64 * 86_400_000, rules);
+                        let out = run::run(base.clone(), 9_000_000 + d, DAY0_MS + d as i64 * 86_400_000, day_rules);
                         transactions.fetch_add(out.transactions, Ordering::Relaxed);
-                        let alarms = out
-                            .emissions
-                            .iter()
-                            .map(|(rule, em)| {
-                                let mut ids: Vec<(String, String)> = em
-                                    .iter()
-                                    .filter(|e| e.state == vigil_schemas::AnomalyState::Firing)
-                                    .map(|e| (e.id.clone(), e.dimension.clone()))
+                        let mut alarms = Anomalies::new();
+                        for (rule, em) in &out.emissions {
+                            for part in parts_of(*rule) {
+                                let mut ids: Vec<(String, String)> = of_part(em, *part)
+                                    .into_iter()
+                                    .filter(|e| e.state == AnomalyState::Firing)
+                                    .map(|e| (e.id, e.dimension))
                                     .collect();
                                 ids.sort();
                                 ids.dedup();
-                                (*rule, ids)
-                            })
-                            .collect();
+                                alarms.insert((*rule, *part), ids);
+                            }
+                        }
                         Outcome::Day { minutes: base.minutes(), alarms }
                     }
                     Job::Case { cell, run } => {
                         let (scenario, start) = scenarios[cell].clone();
-                        let out = run::run(scenario, plan.cells[cell].seed(cell, run), start, rules);
+                        let part = plan.cells[cell].part();
+                        let seed = plan.cells[cell].seed(seed_index[cell], run);
+                        let out = run::run(scenario, seed, start, rules_for(part));
                         transactions.fetch_add(out.transactions, Ordering::Relaxed);
                         let truth = &out.truth.incidents[0];
-                        let scores =
-                            out.emissions.iter().map(|(rule, em)| (*rule, score::score_incident(truth, em))).collect();
-                        let stray =
-                            out.emissions.iter().map(|(rule, em)| (*rule, score::unexplained(truth, em))).collect();
+                        // Scored on its own part's rules: a rate spike's extra transactions may
+                        // lift the volume, which is counted apart.
+                        let scores = out
+                            .emissions
+                            .iter()
+                            .map(|(rule, em)| (*rule, score::score_incident(truth, &of_part(em, part))))
+                            .collect();
+                        let mut stray = Anomalies::new();
+                        for (rule, em) in &out.emissions {
+                            for p in parts_of(*rule) {
+                                stray.insert((*rule, *p), score::unexplained(truth, &of_part(em, *p)));
+                            }
+                        }
                         Outcome::Case { cell, minutes: scenarios[cell].0.minutes(), scores, stray }
                     }
                 };
@@ -120,14 +157,17 @@ pub fn evaluate(
 
     let outcomes = outcomes.into_inner().unwrap_or_default();
     let mut per_cell: Vec<BTreeMap<Rule, Vec<IncidentScore>>> = vec![BTreeMap::new(); plan.cells.len()];
-    let mut false_alarms: BTreeMap<Rule, FalseAlarms> = rules.iter().map(|r| (*r, FalseAlarms::default())).collect();
-    let mut unexplained: BTreeMap<Rule, FalseAlarms> = rules.iter().map(|r| (*r, FalseAlarms::default())).collect();
-    let add = |book: &mut BTreeMap<Rule, FalseAlarms>, rule: Rule, minutes: i64, ids: Vec<(String, String)>| {
-        let f = book.entry(rule).or_default();
-        f.minutes += minutes;
-        f.count += ids.len();
-        for (_, dim) in ids {
-            *f.by_dimension.entry(dim).or_default() += 1;
+    // Books of anomalies by where they were seen: normal days, rate-incident runs,
+    // volume-incident runs; each by the part of the rules that raised them.
+    let mut books: BTreeMap<(Option<Part>, Part), BTreeMap<Rule, FalseAlarms>> = BTreeMap::new();
+    let mut add = |seen_in: Option<Part>, minutes: i64, anomalies: Anomalies| {
+        for ((rule, part), ids) in anomalies {
+            let f = books.entry((seen_in, part)).or_default().entry(rule).or_default();
+            f.minutes += minutes;
+            f.count += ids.len();
+            for (_, dim) in ids {
+                *f.by_dimension.entry(dim).or_default() += 1;
+            }
         }
     };
     for o in outcomes {
@@ -136,43 +176,47 @@ pub fn evaluate(
                 for (rule, s) in scores {
                     per_cell[cell].entry(rule).or_default().push(s);
                 }
-                for (rule, ids) in stray {
-                    add(&mut unexplained, rule, minutes, ids);
-                }
+                add(Some(plan.cells[cell].part()), minutes, stray);
             }
-            Outcome::Day { minutes, alarms } => {
-                for (rule, ids) in alarms {
-                    add(&mut false_alarms, rule, minutes, ids);
-                }
-            }
+            Outcome::Day { minutes, alarms } => add(None, minutes, alarms),
         }
     }
-    for f in false_alarms.values_mut().chain(unexplained.values_mut()) {
+    for f in books.values_mut().flat_map(|b| b.values_mut()) {
         f.per_week = if f.minutes > 0 { f.count as f64 * WEEK_MINUTES / f.minutes as f64 } else { 0.0 };
     }
-    let cells = plan
-        .cells
-        .iter()
-        .zip(per_cell)
-        .map(|(cell, by_rule)| {
-            let (scope_volume, total_volume) = cell.volumes(&base);
-            CellReport {
-                cell: *cell,
-                scope_volume,
-                total_volume,
-                results: by_rule.iter().map(|(r, s)| (*r, score::summarise(s))).collect(),
-                scores: by_rule,
-            }
-        })
-        .collect();
+    let mut book = |seen_in: Option<Part>, part: Part| books.remove(&(seen_in, part)).unwrap_or_default();
+    let (mut rate_cells, mut volume_cells) = (Vec::new(), Vec::new());
+    for (cell, by_rule) in plan.cells.iter().zip(per_cell) {
+        let (scope_volume, total_volume) = cell.volumes(&base);
+        let report = CellReport {
+            cell: *cell,
+            scope_volume,
+            total_volume,
+            results: by_rule.iter().map(|(r, s)| (*r, score::summarise(s))).collect(),
+            scores: by_rule,
+        };
+        match cell.part() {
+            Part::Rate => rate_cells.push(report),
+            Part::Volume => volume_cells.push(report),
+        }
+    }
+    let volume = VolumeReport {
+        rules: volume_rules.clone(),
+        cells: volume_cells,
+        false_alarms: book(None, Part::Volume),
+        unexplained: book(Some(Part::Volume), Part::Volume),
+        in_rate_runs: book(Some(Part::Rate), Part::Volume),
+        rate_in_volume_runs: book(Some(Part::Volume), Part::Rate),
+    };
     let mut report = Report {
         rules: rules.to_vec(),
         seeds: plan.seeds,
         days: plan.days,
-        cells,
-        false_alarms,
-        unexplained,
+        cells: rate_cells,
+        false_alarms: book(None, Part::Rate),
+        unexplained: book(Some(Part::Rate), Part::Rate),
         targets: Vec::new(),
+        volume,
         transactions: transactions.into_inner(),
         seconds: started.elapsed().as_secs_f64(),
         threads,
@@ -181,20 +225,27 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// The cells `--quick` runs: every value of every axis, in 24 cells instead of 288 (each
-/// strength at each duration once, alternating kinds, volumes and scopes).
+/// The cells `--quick` runs: every value of every axis, in 24 rate cells instead of 288 (each
+/// strength at each duration once, alternating kinds, volumes and scopes) and 9 volume cells
+/// instead of 54 (each factor at each duration once, alternating volumes and scopes).
 pub fn quick_cells() -> Vec<Cell> {
     let mut out = Vec::new();
     let mut k = 0usize;
     for strength in catalogue::STRENGTHS {
         for duration in catalogue::DURATIONS {
             for volume in catalogue::Volume::ALL {
-                let kind = catalogue::Kind::ALL[k % 4];
+                let kind = catalogue::Kind::RATES[k % 4];
                 let scope = catalogue::Scope::ALL[k % 3];
                 out.push(Cell { kind, strength, duration, volume, scope });
                 k += 1;
             }
         }
+    }
+    for (k, (strength, duration)) in
+        catalogue::VOLUME_FACTORS.into_iter().flat_map(|f| catalogue::DURATIONS.map(|d| (f, d))).enumerate()
+    {
+        let (volume, scope) = (catalogue::Volume::ALL[k % 2], catalogue::Scope::ALL[k % 3]);
+        out.push(Cell { kind: catalogue::Kind::Volume, strength, duration, volume, scope });
     }
     out
 }
@@ -205,9 +256,10 @@ mod tests {
 
     #[test]
     fn the_quick_catalogue_still_covers_every_value_of_every_axis() {
-        let cells = quick_cells();
-        assert_eq!(cells.len(), 24);
-        for kind in catalogue::Kind::ALL {
+        let all = quick_cells();
+        let (cells, volume): (Vec<Cell>, Vec<Cell>) = all.iter().partition(|c| c.part() == Part::Rate);
+        assert_eq!((cells.len(), volume.len()), (24, 9));
+        for kind in catalogue::Kind::RATES {
             assert!(cells.iter().any(|c| c.kind == kind), "{kind:?}");
         }
         for scope in catalogue::Scope::ALL {
@@ -220,5 +272,17 @@ mod tests {
                 }
             }
         }
+        for f in catalogue::VOLUME_FACTORS {
+            for d in catalogue::DURATIONS {
+                assert!(volume.iter().any(|c| c.strength == f && c.duration == d), "×{f} {d}m");
+            }
+        }
+        for v in catalogue::Volume::ALL {
+            assert!(volume.iter().any(|c| c.volume == v), "{v:?}");
+        }
+        for scope in catalogue::Scope::ALL {
+            assert!(volume.iter().any(|c| c.scope == scope), "{scope:?}");
+        }
+        assert!(all.iter().all(|c| c.index() < Cell::all().len()), "every quick cell is a catalogue cell");
     }
 }

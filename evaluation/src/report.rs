@@ -1,12 +1,13 @@
 //! The report: per catalogue cell and rule, false alarms per simulated week, and whether each
-//! of issue 16's targets is met; as markdown or JSON.
+//! of issue 16's targets is met; the volume incidents and the volume rules' false alarms apart
+//! (issue 17); as markdown or JSON.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::catalogue::{Cell, TAIL_MINUTES, WARM_UP_MINUTES};
+use crate::catalogue::{Cell, DURATIONS, TAIL_MINUTES, VOLUME_FACTORS, WARM_UP_MINUTES};
 use crate::catalogue::{Scope, STRENGTHS};
 use crate::run::Rule;
 use crate::score::{summarise, CellSummary, IncidentScore};
@@ -16,12 +17,17 @@ pub struct Report {
     pub rules: Vec<Rule>,
     pub seeds: u64,
     pub days: u64,
+    /// The rate incidents' cells (issue 16).
     pub cells: Vec<CellReport>,
+    /// The rate rules' anomalies on the normal days.
     pub false_alarms: BTreeMap<Rule, FalseAlarms>,
-    /// Anomalies in the incident runs on series the incident neither expects nor may lift
-    /// (warm-up included): a second look at false alarms, on more simulated time.
+    /// The rate rules' anomalies in the rate-incident runs on series the incident neither
+    /// expects nor may lift (warm-up included): a second look at false alarms, on more
+    /// simulated time.
     pub unexplained: BTreeMap<Rule, FalseAlarms>,
     pub targets: Vec<Target>,
+    /// The volume incidents and the volume rules' anomalies.
+    pub volume: VolumeReport,
     pub transactions: u64,
     pub seconds: f64,
     pub threads: usize,
@@ -37,6 +43,26 @@ pub struct CellReport {
     /// Every run's score, for summaries over several cells.
     #[serde(skip)]
     pub scores: BTreeMap<Rule, Vec<IncidentScore>>,
+}
+
+/// The volume part of the catalogue (issue 17), for the rule sets with a volume rule.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VolumeReport {
+    /// The rule sets with a volume rule, run on the volume cells; the others are reported as
+    /// having none.
+    pub rules: Vec<Rule>,
+    pub cells: Vec<CellReport>,
+    /// The volume rules' anomalies on the normal days.
+    pub false_alarms: BTreeMap<Rule, FalseAlarms>,
+    /// The volume rules' anomalies in the volume-incident runs on series the incident neither
+    /// expects nor may lift (warm-up included).
+    pub unexplained: BTreeMap<Rule, FalseAlarms>,
+    /// The volume rules' anomalies in the rate-incident runs that the incident does not explain
+    /// (a spike's extra transactions explain a `volume_surge` on its scope and the series that
+    /// lifts).
+    pub in_rate_runs: BTreeMap<Rule, FalseAlarms>,
+    /// The rate rules' anomalies in the volume-incident runs (no volume incident explains any).
+    pub rate_in_volume_runs: BTreeMap<Rule, FalseAlarms>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -203,15 +229,30 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "# Detection quality\n\n{} catalogue cells × {} seeds, {} normal days; {} transactions in {:.0} s on {} threads.\n",
+            "# Detection quality\n\n{} catalogue cells ({} rate, {} volume) × {} seeds, {} normal days; {} transactions \
+             in {:.0} s on {} threads.",
+            self.cells.len() + self.volume.cells.len(),
             self.cells.len(),
+            self.volume.cells.len(),
             self.seeds,
             self.days,
             self.transactions,
             self.seconds,
             self.threads
         );
-        let _ = writeln!(o, "## Targets (issue 16)\n");
+        // Without rate cells (`--only volume`) the rate sections would judge nothing.
+        if !self.cells.is_empty() || self.volume.cells.is_empty() {
+            self.rate_markdown(&mut o);
+        }
+        if !self.volume.cells.is_empty() {
+            self.volume_markdown(&mut o);
+        }
+        o
+    }
+
+    /// Issue 16's targets, the summary, the rate rules' false alarms and the rate incidents.
+    fn rate_markdown(&self, o: &mut String) {
+        let _ = writeln!(o, "\n## Targets (issue 16)\n");
         let _ = write!(o, "| target |");
         for r in &self.rules {
             let _ = write!(o, " {} |", r.title());
@@ -298,7 +339,7 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "\n## Incidents\n\nEach cell: detected/runs · delay in minutes from onset, median/p90 · mean share of the \
+            "\n## Rate incidents\n\nEach cell: detected/runs · delay in minutes from onset, median/p90 · mean share of the \
              incident's minutes reported (firing or updated) · mean anomalies per detected incident and expected \
              series · median minutes from the incident's end to its resolution (negative: resolved while it went on). \
              tx/min: the incident's scope, then all traffic. Each run: {WARM_UP_MINUTES} normal minutes, the \
@@ -330,8 +371,145 @@ impl Report {
             }
             let _ = writeln!(o);
         }
-        o
     }
+
+    /// The volume incidents and the volume rules' false alarms, for the rule sets with a volume
+    /// rule; the others are shown as having none.
+    fn volume_markdown(&self, o: &mut String) {
+        let v = &self.volume;
+        const NONE: &str = "no volume rule";
+        let _ = writeln!(
+            o,
+            "\n## Volume incidents (issue 17)\n\nTransactions per minute × 0 (a stop), 0.5 or 2 for 3, 10 or 60 \
+             minutes, at night or at the peak, in all traffic, one merchant's or one category's, scored on the volume \
+             rules' anomalies (`volume_drop`, `volume_surge`) as the rate incidents are on the rate rules'. The \
+             detector's defaults (the sequential rate rule's column) have the volume rules; the per-minute rule and \
+             the SQL view came before them: {NONE}. In a replay a minute without \
+             any transaction is judged (as zero) once later traffic shows time moved on, so a stop in all traffic is \
+             judged when traffic resumes: its delay and coverage count the minutes judged, not when they were \
+             judged.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| rule | every cell | recall × 0 / 0.5 / 2 | recall global / merchant / category | recall 3 / 10 / 60 min | \
+             other series per incident | false alarms per week (volume rules) |\n\
+             | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for r in &self.rules {
+            if !v.rules.contains(r) {
+                let _ = writeln!(o, "| {} | {NONE} | | | | | |", r.title());
+                continue;
+            }
+            let group = |keep: &dyn Fn(&CellReport) -> bool| pooled(&v.cells, *r, keep);
+            let pct = |s: CellSummary| format!("{:.0} %", s.recall * 100.0);
+            let by_factor: Vec<String> =
+                VOLUME_FACTORS.iter().map(|x| pct(group(&|c: &CellReport| c.cell.strength == *x))).collect();
+            let by_scope: Vec<String> =
+                Scope::ALL.iter().map(|x| pct(group(&|c: &CellReport| c.cell.scope == *x))).collect();
+            let by_duration: Vec<String> =
+                DURATIONS.iter().map(|x| pct(group(&|c: &CellReport| c.cell.duration == *x))).collect();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {:.1} | {} |",
+                r.title(),
+                cell_text(&group(&|_| true)),
+                by_factor.join(" / "),
+                by_scope.join(" / "),
+                by_duration.join(" / "),
+                group(&|_| true).related_mean,
+                v.false_alarms.get(r).map_or("–".into(), |f| format!("{:.2}", f.per_week))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nEvery cell: detected/runs · delay median/p90 · mean coverage · mean anomalies · median resolve time, \
+             pooled over the cells. Other series per incident: mean volume anomalies on the series an incident may \
+             lift besides its own (wider scopes, the categories and merchants inside it).\n"
+        );
+        let books: [(&str, &BTreeMap<Rule, FalseAlarms>); 4] = [
+            (
+                "On the normal days, the volume rules' anomalies (the rate rules' are counted apart, with the rate \
+                 incidents):",
+                &v.false_alarms,
+            ),
+            (
+                "In the volume-incident runs, volume anomalies on series the incident neither expects nor may lift \
+                 (warm-up included):",
+                &v.unexplained,
+            ),
+            (
+                "In the rate-incident runs, volume anomalies the incident does not explain (a spike adds transactions, \
+                 which explains a `volume_surge` on its scope and on the series that lifts):",
+                &v.in_rate_runs,
+            ),
+            ("In the volume-incident runs, rate anomalies (no volume incident explains one):", &v.rate_in_volume_runs),
+        ];
+        let _ = writeln!(o, "### False alarms of the volume rules\n");
+        for (title, book) in books {
+            if book.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                o,
+                "{title}\n\n| rule | per simulated week | anomalies | by dimension |\n| --- | --- | --- | --- |"
+            );
+            for r in &self.rules {
+                match book.get(r) {
+                    Some(f) => {
+                        let _ = writeln!(o, "{}", f.table_row(r.title()));
+                    }
+                    None if !v.rules.contains(r) => {
+                        let _ = writeln!(o, "| {} | {NONE} | | |", r.title());
+                    }
+                    None => {}
+                }
+            }
+            let _ = writeln!(o);
+        }
+        let _ = writeln!(
+            o,
+            "### Volume incidents\n\nEach cell as for the rate incidents: detected/runs · delay median/p90 · mean \
+             coverage · mean anomalies per detected incident · median resolve time. tx/min: the scope's normal \
+             traffic, then all traffic.\n"
+        );
+        let _ = write!(o, "| × | min | when | scope | tx/min |");
+        for r in &self.rules {
+            let _ = write!(o, " {} |", r.title());
+        }
+        let _ = write!(o, "\n| --- | --- | --- | --- | --- |");
+        for _ in &self.rules {
+            let _ = write!(o, " --- |");
+        }
+        let _ = writeln!(o);
+        for c in &v.cells {
+            let _ = write!(
+                o,
+                "| {} | {} | {} | {} | {:.0} / {:.0} |",
+                c.cell.strength,
+                c.cell.duration,
+                c.cell.volume.as_str(),
+                c.cell.scope.as_str(),
+                c.scope_volume,
+                c.total_volume
+            );
+            for r in &self.rules {
+                let text = match c.results.get(r) {
+                    Some(s) => cell_text(s),
+                    None if !v.rules.contains(r) => NONE.into(),
+                    None => "–".into(),
+                };
+                let _ = write!(o, " {text} |");
+            }
+            let _ = writeln!(o);
+        }
+    }
+}
+
+/// One rule's scores pooled over the cells `keep` selects.
+fn pooled(cells: &[CellReport], rule: Rule, keep: &dyn Fn(&CellReport) -> bool) -> CellSummary {
+    let scores: Vec<IncidentScore> =
+        cells.iter().filter(|c| keep(c)).flat_map(|c| c.scores.get(&rule).cloned().unwrap_or_default()).collect();
+    summarise(&scores)
 }
 
 #[cfg(test)]
@@ -375,6 +553,7 @@ mod tests {
             false_alarms: BTreeMap::from([(Rule::Minute, fa)]),
             unexplained: BTreeMap::new(),
             targets: vec![],
+            volume: VolumeReport::default(),
             transactions: 0,
             seconds: 0.0,
             threads: 1,

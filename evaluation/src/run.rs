@@ -50,20 +50,26 @@ impl Rule {
     pub fn parse(s: &str) -> Option<Rule> {
         Rule::ALL.into_iter().find(|r| r.as_str() == s)
     }
+
+    /// Whether the rule set has a volume rule (issue 17): the detector's defaults do; the
+    /// per-minute rule and the SQL view came before it and are not run on volume incidents.
+    pub fn has_volume_rule(self) -> bool {
+        self == Rule::Sequential
+    }
 }
 
-/// The detector's configuration for a rule: its defaults, or for the per-minute rule the
-/// detector's own `RateConfig::minute_test()` (that rule exactly as its defaults were: a
-/// 30-minute baseline, global and auth-code series only).
+/// The detector's configuration for a rule set: its defaults (the sequential rate rule and the
+/// volume rules), or for the per-minute rule the detector's own `RateConfig::minute_test()`
+/// (that rule exactly as its defaults were: a 30-minute baseline, global and auth-code series
+/// only) without the volume rules, which came after it.
 pub fn core_config(method: RateMethod) -> CoreConfig {
-    let rate = match method {
-        RateMethod::MinuteTest => RateConfig::minute_test(),
-        _ => RateConfig { method, ..Default::default() },
-    };
-    CoreConfig { rate, ..Default::default() }
+    match method {
+        RateMethod::MinuteTest => CoreConfig { rate: RateConfig::minute_test(), ..Default::default() },
+        _ => CoreConfig { rate: RateConfig { method, ..Default::default() }, ..Default::default() },
+    }
 }
 
-/// What one run produced: its ground truth and every rule's rate anomaly states.
+/// What one run produced: its ground truth and every rule's rate and volume anomaly states.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
     pub truth: GroundTruth,

@@ -20,12 +20,16 @@
 //! * **resolve**: minutes from `end` to the `resolved_at` of the last one (negative when it
 //!   resolved while the incident went on; `None` when it never resolved in the run).
 //!
-//! A false alarm is a rate anomaly (any rule, any dimension) on a normal day; per simulated
-//! week = count × 7 × 1440 / minutes simulated.
+//! A false alarm is an anomaly (any rule, any dimension) on a normal day; per simulated week =
+//! count × 7 × 1440 / minutes simulated. The rate rules' and the volume rules' anomalies are
+//! counted apart (`catalogue::Part::of_rule`), and an incident is scored on its part's rules
+//! only.
 
 use serde::Serialize;
 use vigil_schemas::{Anomaly, AnomalyRule, AnomalyState};
 use vigil_simulator::truth::{IncidentTruth, RuleRef};
+
+use crate::catalogue::Part;
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const WEEK_MINUTES: f64 = 7.0 * 1440.0;
@@ -47,7 +51,8 @@ pub struct Emission {
 }
 
 impl Emission {
-    /// A detector anomaly state; `None` for the amount rules, which the catalogue does not score.
+    /// A detector anomaly state (a rate or volume rule's); `None` for the amount rules, which
+    /// the catalogue does not score.
     pub fn from_anomaly(a: &Anomaly) -> Option<Emission> {
         if matches!(a.rule, AnomalyRule::AmountZscore | AnomalyRule::AmountLowVariance) {
             return None;
@@ -208,7 +213,13 @@ pub fn unexplained(truth: &IncidentTruth, emissions: &[Emission]) -> Vec<(String
     ids
 }
 
-/// Distinct rate anomalies in a run of normal traffic.
+/// The emissions of one part's rules (the rate rules' or the volume rules'), which is what an
+/// incident of that part is scored on.
+pub fn of_part(emissions: &[Emission], part: Part) -> Vec<Emission> {
+    emissions.iter().filter(|e| Part::of_rule(&e.rule) == part).cloned().collect()
+}
+
+/// Distinct anomalies in a run of normal traffic.
 pub fn false_alarms(emissions: &[Emission]) -> Vec<String> {
     let mut ids: Vec<String> = emissions.iter().map(|e| e.id.clone()).collect();
     ids.sort();
