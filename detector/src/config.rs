@@ -9,7 +9,7 @@ use vigil_common::kafka::{KafkaArgs, KafkaConfig};
 use vigil_common::{ConfigErrors, Validator};
 use vigil_schemas::Severity;
 
-use crate::core::{AmountConfig, CoreConfig, RateConfig};
+use crate::core::{AmountConfig, CoreConfig, RateConfig, VolumeConfig};
 
 /// Vigil detector: event-time minute windows, rolling baselines and explainable anomalies.
 ///
@@ -107,6 +107,33 @@ pub struct RuleArgs {
     /// partition (a bound on state whatever keys clients send).
     #[arg(long, env = "RATE_MAX_KEYED_SERIES", default_value = "500")]
     pub rate_max_keyed_series: String,
+    /// Volume rules (transactions per minute that drop, down to none, or surge), globally and
+    /// for the categories and merchants whose rates are watched.
+    #[arg(long, env = "VOLUME_RULES", default_value = "true")]
+    pub volume_rules: String,
+    /// Volume rules: at most this many false alarms per week of normal traffic, across every
+    /// volume series (a third each to the global series, the categories and the merchants).
+    #[arg(long, env = "VOLUME_FALSE_ALARMS_PER_WEEK", default_value = "1")]
+    pub volume_false_alarms_per_week: String,
+    /// Volume rules: the drops the CUSUMs are tuned to, as fractions of the expected count.
+    #[arg(long, env = "VOLUME_DESIGN_DROPS", default_value = "0.5,0.1")]
+    pub volume_design_drops: String,
+    /// Volume rules: the surges the CUSUMs are tuned to, as multiples of the expected count.
+    #[arg(long, env = "VOLUME_DESIGN_SURGES", default_value = "1.5,3")]
+    pub volume_design_surges: String,
+    /// Volume rules: a minute is judged only when at least this many transactions are expected.
+    #[arg(long, env = "VOLUME_MIN_EXPECTED", default_value = "2")]
+    pub volume_min_expected: String,
+    /// Volume rules: how many category / merchant series the false-alarm target is divided among.
+    #[arg(long, env = "VOLUME_CATEGORY_SERIES", default_value = "100")]
+    pub volume_category_series: String,
+    #[arg(long, env = "VOLUME_MERCHANT_SERIES", default_value = "1000")]
+    pub volume_merchant_series: String,
+    /// Volume rules per category / per merchant (those whose rates are watched).
+    #[arg(long, env = "VOLUME_BY_CATEGORY", default_value = "true")]
+    pub volume_by_category: String,
+    #[arg(long, env = "VOLUME_BY_MERCHANT", default_value = "true")]
+    pub volume_by_merchant: String,
     /// Rate rules: baseline length in clean minutes (the minute method: 30 is the former default).
     #[arg(long, env = "BASELINE_MINUTES", default_value = "120")]
     pub baseline_minutes: String,
@@ -345,6 +372,46 @@ impl RuleArgs {
         if v.parse_bool("ANOMALY_STRICT_MODE", &self.anomaly_strict_mode) {
             amount = amount.strict();
         }
+        let ratios = |v: &mut Validator, var: &str, raw: &str, range: (f64, f64), what: &str| -> Vec<f64> {
+            let mut out = Vec::new();
+            for part in raw.split(',') {
+                match part.trim().parse::<f64>() {
+                    Ok(r) if r > range.0 && r < range.1 => out.push(r),
+                    _ => v.error(var, format_args!("{part:?} is not {what}")),
+                }
+            }
+            out
+        };
+        let volume = VolumeConfig {
+            enabled: v.parse_bool("VOLUME_RULES", &self.volume_rules),
+            false_alarms_per_week: v.parse_in(
+                "VOLUME_FALSE_ALARMS_PER_WEEK",
+                &self.volume_false_alarms_per_week,
+                0.001f64,
+                10_000.0,
+            ),
+            design_drops: ratios(
+                v,
+                "VOLUME_DESIGN_DROPS",
+                &self.volume_design_drops,
+                (0.0, 1.0),
+                "a fraction of the expected count in (0, 1)",
+            ),
+            design_surges: ratios(
+                v,
+                "VOLUME_DESIGN_SURGES",
+                &self.volume_design_surges,
+                (1.0, 100.0 + 1e-9),
+                "a multiple of the expected count in (1, 100]",
+            ),
+            min_expected: v.parse_in("VOLUME_MIN_EXPECTED", &self.volume_min_expected, 0.1f64, 1e9),
+            category_series: v.parse_in("VOLUME_CATEGORY_SERIES", &self.volume_category_series, 1usize, 10_000_000),
+            merchant_series: v.parse_in("VOLUME_MERCHANT_SERIES", &self.volume_merchant_series, 1usize, 10_000_000),
+            by_category: v.parse_bool("VOLUME_BY_CATEGORY", &self.volume_by_category) && rate.by_category,
+            by_merchant: v.parse_bool("VOLUME_BY_MERCHANT", &self.volume_by_merchant) && rate.by_merchant,
+            resolve_after_minutes: rate.resolve_after_minutes,
+            ..VolumeConfig::default()
+        };
         CoreConfig {
             allowed_lateness_ms: ms(lateness),
             dedup_horizon_ms: ms(dedup),
@@ -352,6 +419,7 @@ impl RuleArgs {
             max_future_skew_ms: ms(skew),
             rate,
             amount,
+            volume,
         }
     }
 }

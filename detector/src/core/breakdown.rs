@@ -29,6 +29,7 @@ use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, MerchantMinute, Tran
 
 use super::config::{RateConfig, MINUTE_MS};
 use super::rate::RateSeries;
+use super::volume::KeyTotals;
 
 /// Volume half-life, in minutes.
 const HALF_LIFE_MINUTES: f64 = 60.0;
@@ -199,6 +200,8 @@ impl Keyed {
 pub struct Closed {
     pub anomalies: Vec<Anomaly>,
     pub merchant_minutes: Vec<MerchantMinute>,
+    /// Each closed minute's transactions per category and per merchant (for the volume rules).
+    pub totals: BTreeMap<i64, KeyTotals>,
 }
 
 /// Stage 1's per-category and per-merchant rate state. Serializable: part of a partition's
@@ -223,6 +226,15 @@ impl Breakdown {
         m.entry(key).or_default().add(tx.status);
     }
 
+    /// Whether a category's or merchant's rates are watched (it has the volume to judge).
+    pub fn is_watched(&self, dimension: AnomalyDimension, key: &str) -> bool {
+        match dimension {
+            AnomalyDimension::Category => self.categories.is_watched(key),
+            AnomalyDimension::Merchant => self.merchants.is_watched(key),
+            _ => false,
+        }
+    }
+
     /// Series watched: (categories, merchants).
     pub fn watched(&self) -> (usize, usize) {
         (self.categories.watched(), self.merchants.watched())
@@ -245,6 +257,13 @@ impl Breakdown {
                 by_category.entry(category.as_str()).or_default().merge(c);
                 by_merchant.entry(merchant.as_str()).or_default().merge(c);
             }
+            closed.totals.insert(
+                m,
+                KeyTotals {
+                    categories: by_category.iter().map(|(k, c)| ((*k).to_owned(), c.total)).collect(),
+                    merchants: by_merchant.iter().map(|(k, c)| ((*k).to_owned(), c.total)).collect(),
+                },
+            );
             if cfg.by_category {
                 self.categories.close(
                     AnomalyDimension::Category,

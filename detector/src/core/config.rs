@@ -23,6 +23,7 @@ pub struct CoreConfig {
     pub max_future_skew_ms: i64,
     pub rate: RateConfig,
     pub amount: AmountConfig,
+    pub volume: VolumeConfig,
 }
 
 impl Default for CoreConfig {
@@ -34,6 +35,7 @@ impl Default for CoreConfig {
             max_future_skew_ms: 5 * MINUTE_MS,
             rate: RateConfig::default(),
             amount: AmountConfig::default(),
+            volume: VolumeConfig::default(),
         }
     }
 }
@@ -164,6 +166,85 @@ impl RateConfig {
             by_category: false,
             by_merchant: false,
             ..RateConfig::default()
+        }
+    }
+}
+
+/// The volume rules: transactions per minute that drop (to none at all) or surge, globally, per
+/// category and per merchant (see `volume.rs` for the model and the derivation of the bars).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeConfig {
+    pub enabled: bool,
+    /// At most this many false alarms per simulated week of normal traffic, across every volume
+    /// series (a third each to the global series, the categories and the merchants). Default 1.
+    pub false_alarms_per_week: f64,
+    /// The drops the CUSUMs are tuned to, as fractions of the expected count: default 0.5 (a
+    /// halving) and 0.1 (traffic all but stopped).
+    pub design_drops: Vec<f64>,
+    /// The surges, as multiples: default 1.5 and 3.
+    pub design_surges: Vec<f64>,
+    /// A minute is judged only when at least this many transactions are expected in it (a
+    /// drop from 1.5 a minute to none is no evidence of an outage). Default 2.
+    pub min_expected: f64,
+    /// An alarm needs at least this many transactions missing (drop) or extra (surge) over its
+    /// evidence, so no alarm rests on a handful of events. Default 5.
+    pub min_excess: f64,
+    /// The baseline's smoothing: level and trend weights per minute (Holt), and the trend's
+    /// damping per minute of extrapolation. Defaults 0.1, 0.01, 0.98.
+    pub level_weight: f64,
+    pub trend_weight: f64,
+    pub trend_damping: f64,
+    /// Minutes folded into the baseline before any is judged. Default 30.
+    pub warmup_minutes: u32,
+    /// A minute joins the baseline only this many minutes later, unless an alarm found it part
+    /// of an incident (as for the rate rules). Default 15.
+    pub quarantine_minutes: usize,
+    /// An open anomaly's minute is back in range once the evidence for the normal volume,
+    /// rather than the incident's, reaches these odds. Default 100 (to one).
+    pub back_odds: f64,
+    /// Minutes back in range in a row that resolve an anomaly. Default 2.
+    pub resolve_after_minutes: u32,
+    /// Below this many expected transactions a minute, an anomaly's severity is one tier lower
+    /// (less at stake). Default 10.
+    pub min_at_stake: f64,
+    /// Cap on the dispersion (squared Pearson residuals of the baseline's forecasts).
+    pub max_dispersion: f64,
+    /// Also judge categories / merchants: those whose rates are watched (see
+    /// `RateConfig::category_min_per_minute`), counted as `category_series` / `merchant_series`
+    /// for the false-alarm target.
+    pub by_category: bool,
+    pub by_merchant: bool,
+    pub category_series: usize,
+    pub merchant_series: usize,
+    /// At most this many quiet minutes after a series' last final minute are judged as zeros
+    /// when time jumps (a replay resuming after a long gap); beyond, the series starts afresh.
+    /// Default 1 440 (a day).
+    pub max_gap_minutes: i64,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        VolumeConfig {
+            enabled: true,
+            false_alarms_per_week: 1.0,
+            design_drops: vec![0.5, 0.1],
+            design_surges: vec![1.5, 3.0],
+            min_expected: 2.0,
+            min_excess: 5.0,
+            level_weight: 0.1,
+            trend_weight: 0.01,
+            trend_damping: 0.98,
+            warmup_minutes: 30,
+            quarantine_minutes: 15,
+            back_odds: 100.0,
+            resolve_after_minutes: 2,
+            min_at_stake: 10.0,
+            max_dispersion: 10.0,
+            by_category: true,
+            by_merchant: true,
+            category_series: 100,
+            merchant_series: 1000,
+            max_gap_minutes: 24 * 60,
         }
     }
 }

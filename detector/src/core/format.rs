@@ -18,3 +18,17 @@ pub fn money(minor: i64, currency: &str) -> String {
 pub fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
+
+/// A count or an expected count: whole from 10 on, one decimal below.
+pub fn count(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, Severity};
 
 use super::amount::AmountBaselines;
+use super::breakdown::Breakdown;
 use super::counts::MinuteCounts;
 use super::dedup::Dedup;
+use super::partition::FeedDelay;
+use super::rate::RateSeries;
 
 /// Checkpoint versions 1 and 2: the merge stage's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -82,4 +85,36 @@ pub struct PartitionStateV2 {
     pub dedup: Dedup,
     pub amounts: AmountBaselines,
     pub idle: bool,
+}
+
+/// Checkpoint version 3: the merge stage's state before the volume rules (no global volume
+/// series). Its sources and pending minutes have version 2's shapes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MergeStateV3 {
+    pub partition_count: i32,
+    pub sources: BTreeMap<i32, SourceV2>,
+    pub pending: BTreeMap<i64, PendingV2>,
+    pub frontier: Option<i64>,
+    pub late: BTreeMap<(i64, i32), i64>,
+    pub status_series: Vec<RateSeries>,
+    pub auth_series: BTreeMap<String, RateSeries>,
+    pub recent_totals: VecDeque<(i64, i64)>,
+}
+
+/// Checkpoint version 3: one input partition's state before the volume rules (no volume
+/// series of its categories and merchants).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionStateV3 {
+    pub partition: i32,
+    pub partition_count: i32,
+    pub max_event_time: Option<i64>,
+    pub watermark: i64,
+    pub reported: i64,
+    pub open: BTreeMap<i64, MinuteCounts>,
+    pub late: BTreeMap<i64, i64>,
+    pub dedup: Dedup,
+    pub amounts: AmountBaselines,
+    pub idle: bool,
+    pub delay: FeedDelay,
+    pub breakdown: Breakdown,
 }

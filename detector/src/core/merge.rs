@@ -19,8 +19,9 @@ use vigil_schemas::{
 
 use super::config::{CoreConfig, MINUTE_MS};
 use super::counts::MinuteCounts;
-use super::legacy::MergeStateV2;
+use super::legacy::{MergeStateV2, MergeStateV3};
 use super::rate::{Point, RateSeries};
+use super::volume::VolumeSeries;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stage2Output {
@@ -72,6 +73,8 @@ pub struct MergeState {
     auth_series: BTreeMap<String, RateSeries>,
     /// Totals of the most recent final minutes, to seed a newly seen auth code's history.
     recent_totals: VecDeque<(i64, i64)>,
+    /// Transactions per minute, all of them (checkpoint version 4).
+    volume: VolumeSeries,
 }
 
 impl MergeState {
@@ -82,7 +85,32 @@ impl MergeState {
                 RateSeries::new(AnomalyRule::FailedRate, AnomalyDimension::Global, "all"),
                 RateSeries::new(AnomalyRule::ReversedRate, AnomalyDimension::Global, "all"),
             ],
+            volume: VolumeSeries::new(AnomalyDimension::Global, "all"),
             ..Default::default()
+        }
+    }
+
+    /// The state a checkpoint of version 3 held, before the volume rules: the global volume
+    /// series starts afresh.
+    pub fn from_v3(v3: MergeStateV3) -> Self {
+        MergeState {
+            partition_count: v3.partition_count,
+            sources: v3
+                .sources
+                .into_iter()
+                .map(|(p, s)| (p, Source { watermark: s.watermark, idle: s.idle, high_minute: s.high_minute }))
+                .collect(),
+            pending: v3
+                .pending
+                .into_iter()
+                .map(|(m, p)| (m, Pending { counts: p.counts, sources: p.sources }))
+                .collect(),
+            frontier: v3.frontier,
+            late: v3.late,
+            status_series: v3.status_series,
+            auth_series: v3.auth_series,
+            recent_totals: v3.recent_totals,
+            volume: VolumeSeries::new(AnomalyDimension::Global, "all"),
         }
     }
 
@@ -106,6 +134,7 @@ impl MergeState {
             status_series: v2.status_series.into_iter().map(RateSeries::from_v2).collect(),
             auth_series: v2.auth_series.into_iter().map(|(k, s)| (k, RateSeries::from_v2(s))).collect(),
             recent_totals: v2.recent_totals,
+            volume: VolumeSeries::new(AnomalyDimension::Global, "all"),
         }
     }
 
@@ -119,6 +148,7 @@ impl MergeState {
 
     pub fn active_anomalies(&self) -> usize {
         self.status_series.iter().chain(self.auth_series.values()).filter(|s| s.is_active()).count()
+            + usize::from(self.volume.is_active())
     }
 
     /// Takes one partial; returns whatever became final.
@@ -168,19 +198,31 @@ impl MergeState {
 
     fn finalise(&mut self, cfg: &CoreConfig, out: &mut Vec<Stage2Output>) {
         let Some(wm) = self.global_watermark() else { return };
-        while let Some(entry) = self.pending.first_entry() {
-            let minute = *entry.key();
+        while let Some(minute) = self.pending.keys().next().copied() {
             if minute.saturating_add(MINUTE_MS) > wm {
                 break;
             }
-            let pending = entry.remove();
+            self.quiet_until(minute, cfg, out);
+            let Some(pending) = self.pending.remove(&minute) else { break };
             self.frontier = Some(self.frontier.map_or(minute + MINUTE_MS, |f| f.max(minute + MINUTE_MS)));
-            out.push(Stage2Output::Aggregate(pending.counts.to_aggregate(minute, pending.sources.len() as i32)));
-            self.judge(minute, &pending.counts, cfg, out);
+            self.judge(minute, &pending.counts, pending.sources.len() as i32, cfg, out);
         }
-        if wm != i64::MAX {
-            // Minutes before the one holding the watermark are final, with data or without.
-            let f = super::config::minute_of(wm);
+        // Minutes before the one holding the watermark are final, with data or without; when
+        // every partition is idle, those before the one holding the earliest horizon an idle
+        // partition of a live feed has reported past the frontier (see `PartitionState::go_idle`).
+        let until = if wm != i64::MAX {
+            Some(super::config::minute_of(wm))
+        } else {
+            let frontier = self.frontier.unwrap_or(i64::MAX);
+            self.sources
+                .values()
+                .filter_map(|s| s.watermark)
+                .filter(|w| *w > frontier)
+                .min()
+                .map(super::config::minute_of)
+        };
+        if let Some(f) = until {
+            self.quiet_until(f, cfg, out);
             if self.frontier.is_none_or(|old| f > old) {
                 self.frontier = Some(f);
             }
@@ -193,8 +235,39 @@ impl MergeState {
         }
     }
 
-    fn judge(&mut self, minute: i64, c: &MinuteCounts, cfg: &CoreConfig, out: &mut Vec<Stage2Output>) {
+    /// The minutes from the frontier up to `until` (exclusive) had no transaction at all: with
+    /// the volume rules on, each is final with a total of 0 (an aggregate, and judged), at most
+    /// `max_gap_minutes` of them after the frontier.
+    fn quiet_until(&mut self, until: i64, cfg: &CoreConfig, out: &mut Vec<Stage2Output>) {
+        // From the first minute with a transaction on (none is quiet before traffic began).
+        let (Some(frontier), Some(last)) = (self.frontier, self.volume.last()) else { return };
+        if !cfg.volume.enabled {
+            return;
+        }
+        let from = frontier.max(last + MINUTE_MS);
+        let end = until.min(from.saturating_add(cfg.volume.max_gap_minutes.max(0) * MINUTE_MS));
+        let mut minute = from;
+        while minute < end {
+            self.judge(minute, &MinuteCounts::default(), 0, cfg, out);
+            minute += MINUTE_MS;
+        }
+    }
+
+    /// Judges a final minute (its counts from `sources` partitions) and emits its aggregate.
+    fn judge(&mut self, minute: i64, c: &MinuteCounts, sources: i32, cfg: &CoreConfig, out: &mut Vec<Stage2Output>) {
         let total = c.total();
+        let volume =
+            if cfg.volume.enabled { self.volume.observe(minute, total, &cfg.volume) } else { Default::default() };
+        let mut aggregate = c.to_aggregate(minute, sources);
+        if let Some(e) = volume.expectation {
+            aggregate.expected_total = Some(e.expected);
+            aggregate.expected_low = Some(e.low);
+            aggregate.expected_high = Some(e.high);
+        }
+        out.push(Stage2Output::Aggregate(aggregate));
+        if let Some(a) = volume.anomaly {
+            out.push(Stage2Output::Anomaly(a));
+        }
         if total == 0 {
             return;
         }

@@ -13,10 +13,11 @@ pub mod merge;
 pub mod partition;
 pub mod rate;
 pub mod stats;
+pub mod volume;
 
-pub use config::{AmountConfig, CoreConfig, RateConfig, RateMethod, MINUTE_MS};
+pub use config::{AmountConfig, CoreConfig, RateConfig, RateMethod, VolumeConfig, MINUTE_MS};
 pub use merge::{MergeState, Stage2Output};
-pub use partition::{PartitionState, Refusal, Stage1Output, Step, Verdict};
+pub use partition::{PartitionState, Refusal, Stage1Output, Step, Verdict, END_OF_INPUT};
 
 use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, Transaction};
 
@@ -70,11 +71,22 @@ impl Pipeline {
         (step.verdict, outs)
     }
 
+    /// The wall clock reads `now_ms` and no record arrived for the idle timeout (what the
+    /// service does for each quiet partition): quiet partitions close the minutes the clock has
+    /// passed, and those of a live feed that stopped report time moving on.
+    pub fn idle(&mut self, now_ms: i64) -> Vec<Output> {
+        let mut stage1 = Vec::new();
+        for p in &mut self.partitions {
+            stage1.extend(p.go_idle(now_ms, &self.cfg));
+        }
+        self.route(stage1)
+    }
+
     /// Every partition goes idle: all windows close and everything pending becomes final.
     pub fn finish(&mut self) -> Vec<Output> {
         let mut stage1 = Vec::new();
         for p in &mut self.partitions {
-            stage1.extend(p.go_idle(i64::MAX, &self.cfg));
+            stage1.extend(p.go_idle(END_OF_INPUT, &self.cfg));
         }
         self.route(stage1)
     }

@@ -32,10 +32,15 @@ use super::breakdown::Breakdown;
 use super::config::{minute_of, CoreConfig, MINUTE_MS};
 use super::counts::{marker, MinuteCounts};
 use super::dedup::{id_key, Dedup};
-use super::legacy::PartitionStateV2;
+use super::legacy::{PartitionStateV2, PartitionStateV3};
+use super::volume::KeyVolumes;
 
 mod delay;
 pub use delay::FeedDelay;
+
+/// The wall clock [`PartitionState::go_idle`] is given at the end of a replay: every window
+/// closes, and no time is taken to have passed after the last event.
+pub const END_OF_INPUT: i64 = i64::MAX;
 
 /// What stage 1 emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +110,8 @@ pub struct PartitionState {
     delay: FeedDelay,
     /// Rates per category and per merchant (checkpoint version 3).
     breakdown: Breakdown,
+    /// Volumes per category and per merchant (checkpoint version 4).
+    volumes: KeyVolumes,
 }
 
 impl PartitionState {
@@ -122,6 +129,41 @@ impl PartitionState {
             idle: false,
             delay: FeedDelay::default(),
             breakdown: Breakdown::default(),
+            volumes: KeyVolumes::default(),
+        }
+    }
+
+    /// A state restored from a checkpoint of version 3, before the volume rules: its
+    /// categories' and merchants' volume series start afresh.
+    pub fn from_v3(v3: PartitionStateV3) -> Self {
+        let PartitionStateV3 {
+            partition,
+            partition_count,
+            max_event_time,
+            watermark,
+            reported,
+            open,
+            late,
+            dedup,
+            amounts,
+            idle,
+            delay,
+            breakdown,
+        } = v3;
+        PartitionState {
+            partition,
+            partition_count,
+            max_event_time,
+            watermark,
+            reported,
+            open,
+            late,
+            dedup,
+            amounts,
+            idle,
+            delay,
+            breakdown,
+            volumes: KeyVolumes::default(),
         }
     }
 
@@ -154,6 +196,7 @@ impl PartitionState {
             idle,
             delay: FeedDelay::default(),
             breakdown: Breakdown::default(),
+            volumes: KeyVolumes::default(),
         }
     }
 
@@ -175,6 +218,11 @@ impl PartitionState {
 
     pub fn amount_keys(&self) -> usize {
         self.amounts.key_count()
+    }
+
+    /// Categories and merchants whose rates are watched.
+    pub fn breakdown_watched(&self) -> (usize, usize) {
+        self.breakdown.watched()
     }
 
     /// The feed's learned delay.
@@ -308,7 +356,7 @@ impl PartitionState {
         out
     }
 
-    /// Per-category and per-merchant rates of every minute the watermark has closed.
+    /// Per-category and per-merchant rates and volumes of every minute the watermark has closed.
     fn judge_keys(&mut self, cfg: &CoreConfig, out: &mut Vec<Stage1Output>) {
         if self.watermark == i64::MIN {
             return;
@@ -317,11 +365,14 @@ impl PartitionState {
         let closed = self.breakdown.close(last_final, &cfg.rate);
         out.extend(closed.anomalies.into_iter().map(Stage1Output::Anomaly));
         out.extend(closed.merchant_minutes.into_iter().map(Stage1Output::MerchantMinute));
+        let breakdown = &self.breakdown;
+        let volume = self.volumes.close(last_final, &closed.totals, |d, key| breakdown.is_watched(d, key), &cfg.volume);
+        out.extend(volume.into_iter().map(Stage1Output::Anomaly));
     }
 
     fn idle_step(&mut self, now_ms: i64, cfg: &CoreConfig) -> Vec<Stage1Output> {
         if self.idle {
-            return Vec::new();
+            return self.idle_horizon(now_ms, cfg);
         }
         let mut out = Vec::new();
         if let Some(max) = self.max_event_time {
@@ -345,6 +396,36 @@ impl PartitionState {
         // (a timestamp any reader can represent, unlike the internal i64::MIN).
         let wm = if self.watermark == i64::MIN { 0 } else { self.watermark };
         out.push(Stage1Output::Partial(marker(PartialKind::Idle, self.partition, self.partition_count, wm)));
+        out
+    }
+
+    /// An idle partition of a live feed: time moves on with the wall clock less the feed's
+    /// delay and the allowed lateness, and the minutes it passes are final, without a
+    /// transaction. The watermark follows it in whole minutes (an `idle` marker for each), so a
+    /// feed that stops has its quiet minutes judged (the volume rules). A feed that is not a
+    /// live one (a back-fill or replay, see [`FeedDelay::idle_delay`]) stays where its events
+    /// left it: its time is its events'. Nor does a feed whose newest record the broker took
+    /// more than `max_gap_minutes` (a day) before `now_ms`: its records were not read live (a
+    /// topic read long after it was written), or its stop is older than the volume rules judge
+    /// anyway. [`END_OF_INPUT`] moves nothing; nor does anything with the volume rules off
+    /// (nothing would judge the quiet minutes).
+    fn idle_horizon(&mut self, now_ms: i64, cfg: &CoreConfig) -> Vec<Stage1Output> {
+        let mut out = Vec::new();
+        if now_ms == END_OF_INPUT || !cfg.volume.enabled {
+            return out;
+        }
+        let Some(max) = self.max_event_time else { return out };
+        let Some(newest) = self.delay.last_record() else { return out };
+        if now_ms.saturating_sub(newest) > cfg.volume.max_gap_minutes.saturating_mul(MINUTE_MS) {
+            return out;
+        }
+        let Some(delay) = self.delay.idle_delay(max, cfg.allowed_lateness_ms) else { return out };
+        let horizon = minute_of(now_ms.saturating_sub(delay).saturating_sub(cfg.allowed_lateness_ms));
+        if horizon > self.watermark {
+            self.watermark = horizon;
+            self.reported = horizon;
+            out.push(Stage1Output::Partial(marker(PartialKind::Idle, self.partition, self.partition_count, horizon)));
+        }
         out
     }
 

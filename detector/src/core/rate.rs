@@ -34,7 +34,7 @@ use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Severi
 
 use self::sequential::{llr, shifted, Bar, Baseline, Cusum, Estimate, Level};
 use super::config::{RateConfig, RateMethod, MINUTE_MS};
-use super::format::{hm, pct};
+use super::format::{capitalise, count as fmt_count, hm, pct};
 use super::legacy::RateSeriesV2;
 use super::stats::RunningStats;
 
@@ -568,14 +568,6 @@ fn severity_of(ratio: f64, evidence: f64, h: f64, cfg: &RateConfig) -> Severity 
     }
 }
 
-fn fmt_count(x: f64) -> String {
-    if x >= 10.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.1}")
-    }
-}
-
 fn self_label(rule: AnomalyRule, dimension: AnomalyDimension, value: &str) -> String {
     let what = match rule {
         AnomalyRule::DeniedRate => "denied rate".to_owned(),
@@ -588,11 +580,6 @@ fn self_label(rule: AnomalyRule, dimension: AnomalyDimension, value: &str) -> St
         AnomalyDimension::Merchant => format!("{what} of merchant {value}"),
         _ => what,
     }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
 /// Minute start as `YYYY-MM-DDTHH:MMZ`, for ids.

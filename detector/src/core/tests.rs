@@ -79,6 +79,7 @@ fn rate_anomalies(out: &[Output]) -> Vec<&vigil_schemas::Anomaly> {
         .filter_map(|o| match o {
             Output::Anomaly(a)
                 if a.window_start.is_some()
+                    && !matches!(a.rule, AnomalyRule::VolumeDrop | AnomalyRule::VolumeSurge)
                     && matches!(
                         a.dimension,
                         vigil_schemas::AnomalyDimension::Global | vigil_schemas::AnomalyDimension::AuthCode
@@ -236,5 +237,115 @@ fn shuffle<T>(v: &mut [T], rng: &mut rand::rngs::StdRng) {
     for i in (1..v.len()).rev() {
         let j = rng.gen_range(0..=i);
         v.swap(i, j);
+    }
+}
+
+fn volume_anomalies(out: &[Output]) -> Vec<&vigil_schemas::Anomaly> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Anomaly(a) if matches!(a.rule, AnomalyRule::VolumeDrop | AnomalyRule::VolumeSurge) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn zero_minutes(out: &[Output]) -> Vec<i64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Aggregate(a) if a.total == 0 => Some((a.minute_start - T0) / MINUTE_MS),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A replay (event time only): traffic stops for 20 minutes and resumes. The quiet minutes are
+/// final with a total of 0 once the traffic after them moves the watermarks on, the global
+/// volume rule reports the stop from its first minute, and the outputs are the same whatever
+/// the partition count.
+#[test]
+fn traffic_that_stops_in_a_replay_is_reported_from_its_first_minute_whatever_the_partition_count() {
+    let cfg = CoreConfig::default();
+    let mut plan = normal(90);
+    plan.extend(vec![(0, 0.05, 0.02, 0.01); 20]);
+    plan.extend(normal(30));
+    let txs = generate(5, &plan);
+    let one = run(&cfg, 1, &txs);
+    assert_eq!(zero_minutes(&one), (90..110).collect::<Vec<_>>());
+    let global: Vec<_> =
+        volume_anomalies(&one).into_iter().filter(|a| a.dimension == vigil_schemas::AnomalyDimension::Global).collect();
+    let firing: Vec<_> = global.iter().filter(|a| a.state == AnomalyState::Firing).collect();
+    assert_eq!(firing.len(), 1, "{global:#?}");
+    assert_eq!(firing[0].rule, AnomalyRule::VolumeDrop);
+    assert_eq!(firing[0].first_seen, T0 + 90 * MINUTE_MS);
+    assert_eq!(firing[0].severity, vigil_schemas::Severity::Critical);
+    let resolved = global.iter().find(|a| a.state == AnomalyState::Resolved).expect("resolves once traffic is back");
+    assert!(resolved.resolved_at.unwrap() <= T0 + 115 * MINUTE_MS, "{resolved:?}");
+    // Each category and merchant stopped too: theirs are reported as well.
+    assert!(volume_anomalies(&one).iter().any(|a| a.dimension == vigil_schemas::AnomalyDimension::Merchant));
+    for partitions in [2, 5] {
+        let many = run(&cfg, partitions, &txs);
+        let global_many: Vec<_> = volume_anomalies(&many)
+            .into_iter()
+            .filter(|a| a.dimension == vigil_schemas::AnomalyDimension::Global)
+            .collect();
+        assert_eq!(global_many, global, "{partitions} partitions");
+        assert_eq!(zero_minutes(&many), zero_minutes(&one), "{partitions} partitions");
+    }
+}
+
+/// A live feed (record timestamps a second after event time) that stops: no event arrives, but
+/// the wall clock moves on, so the idle partitions report time passing, the quiet minutes are
+/// final with a total of 0, and the stop is reported within two minutes of the wall clock
+/// passing its first minute (plus the allowed lateness). A back-fill (stamped days before its
+/// records) that pauses is not taken for a stop: its time is its events'.
+#[test]
+fn a_live_feed_that_stops_is_reported_although_no_event_arrives_and_a_paused_back_fill_or_an_old_topic_is_not() {
+    let cfg = CoreConfig::default();
+    let txs = generate(8, &normal(90));
+    let days = 2 * 24 * 60 * MINUTE_MS;
+    // (record time − event time, wall clock at the first idle tick − newest record time, live):
+    // a live feed; a back-fill stamped two days late; a live feed's topic read two days later.
+    for (lag, read_after, live) in [(1_000, 0, true), (days, 0, false), (1_000, days, false)] {
+        let mut p = Pipeline::new(cfg.clone(), 3);
+        let mut out = Vec::new();
+        for tx in &txs {
+            let part = p.partition_of(tx);
+            out.extend(p.push_to(part, tx, tx.occurred_at + lag).1);
+        }
+        // The service's idle ticks: every 10 s of wall clock for 10 minutes after the last record.
+        let last = txs.last().unwrap().occurred_at + lag + read_after;
+        let mut fired_at = None;
+        for tick in 1..=60 {
+            let now = last + tick * 10_000;
+            let got = p.idle(now);
+            if fired_at.is_none()
+                && volume_anomalies(&got)
+                    .iter()
+                    .any(|a| a.dimension == vigil_schemas::AnomalyDimension::Global && a.state == AnomalyState::Firing)
+            {
+                fired_at = Some(now - lag);
+            }
+            out.extend(got);
+        }
+        let zeros = zero_minutes(&out);
+        if live {
+            // Minute 90 is the first without traffic; the clock passes its end (plus the 30 s
+            // lateness and the learned delay, about a second) 60–91 s after the last event.
+            assert!(zeros.len() >= 8 && zeros[0] == 90, "{zeros:?}");
+            let fired = fired_at.expect("the stop is reported");
+            assert!(
+                fired <= T0 + 92 * MINUTE_MS + 30_000,
+                "reported {} s after minute 90 began",
+                (fired - T0 - 90 * MINUTE_MS) / 1000
+            );
+            let a = volume_anomalies(&out)
+                .into_iter()
+                .find(|a| a.state == AnomalyState::Firing && a.dimension == vigil_schemas::AnomalyDimension::Global)
+                .unwrap();
+            assert_eq!((a.rule, a.first_seen), (AnomalyRule::VolumeDrop, T0 + 90 * MINUTE_MS));
+        } else {
+            assert!(zeros.is_empty(), "a paused back-fill or an old topic has no quiet minutes: {zeros:?}");
+            assert!(fired_at.is_none());
+        }
     }
 }

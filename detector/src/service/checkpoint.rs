@@ -36,7 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use vigil_common::kafka::KafkaConfig;
 
-use crate::core::legacy::{MergeStateV2, PartitionStateV2};
+use crate::core::legacy::{MergeStateV2, MergeStateV3, PartitionStateV2, PartitionStateV3};
 use crate::core::{MergeState, PartitionState};
 use crate::error::{Error, Result};
 
@@ -49,8 +49,8 @@ use crate::error::{Error, Result};
 /// input. Every version keeps version 1's chunk fields first, so any reader can tell a chunk's
 /// version (an older binary reading a newer checkpoint sees "another version" and rebuilds,
 /// rather than failing).
-pub const CHECKPOINT_VERSION: u16 = 3;
-const READABLE_VERSIONS: [u16; 3] = [1, 2, 3];
+pub const CHECKPOINT_VERSION: u16 = 4;
+const READABLE_VERSIONS: [u16; 4] = [1, 2, 3, 4];
 const CHUNK_BYTES: usize = 512 * 1024;
 /// How many runs a restore steps back through before giving up (each step moves strictly back).
 const MAX_STEPS: usize = 64;
@@ -128,11 +128,12 @@ pub trait CheckpointState: Sized {
     fn encode(&self) -> Result<Vec<u8>>;
 }
 
-/// Versions 1 and 2 hold the same state shapes; 3 today's.
+/// Versions 1 and 2 hold the same state shapes; 3 the shapes before the volume rules; 4 today's.
 impl CheckpointState for PartitionState {
     fn decode(version: u16, bytes: &[u8]) -> Result<Self> {
         match version {
             1 | 2 => Ok(PartitionState::from_v2(whole::<PartitionStateV2>(version, bytes)?)),
+            3 => Ok(PartitionState::from_v3(whole::<PartitionStateV3>(version, bytes)?)),
             CHECKPOINT_VERSION => whole(version, bytes),
             other => Err(unknown_version(other)),
         }
@@ -147,6 +148,7 @@ impl CheckpointState for MergeState {
     fn decode(version: u16, bytes: &[u8]) -> Result<Self> {
         match version {
             1 | 2 => Ok(MergeState::from_v2(whole::<MergeStateV2>(version, bytes)?)),
+            3 => Ok(MergeState::from_v3(whole::<MergeStateV3>(version, bytes)?)),
             CHECKPOINT_VERSION => whole(version, bytes),
             other => Err(unknown_version(other)),
         }

@@ -57,7 +57,8 @@ fn re_sent_partials_count_once_and_truly_late_ones_are_booked() {
     // Partition 1 idles, the other moves on; then 1 resumes with a minute already final.
     m.on_partial(&marker(PartialKind::Idle, 1, 2, T0 + 60_000), &cfg);
     let out = m.on_partial(&window(0, 2, T0 + 60_000, T0 + 185_000, 3, 0), &cfg);
-    assert_eq!(aggregates(&out), vec![(T0 + 60_000, 3, 1)]);
+    // The watermark is past T0 + 120 s too: a final minute without transactions (total 0).
+    assert_eq!(aggregates(&out), vec![(T0 + 60_000, 3, 1), (T0 + 120_000, 0, 0)]);
     let late = m.on_partial(&window(1, 2, T0 + 120_000, T0 + 200_000, 4, 0), &cfg);
     assert_eq!(
         late,

@@ -167,6 +167,11 @@ impl FeedDelay {
     /// The learned quantile may add up to `slack_ms` to it (records later than the newest one
     /// was: jitter, producers whose clocks differ); never more, so delays learned before the
     /// feed sped up (a queue drained) cannot hold its minutes back.
+    /// The newest record timestamp seen (the broker's: when the producer accepted it).
+    pub fn last_record(&self) -> Option<i64> {
+        self.last_record_ts
+    }
+
     pub fn idle_delay(&self, frontier: i64, slack_ms: i64) -> Option<i64> {
         if self.catching_up || self.support() < MIN_SUPPORT {
             return None;

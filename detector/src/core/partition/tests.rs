@@ -49,7 +49,7 @@ fn the_window_start_is_inclusive_and_the_end_exclusive() {
     s.process(&tx(1, 60_000, TransactionStatus::Approved), T0 + 60_000, &cfg);
     s.process(&tx(2, 119_999, TransactionStatus::Approved), T0 + 119_999, &cfg);
     s.process(&tx(3, 120_000, TransactionStatus::Approved), T0 + 120_000, &cfg);
-    let out = s.go_idle(i64::MAX, &cfg);
+    let out = s.go_idle(END_OF_INPUT, &cfg);
     let counts: Vec<(Option<i64>, i64)> =
         partials(&out).iter().filter(|p| p.kind == PartialKind::Window).map(|p| (p.minute_start, p.approved)).collect();
     assert_eq!(counts, vec![(Some(T0 + 60_000), 2), (Some(T0 + 120_000), 1)]);
@@ -96,14 +96,14 @@ fn going_idle_flushes_every_open_window_and_marks_the_partition() {
     let mut s = PartitionState::new(1, 2);
     s.process(&tx(1, 5_000, TransactionStatus::Approved), T0, &cfg);
     s.process(&tx(2, 65_000, TransactionStatus::Failed), T0, &cfg);
-    let out = s.go_idle(i64::MAX, &cfg);
+    let out = s.go_idle(END_OF_INPUT, &cfg);
     let kinds: Vec<(PartialKind, Option<i64>)> = partials(&out).iter().map(|p| (p.kind, p.minute_start)).collect();
     assert_eq!(
         kinds,
         vec![(PartialKind::Window, Some(T0)), (PartialKind::Window, Some(T0 + 60_000)), (PartialKind::Idle, None)]
     );
     assert!(s.is_idle());
-    assert!(s.go_idle(i64::MAX, &cfg).is_empty(), "idle is announced once");
+    assert!(s.go_idle(END_OF_INPUT, &cfg).is_empty(), "idle is announced once");
     // The next event wakes it; an event for a flushed minute is late.
     let step = s.process(&tx(3, 70_000, TransactionStatus::Approved), T0, &cfg);
     assert_eq!(step.verdict, Verdict::Late);

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use vigil_schemas::{AnomalyState, Transaction, TransactionStatus};
 
 use super::*;
-use crate::core::{CoreConfig, Pipeline, Stage1Output, Stage2Output, MINUTE_MS};
+use crate::core::{CoreConfig, Pipeline, Stage1Output, Stage2Output, END_OF_INPUT, MINUTE_MS};
 
 /// Small chunks, so a state of a few bytes spans several.
 const CHUNK: usize = 4;
@@ -259,6 +259,11 @@ fn a_version_2_chunk_is_read_and_restored_with_its_version() {
 // and three of a denied spike, its anomaly still open, and that pipeline's partition 0.
 const MERGE_V2: &[u8] = include_bytes!("../../core/fixtures/merge-state-v2.postcard");
 const PARTITION_V2: &[u8] = include_bytes!("../../core/fixtures/partition-state-v2.postcard");
+// The states of checkpoint version 3, as the code before version 4 (the volume rules) wrote
+// them: a pipeline of two partitions after 60 normal minutes of 200 transactions (stamped three
+// minutes before their record timestamps) and four of a denied spike, its anomaly still open.
+const MERGE_V3: &[u8] = include_bytes!("../../core/fixtures/merge-state-v3.postcard");
+const PARTITION_V3: &[u8] = include_bytes!("../../core/fixtures/partition-state-v3.postcard");
 /// The fixtures' first minute (12:00Z) and length.
 const FIXTURE_T0: i64 = 1_765_713_600_000;
 const FIXTURE_MINUTES: i64 = 43;
@@ -329,7 +334,7 @@ fn a_merge_state_restored_from_version_2_keeps_its_open_anomaly_and_goes_on() {
         feed(&mut merge, step.outputs, &mut out);
     }
     for p in &mut parts {
-        let idle = p.go_idle(i64::MAX, &cfg);
+        let idle = p.go_idle(END_OF_INPUT, &cfg);
         feed(&mut merge, idle, &mut out);
     }
 
@@ -379,4 +384,23 @@ fn traffic(start: i64, minutes: i64, per_minute: i64) -> Vec<Transaction> {
         }
     }
     out
+}
+
+#[test]
+fn version_3_states_are_decoded_through_their_frozen_shapes_and_go_on() {
+    let merge = MergeState::decode(3, MERGE_V3).unwrap();
+    assert!(merge.active_anomalies() > 0, "the open anomaly survives");
+    assert!(merge.frontier().is_some());
+    let part = PartitionState::decode(3, PARTITION_V3).unwrap();
+    assert_eq!((part.partition, part.partition_count), (0, 2));
+    assert!(part.feed_delay().support() > 0, "the learned delay survives");
+    assert!(part.breakdown_watched().1 > 0, "the watched merchants survive");
+    // Read as today's shape, the bytes are refused rather than misread.
+    assert!(PartitionState::decode(CHECKPOINT_VERSION, PARTITION_V3).is_err());
+    assert!(MergeState::decode(CHECKPOINT_VERSION, MERGE_V3).is_err());
+    // And today's states round-trip through the current version.
+    let back = MergeState::decode(CHECKPOINT_VERSION, &merge.encode().unwrap()).unwrap();
+    assert_eq!((back.frontier(), back.active_anomalies()), (merge.frontier(), merge.active_anomalies()));
+    let back = PartitionState::decode(CHECKPOINT_VERSION, &part.encode().unwrap()).unwrap();
+    assert_eq!((back.watermark(), back.open_windows()), (part.watermark(), part.open_windows()));
 }
