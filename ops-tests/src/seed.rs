@@ -1,8 +1,9 @@
 //! Realistic data for the dashboards and alert rules: a few hours of per-minute aggregates as
 //! the sink writes them (all four statuses of every minute, the auth-code and category
-//! breakdowns summing to the same totals, and the watched merchants' minutes), an optional
-//! denied spike, anomalies as the detector reports them, and alerts as the webhook service
-//! stores them.
+//! breakdowns summing to the same totals, the watched merchants' minutes, and each minute's
+//! volume row against the expected count), an optional denied spike, an optional stop of all
+//! traffic (minutes with no transaction, zeros in every count) and a merchant going dark,
+//! anomalies as the detector reports them, and alerts as the webhook service stores them.
 //!
 //! Deterministic: the same plan gives the same rows, so the thresholds the tests rely on hold
 //! every run.
@@ -25,18 +26,47 @@ pub struct Plan {
     pub anomalies: bool,
     /// A critical amount anomaly written 2 minutes before `end`.
     pub critical_amount_anomaly: bool,
+    /// A stop of all traffic: it starts this many minutes before `end` and lasts `.1` minutes,
+    /// with no transaction at all, and its critical volume_drop anomaly, resolved 2 minutes
+    /// after the stop ended, or still open when the stop reaches `end`.
+    pub traffic_stop: Option<(i64, i64)>,
+    /// Merchant m-7 goes dark 50 minutes before `end` for 6 minutes (no minutes of its own), with
+    /// its resolved high volume_drop anomaly.
+    pub dark_merchant: bool,
 }
+
+/// Minutes at the start of a plan without a volume expectation (the baseline warming up).
+pub const VOLUME_WARMUP_MINUTES: i64 = 15;
+
+/// The merchant that goes dark in [`Plan::dark_merchant`], and when (minutes before `end`, length).
+pub const DARK_MERCHANT: (&str, i64, i64) = ("m-7", 50, 6);
 
 impl Plan {
     /// Three hours of normal traffic ending at `end`, nothing else.
     pub fn normal(end: DateTime<Utc>) -> Self {
-        Plan { end, minutes: 180, denied_spike: None, anomalies: false, critical_amount_anomaly: false }
+        Plan {
+            end,
+            minutes: 180,
+            denied_spike: None,
+            anomalies: false,
+            critical_amount_anomaly: false,
+            traffic_stop: None,
+            dark_merchant: false,
+        }
     }
 
     /// Three hours with a 4-minute denied spike ending at `end`, its anomaly, a critical amount
-    /// anomaly, older resolved anomalies and received alerts.
+    /// anomaly, a 5-minute stop of all traffic 75 minutes before `end` (resolved), merchant m-7
+    /// going dark for 6 minutes (resolved), older resolved anomalies and received alerts.
     pub fn with_incident(end: DateTime<Utc>) -> Self {
-        Plan { end, minutes: 180, denied_spike: Some((4, 4)), anomalies: true, critical_amount_anomaly: true }
+        Plan {
+            denied_spike: Some((4, 4)),
+            anomalies: true,
+            critical_amount_anomaly: true,
+            traffic_stop: Some((75, 5)),
+            dark_merchant: true,
+            ..Plan::normal(end)
+        }
     }
 
     fn minute(&self, i: i64) -> DateTime<Utc> {
@@ -52,6 +82,29 @@ impl Plan {
 
     pub fn spike_minutes(&self) -> Vec<DateTime<Utc>> {
         (0..self.minutes).map(|i| self.minute(i)).filter(|m| self.in_spike(*m)).collect()
+    }
+
+    fn in_stop(&self, m: DateTime<Utc>) -> bool {
+        self.traffic_stop.is_some_and(|(start, len)| {
+            let first = self.end - Duration::minutes(start);
+            m >= first && m < first + Duration::minutes(len)
+        })
+    }
+
+    /// The minutes without any transaction.
+    pub fn stop_minutes(&self) -> Vec<DateTime<Utc>> {
+        (0..self.minutes).map(|i| self.minute(i)).filter(|m| self.in_stop(*m)).collect()
+    }
+
+    /// Whether the stop lasts up to `end`, its anomaly still open.
+    pub fn stop_is_open(&self) -> bool {
+        self.traffic_stop.is_some_and(|(start, len)| start <= len)
+    }
+
+    fn merchant_dark(&self, merchant: &str, m: DateTime<Utc>) -> bool {
+        let (who, start, len) = DARK_MERCHANT;
+        let first = self.end - Duration::minutes(start);
+        self.dark_merchant && merchant == who && m >= first && m < first + Duration::minutes(len)
     }
 }
 
@@ -81,10 +134,25 @@ pub const CATEGORIES: [(&str, f64, i64); 5] = [
     ("electronics", 0.10, 31_000),
 ];
 
+/// The transactions a minute normally brings: a two-hour wave the volume baseline follows.
+fn expected_total(i: i64) -> f64 {
+    200.0 + 40.0 * (2.0 * std::f64::consts::PI * i as f64 / 120.0).sin()
+}
+
+/// The volume baseline's normal range around [`expected_total`]: the minute's noise (±10) and
+/// the Poisson spread.
+fn expected_range(i: i64) -> (f64, f64) {
+    let e = expected_total(i);
+    let half = 10.0 + 2.0 * e.sqrt();
+    (e - half, e + half)
+}
+
 /// Counts of one minute: (approved, denied, failed, reversed).
 fn statuses(plan: &Plan, i: i64, m: DateTime<Utc>) -> (i64, i64, i64, i64) {
-    let wave = (2.0 * std::f64::consts::PI * i as f64 / 120.0).sin();
-    let total = (200.0 + 40.0 * wave + 10.0 * noise(i, 1)).round() as i64;
+    if plan.in_stop(m) {
+        return (0, 0, 0, 0);
+    }
+    let total = (expected_total(i) + 10.0 * noise(i, 1)).round() as i64;
     let denied_share = if plan.in_spike(m) { 0.35 } else { 0.05 };
     let denied = (total as f64 * denied_share + 2.5 * noise(i, 2)).round().max(0.0) as i64;
     let failed = (total as f64 * 0.02 + 1.5 * noise(i, 3)).round().max(0.0) as i64;
@@ -98,6 +166,7 @@ pub struct Seeded {
     pub first_minute: DateTime<Utc>,
     pub last_minute: DateTime<Utc>,
     pub spike_minutes: Vec<DateTime<Utc>>,
+    pub stop_minutes: Vec<DateTime<Utc>>,
     pub total_transactions: i64,
 }
 
@@ -107,16 +176,29 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
     let (mut c_min, mut c_cat, mut c_count, mut c_sum, mut c_lo, mut c_hi) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut mm_min, mut mm_merchant, mut mm_cat, mut mm_counts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut v_min, mut v_total, mut v_expected, mut v_low, mut v_high) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut total_transactions = 0;
     for i in 0..plan.minutes {
         let m = plan.minute(i);
         let (approved, denied, failed, reversed) = statuses(plan, i, m);
         let total = approved + denied + failed + reversed;
         total_transactions += total;
+        // Every minute, one without transactions too: four zero statuses and a volume row.
         for (s, n) in [("approved", approved), ("denied", denied), ("failed", failed), ("reversed", reversed)] {
             t_min.push(m);
             t_status.push(s.to_owned());
             t_count.push(n);
+        }
+        let warm = i >= VOLUME_WARMUP_MINUTES;
+        v_min.push(m);
+        v_total.push(total);
+        v_expected.push(warm.then(|| expected_total(i)));
+        v_low.push(warm.then(|| expected_range(i).0));
+        v_high.push(warm.then(|| expected_range(i).1));
+        if total == 0 {
+            // No auth code, category or merchant row for a minute without transactions.
+            continue;
         }
         // Approvals and reversals carry 00; declines split 05 / 51; failures 91 / 96.
         let d05 = (denied as f64 * 0.6).round() as i64;
@@ -130,6 +212,9 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
         }
         // The spike is m-42's too: the drill-down shows it at the merchant.
         for (k, (merchant, cat, base)) in MERCHANTS.iter().enumerate() {
+            if plan.merchant_dark(merchant, m) {
+                continue;
+            }
             let n = base + (3.0 * noise(i, 10 + k as u64)).round() as i64;
             let share = if plan.in_spike(m) && *merchant == "m-42" { 0.35 } else { 0.05 };
             let d = (n as f64 * share).round() as i64;
@@ -198,6 +283,18 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
     .execute(pool)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO volume_minutes (minute, total, expected, expected_low, expected_high)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::int8[], $3::float8[], $4::float8[], $5::float8[])",
+    )
+    .bind(&v_min)
+    .bind(&v_total)
+    .bind(&v_expected)
+    .bind(&v_low)
+    .bind(&v_high)
+    .execute(pool)
+    .await
+    .unwrap();
     // A few late events, as the detector books them.
     sqlx::query("INSERT INTO transactions_late (minute, source, late_count) VALUES ($1, 'partition-0', 3)")
         .bind(plan.minute(plan.minutes / 2))
@@ -208,6 +305,12 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
     if plan.anomalies {
         seed_anomalies(pool, plan).await;
         seed_received_alerts(pool, plan).await;
+    }
+    if plan.traffic_stop.is_some() {
+        seed_stop_anomaly(pool, plan).await;
+    }
+    if plan.dark_merchant {
+        seed_dark_merchant_anomaly(pool, plan).await;
     }
     if plan.critical_amount_anomaly {
         let at = plan.end - Duration::minutes(3);
@@ -229,6 +332,7 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
                 first_seen: at,
                 resolved_at: None,
                 created_at: plan.end - Duration::minutes(2),
+                lifecycle: None,
             },
         )
         .await;
@@ -237,6 +341,7 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
         first_minute: plan.minute(0),
         last_minute: plan.minute(plan.minutes - 1),
         spike_minutes: plan.spike_minutes(),
+        stop_minutes: plan.stop_minutes(),
         total_transactions,
     }
 }
@@ -257,20 +362,46 @@ struct Anomaly {
     first_seen: DateTime<Utc>,
     resolved_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    /// An incident that went on after it opened; None: sequence 0 (firing) or 2 (resolved),
+    /// last updated at its resolution (or onset), opened with its message.
+    lifecycle: Option<Lifecycle>,
+}
+
+struct Lifecycle {
+    /// The stored (latest) state's sequence.
+    sequence: i64,
+    last_updated: DateTime<Utc>,
+    /// The message of its opening state (sequence 0), kept by the sink in first_message.
+    first_message: String,
 }
 
 async fn insert_anomaly(pool: &PgPool, a: Anomaly) {
-    let rate = a.window.is_some();
+    let volume = a.rule.starts_with("volume_");
+    let rate = a.window.is_some() && !volume;
+    let (sequence, last_updated, first_message) = match a.lifecycle {
+        Some(l) => (l.sequence, l.last_updated, l.first_message),
+        None => (if a.state == "firing" { 0i64 } else { 2 }, a.resolved_at.unwrap_or(a.first_seen), a.message.clone()),
+    };
+    // (observed_count, observed_total, baseline_mean, baseline_stddev, baseline_n, scored_on,
+    // score, p_value) as each kind of rule reports them.
+    let (count, total, mean, sd, n, scored_on, score, p_value) = if volume {
+        (a.observed as i64, a.observed as i64, 200.0, 18.0, 120i64, "volume_cusum", 31.0, Some(1e-80))
+    } else if rate {
+        (70i64, 200i64, 0.05, 0.015, 30i64, "rate", 19.6, Some(1e-12))
+    } else {
+        (1, 1, 8.1, 0.9, 412, "ln(amount)", 9.1, None::<f64>)
+    };
     sqlx::query(
         "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, window_start, window_end,
              transaction_id, category, merchant_id, observed, observed_count, observed_total,
              baseline_mean, baseline_stddev, baseline_n, scored_on, score, p_value, threshold,
-             severity, state, message, first_seen, last_updated, resolved_at, created_at, updated_at)
+             severity, state, message, first_seen, last_updated, resolved_at, created_at, updated_at,
+             first_sequence, first_message)
          VALUES ($1, $2, $3, $4, $5, $6, $6 + interval '1 minute', $7, $8, $9, $10, $11, $12, $13, $14, $15,
-             $16, $17, $18, 4, $19, $20, $21, $22, $23, $24, $25, $25)",
+             $16, $17, $18, 4, $19, $20, $21, $22, $23, $24, $25, $25, 0, $26)",
     )
     .bind(&a.id)
-    .bind(if a.state == "firing" { 0i64 } else { 2 })
+    .bind(sequence)
     .bind(a.rule)
     .bind(a.dimension)
     .bind(&a.dimension_value)
@@ -279,21 +410,22 @@ async fn insert_anomaly(pool: &PgPool, a: Anomaly) {
     .bind(a.category)
     .bind(a.merchant)
     .bind(a.observed)
-    .bind(if rate { 70i64 } else { 1 })
-    .bind(if rate { 200i64 } else { 1 })
-    .bind(if rate { 0.05 } else { 8.1 })
-    .bind(if rate { 0.015 } else { 0.9 })
-    .bind(if rate { 30i64 } else { 412 })
-    .bind(if rate { "rate" } else { "ln(amount)" })
-    .bind(if rate { 19.6 } else { 9.1 })
-    .bind(if rate { Some(1e-12) } else { None::<f64> })
+    .bind(count)
+    .bind(total)
+    .bind(mean)
+    .bind(sd)
+    .bind(n)
+    .bind(scored_on)
+    .bind(score)
+    .bind(p_value)
     .bind(a.severity)
     .bind(a.state)
     .bind(&a.message)
     .bind(a.first_seen)
-    .bind(a.resolved_at.unwrap_or(a.first_seen))
+    .bind(last_updated)
     .bind(a.resolved_at)
     .bind(a.created_at)
+    .bind(first_message)
     .execute(pool)
     .await
     .unwrap();
@@ -319,6 +451,7 @@ async fn seed_anomalies(pool: &PgPool, plan: &Plan) {
                 first_seen: first,
                 resolved_at: None,
                 created_at: first + Duration::seconds(95),
+                lifecycle: None,
             },
         )
         .await;
@@ -343,6 +476,7 @@ async fn seed_anomalies(pool: &PgPool, plan: &Plan) {
             first_seen: merchant_onset,
             resolved_at: Some(merchant_onset + Duration::minutes(8)),
             created_at: merchant_onset + Duration::minutes(3),
+            lifecycle: None,
         },
     )
     .await;
@@ -365,6 +499,7 @@ async fn seed_anomalies(pool: &PgPool, plan: &Plan) {
             first_seen: old,
             resolved_at: Some(old + Duration::minutes(20)),
             created_at: old + Duration::minutes(1),
+            lifecycle: None,
         },
     )
     .await;
@@ -387,6 +522,105 @@ async fn seed_anomalies(pool: &PgPool, plan: &Plan) {
             first_seen: older,
             resolved_at: Some(older + Duration::minutes(4)),
             created_at: older + Duration::minutes(2),
+            lifecycle: None,
+        },
+    )
+    .await;
+}
+
+/// The stop's volume_drop anomaly of all traffic, as the sink stores it: opened with the stop's
+/// first minute, updated every minute of it, and resolved 2 minutes after traffic came back
+/// (or still open when the stop reaches `end`).
+async fn seed_stop_anomaly(pool: &PgPool, plan: &Plan) {
+    let minutes = plan.stop_minutes();
+    let (Some(first), Some(last)) = (minutes.first().copied(), minutes.last().copied()) else { return };
+    let hm = |t: DateTime<Utc>| t.format("%H:%M").to_string();
+    let n = minutes.len() as i64;
+    let opening = format!(
+        "Transaction volume dropped: 0 transactions in {}–{} UTC against 214 expected (normal range 175–253); critical.",
+        hm(first),
+        hm(first + Duration::minutes(1))
+    );
+    // (state, message, the minute judged last, its count, resolved_at, sequence)
+    let (state, message, judged, observed, resolved_at, sequence) = if plan.stop_is_open() {
+        let message = format!(
+            "Transaction volume dropped: 0 transactions in {}–{} UTC; 0 against {} expected since {} UTC; critical.",
+            hm(last),
+            hm(last + Duration::minutes(1)),
+            214 * n,
+            hm(first)
+        );
+        ("updated", message, last, 0.0, None, n - 1)
+    } else {
+        let back = last + Duration::minutes(3);
+        let message = format!(
+            "Resolved at {} UTC after 2 minutes back in range: transaction volume at 205 a minute (209 expected). Started {} UTC.",
+            hm(back),
+            hm(first)
+        );
+        ("resolved", message, back - Duration::minutes(1), 205.0, Some(back), n + 2)
+    };
+    insert_anomaly(
+        pool,
+        Anomaly {
+            id: format!("volume_drop:global:all:{}", first.timestamp_millis()),
+            rule: "volume_drop",
+            dimension: "global",
+            dimension_value: "all".into(),
+            category: None,
+            merchant: None,
+            transaction_id: None,
+            window: Some(judged),
+            observed,
+            severity: "critical",
+            state,
+            message,
+            first_seen: first,
+            resolved_at,
+            created_at: first + Duration::seconds(75),
+            lifecycle: Some(Lifecycle {
+                sequence,
+                last_updated: judged + Duration::minutes(1),
+                first_message: opening,
+            }),
+        },
+    )
+    .await;
+}
+
+/// Merchant m-7's volume_drop while it was dark: high (a small merchant's stop is not paged as
+/// "Traffic stopped"), resolved.
+async fn seed_dark_merchant_anomaly(pool: &PgPool, plan: &Plan) {
+    let (merchant, start, len) = DARK_MERCHANT;
+    let first = plan.end - Duration::minutes(start);
+    let back = first + Duration::minutes(len + 2);
+    insert_anomaly(
+        pool,
+        Anomaly {
+            id: format!("volume_drop:merchant:{merchant}:{}", first.timestamp_millis()),
+            rule: "volume_drop",
+            dimension: "merchant",
+            dimension_value: merchant.into(),
+            category: None,
+            merchant: Some(merchant),
+            transaction_id: None,
+            window: Some(back - Duration::minutes(1)),
+            observed: 14.0,
+            severity: "high",
+            state: "resolved",
+            message: format!(
+                "Resolved after 2 minutes back in range: volume of merchant {merchant} at 14 a minute (15 expected)."
+            ),
+            first_seen: first,
+            resolved_at: Some(back),
+            created_at: first + Duration::minutes(3),
+            lifecycle: Some(Lifecycle {
+                sequence: len + 2,
+                last_updated: back,
+                first_message: format!(
+                    "Volume of merchant {merchant} dropped: 0 transactions against 15 expected over 3 minutes; high."
+                ),
+            }),
         },
     )
     .await;
@@ -470,6 +704,10 @@ mod tests {
         for i in 0..plan.minutes {
             let m = plan.minute(i);
             let (a, d, f, r) = statuses(&plan, i, m);
+            if plan.in_stop(m) {
+                assert_eq!((a, d, f, r), (0, 0, 0, 0));
+                continue;
+            }
             assert!(a > 0 && d >= 0 && f >= 0 && r >= 0);
             let share = d as f64 / (a + d + f + r) as f64;
             if plan.in_spike(m) {
@@ -480,5 +718,17 @@ mod tests {
         }
         assert_eq!(plan.spike_minutes().len(), 4);
         assert_eq!(*plan.spike_minutes().last().unwrap(), fixed_end() - Duration::minutes(1));
+        assert_eq!(plan.stop_minutes().len(), 5);
+        assert!(!plan.stop_is_open());
+        assert!(Plan { traffic_stop: Some((5, 5)), ..Plan::normal(fixed_end()) }.stop_is_open());
+    }
+
+    #[test]
+    fn every_normal_minute_lies_in_the_volume_baselines_range() {
+        for i in 0..180 {
+            let total = (expected_total(i) + 10.0 * noise(i, 1)).round();
+            let (lo, hi) = expected_range(i);
+            assert!(lo > 0.0 && lo <= total && total <= hi, "minute {i}: {total} outside [{lo}, {hi}]");
+        }
     }
 }

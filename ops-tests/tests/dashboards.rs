@@ -363,3 +363,153 @@ async fn transactions_per_minute_stack_up_to_the_seeded_totals_at_any_interval()
         );
     }
 }
+
+/// A query of `file` expanded for `range` at one-minute interval, each variable set by
+/// `selection(name)`.
+fn expanded(
+    file: &str,
+    pick: &dyn Fn(&DashboardQuery) -> bool,
+    range: TimeRange,
+    selection: &dyn Fn(&str) -> Selection,
+) -> String {
+    let path = format!("grafana/dashboards/{file}");
+    let dash = repo::json(&path);
+    let q = grafana::dashboard_queries(&path, &dash)
+        .into_iter()
+        .find(|q| pick(q))
+        .unwrap_or_else(|| panic!("no such query in {file}"));
+    let mut variables = grafana::variables(&dash);
+    for v in &mut variables {
+        v.selection = selection(&v.name);
+    }
+    macros::expand_panel_query(&q.text, &QueryContext { range, interval: Duration::from_secs(60), variables }).unwrap()
+}
+
+fn num(row: &[Option<String>], i: usize) -> Option<f64> {
+    row[i].as_deref().map(|v| v.parse::<f64>().unwrap())
+}
+
+#[tokio::test]
+async fn the_volume_panel_draws_a_stop_as_zeros_under_its_band_and_normal_minutes_inside_it() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, &plan).await;
+    let range = TimeRange { from: s.first_minute, to: plan.end - ChronoDuration::seconds(1) };
+    let f = frames::query(&db.pool, &transactions_panel_sql(11, range, Duration::from_secs(60))).await.unwrap();
+    let col = |name: &str| f.column(name).unwrap_or_else(|| panic!("no column {name}: {}", f.describe())).0;
+    let (t, total, expected, low, high) =
+        (col("time"), col("transactions"), col("expected"), col("expected low"), col("expected high"));
+    assert_eq!(f.rows.len() as i64, plan.minutes, "a row for every minute, the stop's too");
+    for (i, row) in f.rows.iter().enumerate() {
+        // $__timeGroupAlias: epoch seconds.
+        let epoch = num(row, t).unwrap() as i64;
+        let at = chrono::DateTime::from_timestamp(epoch, 0).unwrap();
+        let n = num(row, total).unwrap();
+        if (i as i64) < seed::VOLUME_WARMUP_MINUTES {
+            // No expectation while the baseline warms up: a gap in the band, not a zero.
+            assert_eq!((num(row, expected), num(row, low), num(row, high)), (None, None, None), "{at}");
+            continue;
+        }
+        let (e, lo, hi) = (num(row, expected).unwrap(), num(row, low).unwrap(), num(row, high).unwrap());
+        assert!(lo < e && e < hi, "{at}: band [{lo}, {hi}] around {e}");
+        if s.stop_minutes.contains(&at) {
+            assert!(n == 0.0 && lo > 100.0, "{at}: the stop at {n}, the band from {lo}");
+        } else {
+            assert!(lo <= n && n <= hi, "{at}: {n} outside [{lo}, {hi}]");
+        }
+    }
+    // At 5 minutes a point, each point is its bucket's per-minute average: the totals still add up.
+    let f = frames::query(&db.pool, &transactions_panel_sql(11, range, Duration::from_secs(300))).await.unwrap();
+    let sum: f64 = f.rows.iter().map(|r| num(r, 1).unwrap() * 5.0).sum();
+    assert!((sum - s.total_transactions as f64).abs() < 1e-6, "{sum} against {}", s.total_transactions);
+}
+
+#[tokio::test]
+async fn volume_anomalies_are_marked_on_the_volume_panel_with_the_message_they_opened_with() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, &plan).await;
+    let range = TimeRange { from: s.first_minute, to: plan.end };
+    let volume = |q: &DashboardQuery| q.place == Place::Annotation && q.title == "Volume anomalies";
+    let read = |sql: String| {
+        let pool = db.pool.clone();
+        async move {
+            let f = frames::query(&pool, &sql).await.unwrap();
+            let (text, tags, end) =
+                (f.column("text").unwrap().0, f.column("tags").unwrap().0, f.column("timeend").unwrap().0);
+            f.rows
+                .iter()
+                .map(|r| (r[text].clone().unwrap(), r[tags].clone().unwrap(), r[end].is_some()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = read(expanded("transactions.json", &volume, range, &|_| Selection::All)).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    // Oldest first: the stop of all traffic, then merchant m-7 going dark; both resolved.
+    let (stop, m7) = (&all[0], &all[1]);
+    assert!(
+        stop.0.starts_with("critical volume_drop on global all: Transaction volume dropped: 0 transactions in"),
+        "{}",
+        stop.0
+    );
+    assert!(stop.0.contains(" Latest: Resolved at "), "{}", stop.0);
+    assert_eq!((stop.1.as_str(), stop.2), ("volume_drop,critical", true));
+    assert!(m7.0.starts_with("high volume_drop on merchant m-7: Volume of merchant m-7 dropped"), "{}", m7.0);
+    // A selection of categories and merchants keeps the stop of all traffic, and only the
+    // selected merchants' drops.
+    let chosen = |name: &str| match name {
+        "category" => Selection::Many(vec!["electronics".into()]),
+        _ => Selection::One("m-42".into()),
+    };
+    let some = read(expanded("transactions.json", &volume, range, &chosen)).await;
+    assert_eq!(some, vec![stop.clone()]);
+    // The rate and amount anomalies stay on the other panels, not on the volume panel.
+    let dash = repo::json("grafana/dashboards/transactions.json");
+    for a in dash["annotations"]["list"].as_array().unwrap() {
+        match a["name"].as_str().unwrap() {
+            "Anomalies" => assert_eq!(a["filter"], serde_json::json!({"exclude": true, "ids": [11]})),
+            "Volume anomalies" => assert_eq!(a["filter"], serde_json::json!({"exclude": false, "ids": [11]})),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_merchant_drill_down_lists_a_merchant_going_dark_with_its_expected_count() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, &plan).await;
+    let range = TimeRange { from: s.first_minute, to: plan.end };
+    let m7 = |_: &str| Selection::One("m-7".into());
+    let table = |q: &DashboardQuery| q.panel_id == Some(4);
+    let f = frames::query(&db.pool, &expanded("merchant.json", &table, range, &m7)).await.unwrap();
+    let col = |name: &str| f.column(name).unwrap_or_else(|| panic!("no column {name}: {}", f.describe())).0;
+    let rows: Vec<_> = f
+        .rows
+        .iter()
+        .map(|r| {
+            (r[col("rule")].clone().unwrap(), r[col("observed rate")].clone(), r[col("last minute")].clone().unwrap())
+        })
+        .collect();
+    assert_eq!(rows, vec![("volume_drop".to_owned(), None, "14 transactions, 200 expected".to_owned())]);
+    // The annotation and the open-anomalies count read it too (the count while it was open).
+    let anno = |q: &DashboardQuery| q.place == Place::Annotation && q.title == "Merchant anomalies";
+    let f = frames::query(&db.pool, &expanded("merchant.json", &anno, range, &m7)).await.unwrap();
+    assert_eq!(f.rows.len(), 1, "{:?}", f.rows);
+    sqlx::query("UPDATE anomalies SET state = 'updated', resolved_at = NULL WHERE dimension_value = 'm-7'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let stat = |q: &DashboardQuery| q.panel_id == Some(2);
+    let f = frames::query(&db.pool, &expanded("merchant.json", &stat, range, &m7)).await.unwrap();
+    assert_eq!(f.rows[0][0].as_deref(), Some("1"));
+    // m-7's merchant minutes: none while it was dark.
+    let dark: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM merchant_minutes WHERE merchant_id = 'm-7' AND minute >= $1 AND minute < $1 + interval '6 minutes'",
+    )
+    .bind(plan.end - ChronoDuration::minutes(seed::DARK_MERCHANT.1))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(dark, 0);
+}

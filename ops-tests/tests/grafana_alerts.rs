@@ -2,7 +2,8 @@
 //! every rule evaluated on a seeded database the way Grafana evaluates it: query A over its
 //! relative time range (macros expanded, no template variables), the series Grafana builds
 //! from the rows, then the reduce and threshold expressions; the condition fires when any
-//! series passes.
+//! series passes. A rule whose query returns text columns has one instance per label set:
+//! "Traffic stopped" has one per open stop, with labels that hold still while the stop lasts.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,8 @@ use vigil_ops_tests::grafana::macros::{self, TimeRange};
 use vigil_ops_tests::grafana::{self, AlertRule};
 use vigil_ops_tests::repo;
 use vigil_ops_tests::seed::{self, Plan};
+use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Severity};
+use vigil_sink::writer::{self, Row};
 
 const SEVERITIES: [&str; 3] = ["medium", "high", "critical"];
 
@@ -28,6 +31,7 @@ fn alert_rules_are_well_formed_and_their_states_are_chosen_deliberately() {
         "Failed rate above normal",
         "Reversed rate above normal",
         "Critical amount anomalies",
+        "Traffic stopped",
     ] {
         assert!(titles.contains(expected), "no rule {expected:?} in {titles:?}");
     }
@@ -153,13 +157,12 @@ async fn evaluate(pool: &PgPool, rule: &AlertRule, at: DateTime<Utc>) -> Outcome
             any_rows = true;
             let problems = frame.time_series_problems();
             assert!(problems.is_empty(), "{}: {problems:?}\n{sql}", rule.title);
-            assert_eq!(
-                frame.series().len(),
-                1,
-                "{}: one series, one alert instance ({})",
-                rule.title,
-                frame.describe()
-            );
+            // One value column: an alert instance per label set (one, without text columns).
+            let series = frame.series();
+            let names: BTreeSet<&str> = series.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names.len(), 1, "{}: one value column ({})", rule.title, frame.describe());
+            let label_sets: BTreeSet<_> = series.iter().map(|s| &s.labels).collect();
+            assert_eq!(label_sets.len(), series.len(), "{}: two series with the same labels", rule.title);
         }
         series.insert(q.ref_id.clone(), frame.series());
     }
@@ -182,12 +185,13 @@ const DENIED: &str = "vigil-denied-above-normal";
 const FAILED: &str = "vigil-failed-above-normal";
 const REVERSED: &str = "vigil-reversed-above-normal";
 const CRITICAL: &str = "vigil-critical-amount-anomalies";
+const STOPPED: &str = "vigil-traffic-stopped";
 
 async fn outcomes(plan: &Plan, at: DateTime<Utc>) -> BTreeMap<&'static str, Outcome> {
     let db = vigil_testkit::fresh_database().await;
     seed::seed(&db.pool, plan).await;
     let mut out = BTreeMap::new();
-    for uid in [DENIED, FAILED, REVERSED, CRITICAL] {
+    for uid in [DENIED, FAILED, REVERSED, CRITICAL, STOPPED] {
         out.insert(uid, evaluate(&db.pool, &rule(uid), at).await);
     }
     assert_eq!(out.len(), grafana::alert_rules().len(), "a rule is not covered by these tests");
@@ -204,6 +208,8 @@ async fn a_denied_spike_fires_the_denied_rule_and_a_critical_amount_anomaly_fire
     assert_eq!(o[FAILED], Outcome::Normal);
     assert_eq!(o[REVERSED], Outcome::Normal);
     assert!(matches!(o[CRITICAL], Outcome::Firing(_)), "critical: {:?}", o[CRITICAL]);
+    // The plan's stop of all traffic was resolved an hour ago: nothing is open.
+    assert_eq!(o[STOPPED], Outcome::NoData);
 }
 
 #[tokio::test]
@@ -211,7 +217,9 @@ async fn normal_traffic_fires_no_rule() {
     let plan = Plan::normal(seed::fixed_end());
     let o = outcomes(&plan, plan.end + Duration::seconds(30)).await;
     for (uid, outcome) in &o {
-        assert_eq!(*outcome, Outcome::Normal, "{uid} on normal traffic");
+        // No open stop is no row (noDataState OK); the other rules read every minute.
+        let expected = if *uid == STOPPED { Outcome::NoData } else { Outcome::Normal };
+        assert_eq!(*outcome, expected, "{uid} on normal traffic");
     }
 }
 
@@ -232,11 +240,188 @@ async fn the_denied_rule_stops_firing_once_the_spike_is_older_than_its_window() 
 async fn without_traffic_the_rate_rules_have_no_data_and_the_count_rule_reads_zero() {
     let db = vigil_testkit::fresh_database().await;
     let at = seed::fixed_end();
-    for uid in [DENIED, FAILED, REVERSED] {
+    for uid in [DENIED, FAILED, REVERSED, STOPPED] {
         let r = rule(uid);
         assert_eq!(evaluate(&db.pool, &r, at).await, Outcome::NoData, "{uid}");
         // noDataState OK: no traffic is not an anomaly (Prometheus pages for silence).
         assert_eq!(r.no_data_state, "OK");
     }
     assert_eq!(evaluate(&db.pool, &rule(CRITICAL), at).await, Outcome::Normal);
+}
+
+// ---- Traffic stopped -------------------------------------------------------------------------
+
+fn firing_labels(o: &Outcome) -> Vec<BTreeMap<String, String>> {
+    match o {
+        Outcome::Firing(instances) => instances.clone(),
+        other => panic!("expected Traffic stopped to fire, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_open_stop_of_all_traffic_fires_traffic_stopped_once_labelled_with_its_opening_message() {
+    // Traffic stopped 5 minutes before the evaluation and has not come back.
+    let plan = Plan { traffic_stop: Some((5, 5)), ..Plan::normal(seed::fixed_end()) };
+    let db = vigil_testkit::fresh_database().await;
+    let seeded = seed::seed(&db.pool, &plan).await;
+    assert_eq!(seeded.stop_minutes.len(), 5);
+    let o = evaluate(&db.pool, &rule(STOPPED), plan.end + Duration::seconds(30)).await;
+    let instances = firing_labels(&o);
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let first = seeded.stop_minutes[0];
+    let (message, first_message): (String, String) =
+        sqlx::query_as("SELECT message, first_message FROM anomalies WHERE rule = 'volume_drop'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_ne!(message, first_message, "the stop has been updated since it opened");
+    assert_eq!(
+        instances[0],
+        BTreeMap::from([
+            ("anomaly_id".to_owned(), format!("volume_drop:global:all:{}", first.timestamp_millis())),
+            ("scope".to_owned(), "all traffic".to_owned()),
+            ("first_message".to_owned(), first_message),
+        ])
+    );
+    // The other rules are not disturbed by the stop: the view skips minutes without traffic.
+    for uid in [DENIED, FAILED, REVERSED] {
+        assert_eq!(evaluate(&db.pool, &rule(uid), plan.end + Duration::seconds(30)).await, Outcome::Normal, "{uid}");
+    }
+}
+
+#[tokio::test]
+async fn a_resolved_stop_and_a_high_merchant_drop_fire_nothing() {
+    // with_incident: a stop 75 minutes before the end, resolved, and merchant m-7 dark for 6
+    // minutes (high, resolved). Then m-7's drop as it stood while the merchant was dark: open,
+    // but only high, so not paged as a stop.
+    let plan = Plan::with_incident(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let seeded = seed::seed(&db.pool, &plan).await;
+    assert_eq!(seeded.stop_minutes.len(), 5);
+    let at = plan.end + Duration::seconds(30);
+    assert_eq!(evaluate(&db.pool, &rule(STOPPED), at).await, Outcome::NoData);
+    sqlx::query("UPDATE anomalies SET state = 'updated', resolved_at = NULL WHERE dimension = 'merchant' AND rule = 'volume_drop'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(evaluate(&db.pool, &rule(STOPPED), at).await, Outcome::NoData);
+}
+
+/// A volume drop's state as the detector sends it.
+fn drop_state(
+    dimension: AnomalyDimension,
+    value: &str,
+    sequence: i64,
+    state: AnomalyState,
+    severity: Severity,
+) -> Anomaly {
+    let onset = seed::fixed_end() - Duration::minutes(10);
+    let minute = onset + Duration::minutes(sequence);
+    let ms = |t: chrono::DateTime<Utc>| t.timestamp_millis();
+    Anomaly {
+        id: format!("volume_drop:{}:{value}:{}", dimension.as_str(), ms(onset)),
+        sequence,
+        rule: AnomalyRule::VolumeDrop,
+        dimension,
+        dimension_value: value.to_owned(),
+        window_start: Some(ms(minute)),
+        window_end: Some(ms(minute) + 60_000),
+        transaction_id: None,
+        category: (dimension == AnomalyDimension::Category).then(|| value.to_owned()),
+        merchant_id: (dimension == AnomalyDimension::Merchant).then(|| value.to_owned()),
+        observed: 0.0,
+        observed_count: 0,
+        observed_total: 0,
+        baseline_mean: 214.0,
+        baseline_stddev: 19.0,
+        baseline_n: 120,
+        scored_on: "volume_cusum".into(),
+        score: 30.0 + sequence as f64,
+        p_value: Some(1e-90),
+        threshold: 9.2,
+        severity,
+        state,
+        message: format!("{value} dropped, state {sequence}"),
+        first_seen: ms(onset),
+        last_updated: ms(minute) + 60_000,
+        resolved_at: (state == AnomalyState::Resolved).then(|| ms(minute) + 60_000),
+    }
+}
+
+async fn deliver(pool: &PgPool, states: &[Anomaly]) {
+    let rows: Vec<Row> = states.iter().cloned().map(Row::Anomaly).collect();
+    writer::write_batch(pool, &rows).await.unwrap();
+}
+
+#[tokio::test]
+async fn one_stop_stays_one_alert_instance_while_it_lasts_in_any_delivery_order_and_resolves() {
+    use AnomalyDimension::{Global, Merchant};
+    use AnomalyState::{Firing, Resolved, Updated};
+    use Severity::{Critical, High};
+    let db = vigil_testkit::fresh_database().await;
+    let stopped = rule(STOPPED);
+    let mut at = seed::fixed_end();
+    let mut eval = || {
+        at += Duration::seconds(30);
+        let (pool, stopped) = (db.pool.clone(), stopped.clone());
+        async move { evaluate(&pool, &stopped, at).await }
+    };
+
+    // Written by the sink as the detector sends them: the stop opens...
+    deliver(&db.pool, &[drop_state(Global, "all", 0, Firing, Critical)]).await;
+    let opened = firing_labels(&eval().await);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["first_message"], "all dropped, state 0");
+    assert_eq!(opened[0]["scope"], "all traffic");
+    // ...goes on (its message changes every minute), and a state is delivered twice, late:
+    // still the same instance.
+    deliver(&db.pool, &[drop_state(Global, "all", 1, Updated, Critical)]).await;
+    assert_eq!(firing_labels(&eval().await), opened);
+    deliver(
+        &db.pool,
+        &[drop_state(Global, "all", 3, Updated, Critical), drop_state(Global, "all", 2, Updated, Critical)],
+    )
+    .await;
+    deliver(
+        &db.pool,
+        &[drop_state(Global, "all", 0, Firing, Critical), drop_state(Global, "all", 1, Updated, Critical)],
+    )
+    .await;
+    let message: String = sqlx::query_scalar("SELECT message FROM anomalies").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(message, "all dropped, state 3");
+    assert_eq!(firing_labels(&eval().await), opened);
+
+    // A big merchant goes dark too (critical): a second instance; a small one (high), another
+    // rule's critical anomaly and a critical surge are not stops.
+    let mut others = vec![
+        drop_state(Merchant, "m-big", 0, Firing, Critical),
+        drop_state(Merchant, "m-small", 0, Firing, High),
+        Anomaly {
+            rule: AnomalyRule::VolumeSurge,
+            id: "volume_surge:global:all:1".into(),
+            ..drop_state(Global, "all", 0, Firing, Critical)
+        },
+        Anomaly {
+            rule: AnomalyRule::DeniedRate,
+            id: "denied_rate:global:all:1".into(),
+            ..drop_state(Global, "all", 0, Firing, Critical)
+        },
+    ];
+    deliver(&db.pool, &others).await;
+    let two = firing_labels(&eval().await);
+    assert_eq!(two.len(), 2, "{two:?}");
+    assert!(two.contains(&opened[0]));
+    let merchant = two.iter().find(|l| **l != opened[0]).unwrap();
+    assert_eq!(merchant["scope"], "merchant m-big");
+    assert_eq!(merchant["first_message"], "m-big dropped, state 0");
+
+    // Traffic comes back: the stop's row leaves the result, the merchant's instance stays.
+    deliver(&db.pool, &[drop_state(Global, "all", 6, Resolved, Critical)]).await;
+    assert_eq!(firing_labels(&eval().await), vec![merchant.clone()]);
+    // An older state delivered after the resolution does not reopen it.
+    deliver(&db.pool, &[drop_state(Global, "all", 4, Updated, Critical)]).await;
+    assert_eq!(firing_labels(&eval().await), vec![merchant.clone()]);
+    others[0] = drop_state(Merchant, "m-big", 3, Resolved, Critical);
+    deliver(&db.pool, &others[..1]).await;
+    assert_eq!(eval().await, Outcome::NoData);
 }

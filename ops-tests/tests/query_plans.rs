@@ -13,12 +13,13 @@ use vigil_ops_tests::grafana::{self, Place};
 use vigil_ops_tests::repo;
 
 /// Tables whose size grows with history: none may be read by a sequential scan.
-const LARGE: [&str; 7] = [
+const LARGE: [&str; 8] = [
     "transactions",
     "transactions_auth_codes",
     "transactions_categories",
     "transactions_late",
     "merchant_minutes",
+    "volume_minutes",
     "anomalies",
     "received_alerts",
 ];
@@ -35,6 +36,8 @@ async fn seed_a_year(pool: &sqlx::PgPool) {
         "INSERT INTO transactions_categories (minute, category, currency, count, amount_sum, amount_min, amount_max)
          SELECT m, c, 'EUR', 50, 50000, 100, 9000 FROM generate_series(date_trunc('minute', now()) - interval '365 days', date_trunc('minute', now()), interval '1 minute') m,
               unnest(ARRAY['food', 'travel', 'fuel']) c",
+        "INSERT INTO volume_minutes (minute, total, expected, expected_low, expected_high)
+         SELECT m, 200, 205.5, 170, 240 FROM generate_series(date_trunc('minute', now()) - interval '365 days', date_trunc('minute', now()), interval '1 minute') m",
         // A month of five watched merchants (216 000 rows; a year of ten took half a minute to
         // insert on a loaded 2-core machine, and a month already makes 6 hours a small share).
         "INSERT INTO merchant_minutes (minute, merchant_id, category, total, approved, denied, failed, reversed)

@@ -70,6 +70,7 @@ impl SinkMetrics {
             ("transactions_categories", w.categories),
             ("transactions_late", w.late),
             ("merchant_minutes", w.merchant_minutes),
+            ("volume_minutes", w.volume_minutes),
             ("anomalies", w.anomalies),
         ] {
             if n > 0 {

@@ -13,8 +13,14 @@ use crate::metrics::{SinkMetrics, TableLabels};
 const BATCH: i64 = 10_000;
 
 /// Minute tables and the column their retention is measured on.
-const MINUTE_TABLES: [&str; 5] =
-    ["transactions", "transactions_auth_codes", "transactions_categories", "transactions_late", "merchant_minutes"];
+const MINUTE_TABLES: [&str; 6] = [
+    "transactions",
+    "transactions_auth_codes",
+    "transactions_categories",
+    "transactions_late",
+    "merchant_minutes",
+    "volume_minutes",
+];
 
 /// Deletes rows older than the configured ages; returns rows deleted per table.
 pub async fn run_once(

@@ -2,10 +2,14 @@
 //! sinks converge on the same rows:
 //!
 //! * minute tables: keyed by minute (+ status / auth code / category, or merchant and
-//!   category); a final minute is the same every time it is delivered, so the row is simply set;
+//!   category); a final minute is the same every time it is delivered, so the row is simply set.
+//!   A minute aggregate writes its statuses, auth codes, categories and its `volume_minutes`
+//!   row (total and expectation), also for a minute without any transaction (total 0: four
+//!   zero statuses and the volume row, no auth code or category);
 //! * late bookings: cumulative per (minute, source); the greatest value wins, in any order;
 //! * anomalies: keyed by id; a state only replaces one with a lower sequence, so an old state
-//!   delivered late never overwrites a newer one.
+//!   delivered late never overwrites a newer one. `first_sequence` / `first_message` go the
+//!   other way: they keep the lowest sequence seen (the opening state), in any order.
 //!
 //! A batch is one transaction: all of it is written or none of it.
 
@@ -32,6 +36,7 @@ pub struct Written {
     pub categories: u64,
     pub late: u64,
     pub merchant_minutes: u64,
+    pub volume_minutes: u64,
     pub anomalies: u64,
 }
 
@@ -46,6 +51,8 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
     let mut late: BTreeMap<(i64, &str), i64> = BTreeMap::new();
     let mut merchants: BTreeMap<(i64, &str, &str), &MerchantMinute> = BTreeMap::new();
     let mut anomalies: BTreeMap<&str, &Anomaly> = BTreeMap::new();
+    // The lowest sequence of each id in the batch: its opening state, for first_message.
+    let mut openings: BTreeMap<&str, &Anomaly> = BTreeMap::new();
     for r in rows {
         match r {
             Row::Aggregate(a) => {
@@ -63,6 +70,10 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
                 if a.sequence > e.sequence {
                     *e = a;
                 }
+                let o = openings.entry(a.id.as_str()).or_insert(a);
+                if a.sequence < o.sequence {
+                    *o = a;
+                }
             }
         }
     }
@@ -73,6 +84,7 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
         w.transactions = write_statuses(&mut tx, &aggs).await?;
         w.auth_codes = write_auth_codes(&mut tx, &aggs).await?;
         w.categories = write_categories(&mut tx, &aggs).await?;
+        w.volume_minutes = write_volume(&mut tx, &aggs).await?;
     }
     if !late.is_empty() {
         w.late = write_late(&mut tx, &late).await?;
@@ -83,7 +95,8 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
     }
     if !anomalies.is_empty() {
         let list: Vec<&Anomaly> = anomalies.into_values().collect();
-        w.anomalies = write_anomalies(&mut tx, &list).await?;
+        let openings: Vec<&Anomaly> = openings.into_values().collect();
+        w.anomalies = write_anomalies(&mut tx, &list, &openings).await?;
     }
     tx.commit().await?;
     Ok(w)
@@ -176,6 +189,31 @@ async fn write_categories(tx: &mut Transaction<'_, Postgres>, aggs: &[&MinuteAgg
     Ok(r.rows_affected())
 }
 
+/// The minute's total against the global volume expectation. An expectation that is not a
+/// finite number is stored as NULL (none): it must not cost the minute its counts.
+async fn write_volume(tx: &mut Transaction<'_, Postgres>, aggs: &[&MinuteAggregate]) -> Result<u64, sqlx::Error> {
+    let opt = |f: fn(&MinuteAggregate) -> Option<f64>| {
+        aggs.iter().map(|a| f(a).filter(|x| x.is_finite())).collect::<Vec<Option<f64>>>()
+    };
+    let r = sqlx::query(
+        "INSERT INTO volume_minutes (minute, total, expected, expected_low, expected_high)
+         SELECT * FROM UNNEST($1::timestamptz[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[])
+         ON CONFLICT (minute) DO UPDATE SET
+           total = EXCLUDED.total, expected = EXCLUDED.expected, expected_low = EXCLUDED.expected_low,
+           expected_high = EXCLUDED.expected_high, written_at = now()
+         WHERE (volume_minutes.total, volume_minutes.expected, volume_minutes.expected_low, volume_minutes.expected_high)
+               IS DISTINCT FROM (EXCLUDED.total, EXCLUDED.expected, EXCLUDED.expected_low, EXCLUDED.expected_high)",
+    )
+    .bind(aggs.iter().map(|a| ts(a.minute_start)).collect::<Vec<_>>())
+    .bind(aggs.iter().map(|a| a.total).collect::<Vec<i64>>())
+    .bind(opt(|a| a.expected_total))
+    .bind(opt(|a| a.expected_low))
+    .bind(opt(|a| a.expected_high))
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 async fn write_late(tx: &mut Transaction<'_, Postgres>, late: &BTreeMap<(i64, &str), i64>) -> Result<u64, sqlx::Error> {
     let m: Vec<DateTime<Utc>> = late.keys().map(|(m, _)| ts(*m)).collect();
     let s: Vec<String> = late.keys().map(|(_, s)| (*s).to_owned()).collect();
@@ -223,7 +261,12 @@ async fn write_merchant_minutes(
     Ok(r.rows_affected())
 }
 
-async fn write_anomalies(tx: &mut Transaction<'_, Postgres>, list: &[&Anomaly]) -> Result<u64, sqlx::Error> {
+/// `list`: each id's newest state in the batch; `openings`: each id's oldest, in the same order.
+async fn write_anomalies(
+    tx: &mut Transaction<'_, Postgres>,
+    list: &[&Anomaly],
+    openings: &[&Anomaly],
+) -> Result<u64, sqlx::Error> {
     let col = |f: fn(&Anomaly) -> String| list.iter().map(|a| f(a)).collect::<Vec<String>>();
     let i64s = |f: fn(&Anomaly) -> i64| list.iter().map(|a| f(a)).collect::<Vec<i64>>();
     let f64s = |f: fn(&Anomaly) -> f64| list.iter().map(|a| f(a)).collect::<Vec<f64>>();
@@ -234,12 +277,12 @@ async fn write_anomalies(tx: &mut Transaction<'_, Postgres>, list: &[&Anomaly]) 
         "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, window_start, window_end,
             transaction_id, category, merchant_id, observed, observed_count, observed_total,
             baseline_mean, baseline_stddev, baseline_n, scored_on, score, p_value, threshold,
-            severity, state, message, first_seen, last_updated, resolved_at)
+            severity, state, message, first_seen, last_updated, resolved_at, first_sequence, first_message)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
             $11::float8[], $12::bigint[], $13::bigint[], $14::float8[], $15::float8[], $16::bigint[],
             $17::text[], $18::float8[], $19::float8[], $20::float8[], $21::text[], $22::text[], $23::text[],
-            $24::timestamptz[], $25::timestamptz[], $26::timestamptz[])
+            $24::timestamptz[], $25::timestamptz[], $26::timestamptz[], $27::bigint[], $28::text[])
          ON CONFLICT (id) DO UPDATE SET
             sequence = EXCLUDED.sequence, observed = EXCLUDED.observed,
             observed_count = EXCLUDED.observed_count, observed_total = EXCLUDED.observed_total,
@@ -276,6 +319,19 @@ async fn write_anomalies(tx: &mut Transaction<'_, Postgres>, list: &[&Anomaly]) 
     .bind(list.iter().map(|a| ts(a.first_seen)).collect::<Vec<_>>())
     .bind(list.iter().map(|a| ts(a.last_updated)).collect::<Vec<_>>())
     .bind(opt_ts(|a| a.resolved_at))
+    .bind(openings.iter().map(|a| a.sequence).collect::<Vec<i64>>())
+    .bind(openings.iter().map(|a| a.message.clone()).collect::<Vec<String>>())
+    .execute(&mut **tx)
+    .await?;
+    // A row already stored from a later state (delivered first) takes an earlier one's opening.
+    sqlx::query(
+        "UPDATE anomalies a SET first_sequence = u.first_sequence, first_message = u.first_message
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS u(id, first_sequence, first_message)
+         WHERE a.id = u.id AND (a.first_sequence IS NULL OR a.first_sequence > u.first_sequence)",
+    )
+    .bind(openings.iter().map(|a| a.id.clone()).collect::<Vec<String>>())
+    .bind(openings.iter().map(|a| a.sequence).collect::<Vec<i64>>())
+    .bind(openings.iter().map(|a| a.message.clone()).collect::<Vec<String>>())
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected())

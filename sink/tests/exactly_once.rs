@@ -58,6 +58,37 @@ async fn an_older_anomaly_state_delivered_late_never_overwrites_a_newer_one() {
     let row: (i64, String, String) =
         sqlx::query_as("SELECT sequence, state, message FROM anomalies").fetch_one(&db.pool).await.unwrap();
     assert_eq!(row, (3, "resolved".to_string(), "state 3".to_string()), "first seen {row:?}");
+    // ...and the opening state's message stays, whatever came first.
+    let first: (i64, String) =
+        sqlx::query_as("SELECT first_sequence, first_message FROM anomalies").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(first, (0, "state 0".to_string()));
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_anomaly_keeps_the_message_it_opened_with_when_the_opening_arrives_after_a_later_state() {
+    let topics = Topics::fresh().await;
+    let db = vigil_testkit::fresh_database().await;
+    let sink = Sink::start(&topics, &db.url, &vigil_testkit::unique("sink"), &[]).await;
+    let first = || async {
+        sqlx::query_as::<_, (i64, i64, String, String)>(
+            "SELECT sequence, first_sequence, message, first_message FROM anomalies",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+    };
+    // An update first, in a batch of its own: until the opening arrives, it is the first known.
+    send(&topics, &[Decoded::Anomaly(anomaly(0, 2, AnomalyState::Updated))]).await;
+    let stored = vigil_testkit::eventually(Duration::from_secs(30), || async { first().await }).await;
+    assert_eq!(stored, Some((2, 2, "state 2".into(), "state 2".into())));
+    // Then the opening, a later update and the opening again (a redelivery).
+    let rest = [(0, AnomalyState::Firing), (3, AnomalyState::Updated), (0, AnomalyState::Firing)];
+    send(&topics, &rest.map(|(s, st)| Decoded::Anomaly(anomaly(0, s, st)))).await;
+    let stored =
+        vigil_testkit::eventually(Duration::from_secs(30), || async { first().await.filter(|r| r.0 == 3 && r.1 == 0) })
+            .await;
+    assert_eq!(stored, Some((3, 0, "state 3".into(), "state 0".into())));
     sink.stop().await;
 }
 
@@ -269,6 +300,13 @@ async fn retention_deletes_only_rows_older_than_the_configured_age() {
     .execute(&db.pool)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO volume_minutes (minute, total, expected, expected_low, expected_high)
+         SELECT m, 1, 1.5, 0, 5 FROM generate_series(now() - interval '10 days', now(), interval '1 hour') m",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let before = count(&db.pool, "SELECT count(*) FROM transactions").await;
     let metrics = vigil_sink::metrics::SinkMetrics::new(&vigil_common::metrics::Metrics::new("sink"));
     let report =
@@ -285,4 +323,7 @@ async fn retention_deletes_only_rows_older_than_the_configured_age() {
     );
     assert_eq!(count(&db.pool, "SELECT count(*) FROM merchant_minutes").await, after);
     assert_eq!(report.iter().find(|(t, _)| *t == "merchant_minutes").unwrap().1 as i64, before - after);
+    // So do the volume panel's.
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM volume_minutes").await, after);
+    assert_eq!(report.iter().find(|(t, _)| *t == "volume_minutes").unwrap().1 as i64, before - after);
 }

@@ -47,6 +47,10 @@ impl Sink {
             format!("--consumer-group={group}"),
             "--linger=50ms".into(),
             "--max-backoff=500ms".into(),
+            // The fixtures' minutes are at a fixed date (T0, 2025-12-14): the default retention
+            // (90 days, first run at start) would delete what an earlier sink of the test wrote.
+            "--retention-minutes=0".into(),
+            "--retention-anomalies=0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = vigil_sink::Config::from_args(&vigil_sink::Args::parse_from(args)).unwrap();
@@ -92,9 +96,32 @@ pub fn aggregate(m: i64) -> MinuteAggregate {
             },
         ],
         source_partitions: 2,
-        expected_total: None,
-        expected_low: None,
-        expected_high: None,
+        // The global volume baseline warms up over the first minutes.
+        expected_total: (m >= WARMUP_MINUTES).then_some(100.0 + 0.5 * m as f64),
+        expected_low: (m >= WARMUP_MINUTES).then_some(70.0 + 0.5 * m as f64),
+        expected_high: (m >= WARMUP_MINUTES).then_some(130.0 + 0.5 * m as f64),
+    }
+}
+
+/// Minutes without a volume expectation at the start of [`messages`].
+pub const WARMUP_MINUTES: i64 = 3;
+
+/// A final minute without any transaction, as the detector closes it: every count 0, no auth
+/// code or category, no contributing partition, and the baseline's expectation all the same.
+pub fn empty_aggregate(m: i64) -> MinuteAggregate {
+    MinuteAggregate {
+        minute_start: T0 + m * MINUTE,
+        total: 0,
+        approved: 0,
+        denied: 0,
+        failed: 0,
+        reversed: 0,
+        auth_codes: BTreeMap::new(),
+        categories: Vec::new(),
+        source_partitions: 0,
+        expected_total: Some(100.0),
+        expected_low: Some(70.0),
+        expected_high: Some(130.0),
     }
 }
 
@@ -207,7 +234,8 @@ pub async fn snapshot(pool: &PgPool) -> Vec<String> {
         "SELECT format('%s %s %s %s %s %s %s', minute, category, currency, count, amount_sum, amount_min, amount_max) FROM transactions_categories ORDER BY 1",
         "SELECT format('%s %s %s', minute, source, late_count) FROM transactions_late ORDER BY 1",
         "SELECT format('%s %s %s %s %s %s %s %s', minute, merchant_id, category, total, approved, denied, failed, reversed) FROM merchant_minutes ORDER BY 1",
-        "SELECT format('%s %s %s %s %s %s %s %s', id, sequence, state, window_start, observed_count, first_seen, last_updated, resolved_at) FROM anomalies ORDER BY 1",
+        "SELECT format('%s %s %s %s %s', minute, total, expected, expected_low, expected_high) FROM volume_minutes ORDER BY 1",
+        "SELECT format('%s %s %s %s %s %s %s %s %s %s', id, sequence, state, window_start, observed_count, first_seen, last_updated, resolved_at, first_sequence, first_message) FROM anomalies ORDER BY 1",
     ];
     let mut out = Vec::new();
     for q in queries {
@@ -221,15 +249,17 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
 }
 
-/// Waits until the tables hold `minutes` minutes (and their merchant rows) and `incidents`
-/// resolved anomalies.
+/// Waits until the tables hold `minutes` minutes (their statuses, volume rows and merchant
+/// rows) and `incidents` resolved anomalies.
 pub async fn wait_written(pool: &PgPool, minutes: i64, incidents: i64) {
     let ok = vigil_testkit::eventually(Duration::from_secs(60), || async {
         let m = count(pool, "SELECT count(DISTINCT minute) FROM transactions").await;
         let r = count(pool, "SELECT count(*) FROM anomalies WHERE state = 'resolved'").await;
         let l = count(pool, "SELECT coalesce(max(late_count), 0) FROM transactions_late").await;
         let mm = count(pool, "SELECT count(*) FROM merchant_minutes").await;
-        (m == minutes && r == incidents && l == 3 && mm == minutes * MERCHANT_ROWS_PER_MINUTE).then_some(())
+        let v = count(pool, "SELECT count(*) FROM volume_minutes").await;
+        (m == minutes && v == minutes && r == incidents && l == 3 && mm == minutes * MERCHANT_ROWS_PER_MINUTE)
+            .then_some(())
     })
     .await;
     assert!(
