@@ -50,6 +50,11 @@ if [ ! -x "$NISSHI_BIN" ]; then
       die "building nisshi needs Debian's rustc-web 1.96, which conflicts with the installed rustup package; install rustc-web and cargo-web yourself (or a rustc >= 1.96 as /usr/bin/rustc) and re-run"
     fi
     apt_install rustc-web cargo-web
+    if ! rust_web_ok; then
+      # A stale package index installs an older rustc-web without an error: refresh, try again.
+      apt-get update -q >/dev/null 2>&1 || true
+      apt-get install -y -q --no-install-recommends rustc-web cargo-web >/dev/null 2>>"$CACHE/apt.err" || true
+    fi
     rust_web_ok || die "/usr/bin/rustc is older than 1.96 after installing rustc-web (bookworm-security missing from the apt sources?)"
   fi
   log "Building the nisshi $NISSHI_VERSION broker once into $CACHE (about 17 minutes on 2 cores)."
