@@ -117,25 +117,16 @@ impl MergeState {
     /// The state a checkpoint of version 1 or 2 held: sources, pending minutes and late books
     /// as they were; each rate series keeps its baseline minutes and its open incident.
     pub fn from_v2(v2: MergeStateV2) -> Self {
-        MergeState {
+        MergeState::from_v3(MergeStateV3 {
             partition_count: v2.partition_count,
-            sources: v2
-                .sources
-                .into_iter()
-                .map(|(p, s)| (p, Source { watermark: s.watermark, idle: s.idle, high_minute: s.high_minute }))
-                .collect(),
-            pending: v2
-                .pending
-                .into_iter()
-                .map(|(m, p)| (m, Pending { counts: p.counts, sources: p.sources }))
-                .collect(),
+            sources: v2.sources,
+            pending: v2.pending,
             frontier: v2.frontier,
             late: v2.late,
             status_series: v2.status_series.into_iter().map(RateSeries::from_v2).collect(),
             auth_series: v2.auth_series.into_iter().map(|(k, s)| (k, RateSeries::from_v2(s))).collect(),
             recent_totals: v2.recent_totals,
-            volume: VolumeSeries::new(AnomalyDimension::Global, "all"),
-        }
+        })
     }
 
     pub fn frontier(&self) -> Option<i64> {

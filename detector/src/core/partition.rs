@@ -183,7 +183,7 @@ impl PartitionState {
             amounts,
             idle,
         } = v2;
-        PartitionState {
+        PartitionState::from_v3(PartitionStateV3 {
             partition,
             partition_count,
             max_event_time,
@@ -196,8 +196,7 @@ impl PartitionState {
             idle,
             delay: FeedDelay::default(),
             breakdown: Breakdown::default(),
-            volumes: KeyVolumes::default(),
-        }
+        })
     }
 
     pub fn watermark(&self) -> i64 {
