@@ -512,11 +512,7 @@ impl RateSeries {
             e.detail,
             sev.as_str()
         );
-        let (category, merchant_id) = match self.dimension {
-            AnomalyDimension::Category => (Some(self.value.clone()), None),
-            AnomalyDimension::Merchant => (None, Some(self.value.clone())),
-            _ => (None, None),
-        };
+        let (category, merchant_id) = category_and_merchant(self.dimension, &self.value);
         Anomaly {
             id: id.to_owned(),
             sequence,
@@ -579,6 +575,15 @@ fn self_label(rule: AnomalyRule, dimension: AnomalyDimension, value: &str) -> St
         AnomalyDimension::Category => format!("{what} of category {value}"),
         AnomalyDimension::Merchant => format!("{what} of merchant {value}"),
         _ => what,
+    }
+}
+
+/// An anomaly's `category` and `merchant_id` fields for a series of `dimension` and `value`.
+pub fn category_and_merchant(dimension: AnomalyDimension, value: &str) -> (Option<String>, Option<String>) {
+    match dimension {
+        AnomalyDimension::Category => (Some(value.to_owned()), None),
+        AnomalyDimension::Merchant => (None, Some(value.to_owned())),
+        _ => (None, None),
     }
 }
 

@@ -87,8 +87,8 @@ use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Severi
 
 use super::config::{VolumeConfig, MINUTE_MS};
 use super::format::{capitalise, count as fmt_count, hm};
-use super::rate::minute_id;
 use super::rate::sequential::WEEK_MINUTES;
+use super::rate::{category_and_merchant, minute_id};
 
 /// The trend is extrapolated this many minutes at most (a model frozen through a long incident).
 const MAX_STEPS: i64 = 60;
@@ -599,11 +599,7 @@ impl VolumeSeries {
             e.dispersion,
             severity.as_str()
         );
-        let (category, merchant_id) = match self.dimension {
-            AnomalyDimension::Category => (Some(self.value.clone()), None),
-            AnomalyDimension::Merchant => (None, Some(self.value.clone())),
-            _ => (None, None),
-        };
+        let (category, merchant_id) = category_and_merchant(self.dimension, &self.value);
         Anomaly {
             id: id.to_owned(),
             sequence,
