@@ -84,11 +84,7 @@ impl Pipeline {
 
     /// Every partition goes idle: all windows close and everything pending becomes final.
     pub fn finish(&mut self) -> Vec<Output> {
-        let mut stage1 = Vec::new();
-        for p in &mut self.partitions {
-            stage1.extend(p.go_idle(END_OF_INPUT, &self.cfg));
-        }
-        self.route(stage1)
+        self.idle(END_OF_INPUT)
     }
 
     fn route(&mut self, outs: Vec<Stage1Output>) -> Vec<Output> {
