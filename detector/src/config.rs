@@ -124,6 +124,10 @@ pub struct RuleArgs {
     /// Volume rules: a minute is judged only when at least this many transactions are expected.
     #[arg(long, env = "VOLUME_MIN_EXPECTED", default_value = "2")]
     pub volume_min_expected: String,
+    /// Volume rules: minutes a series' baseline learns before any is judged (a new series' trend
+    /// needs about an hour to follow a morning ramp; see the README's "Volume rules").
+    #[arg(long, env = "VOLUME_WARMUP_MINUTES", default_value = "60")]
+    pub volume_warmup_minutes: String,
     /// Volume rules: how many category / merchant series the false-alarm target is divided among.
     #[arg(long, env = "VOLUME_CATEGORY_SERIES", default_value = "100")]
     pub volume_category_series: String,
@@ -405,6 +409,7 @@ impl RuleArgs {
                 "a multiple of the expected count in (1, 100]",
             ),
             min_expected: v.parse_in("VOLUME_MIN_EXPECTED", &self.volume_min_expected, 0.1f64, 1e9),
+            warmup_minutes: v.parse_in("VOLUME_WARMUP_MINUTES", &self.volume_warmup_minutes, 1u32, 7 * 24 * 60),
             category_series: v.parse_in("VOLUME_CATEGORY_SERIES", &self.volume_category_series, 1usize, 10_000_000),
             merchant_series: v.parse_in("VOLUME_MERCHANT_SERIES", &self.volume_merchant_series, 1usize, 10_000_000),
             by_category: v.parse_bool("VOLUME_BY_CATEGORY", &self.volume_by_category) && rate.by_category,

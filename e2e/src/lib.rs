@@ -117,12 +117,22 @@ impl Pipeline {
 
     /// With the detector's idle timeout and extra producer flags.
     pub async fn start_with(transaction_partitions: i32, idle_timeout: &str, producer_args: &[&str]) -> Self {
+        Self::start_configured(transaction_partitions, idle_timeout, producer_args, &[]).await
+    }
+
+    /// With the detector's idle timeout, extra producer flags and extra detector flags.
+    pub async fn start_configured(
+        transaction_partitions: i32,
+        idle_timeout: &str,
+        producer_args: &[&str],
+        detector_args: &[&str],
+    ) -> Self {
         vigil_common::telemetry::init("e2e");
         let topics = Topics::fresh(transaction_partitions).await;
         let db = fresh_database().await;
         let producer = start_producer(&topics, producer_args).await;
         let (detector_group, sink_group) = (unique("detector"), unique("sink"));
-        let detector = start_detector(&topics, &detector_group, idle_timeout, &[]).await;
+        let detector = start_detector(&topics, &detector_group, idle_timeout, detector_args).await;
         let sink = start_sink(&topics, &db, &sink_group, &[]).await;
         let p =
             Pipeline { topics, db, detector_group, sink_group, producer, detector, sink, http: reqwest::Client::new() };
