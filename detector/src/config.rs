@@ -36,9 +36,11 @@ pub enum Command {
     /// Run the same core over a file, with event time only and no broker.
     ///
     /// With FILE (NDJSON transactions, or - for stdin) it prints every minute aggregate, late
-    /// booking and anomaly as NDJSON. With --series FILE.csv it reads `timestamp,value` rows,
-    /// scores each value as a per-interval rate with the rate rule's baseline scorer and prints
-    /// `timestamp,value,score,is_anomaly` (score in 0..1).
+    /// booking and anomaly as NDJSON. With --series FILE.csv it reads `timestamp,value` rows (any
+    /// unit and scale, one row per interval, an optional header) and scores each row with the
+    /// streaming series scorer, which learns only from the rows before it, and prints
+    /// `timestamp,value,score,is_anomaly`: score in 0..1, is_anomaly = 1 when score >= 0.5 (a tail
+    /// probability of 1e-5; see the README's "Series scoring"). The rule thresholds do not apply.
     Replay(ReplayArgs),
 }
 
@@ -46,7 +48,7 @@ pub enum Command {
 pub struct ReplayArgs {
     /// NDJSON transactions (the producer's JSON form), or - for standard input.
     pub file: Option<String>,
-    /// Score a `timestamp,value` CSV series instead.
+    /// Score a `timestamp,value` CSV series instead (prints timestamp,value,score,is_anomaly).
     #[arg(long, conflicts_with = "file")]
     pub series: Option<String>,
     /// Spread the transactions over this many simulated partitions (by category); the output

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
         });
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         return match (&r.series, &r.file) {
-            (Some(series), _) => replay::series(series, &core, &mut out),
+            (Some(series), _) => replay::series(series, &mut out),
             (None, Some(file)) => {
                 let s = replay::transactions(file, r.partitions, core, &mut out)?;
                 eprintln!(

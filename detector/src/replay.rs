@@ -1,6 +1,5 @@
 //! `detector replay`: the same core over a file, with event time only and no broker.
 
-use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 
 use anyhow::Context;
@@ -9,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use vigil_schemas::{Transaction, TransactionStatus};
 
-use crate::core::rate::{score, unit_score, Point};
+use crate::core::series::{SeriesScorer, DEFAULT_THRESHOLD};
 use crate::core::{CoreConfig, Output, Pipeline};
 
 /// A transaction in the producer's JSON form.
@@ -112,11 +111,12 @@ fn write_outputs(outs: &[Output], w: &mut dyn Write, s: &mut ReplaySummary) -> a
     Ok(())
 }
 
-/// Scores a `timestamp,value` series with the rate rule's baseline scorer and writes
-/// `timestamp,value,score,is_anomaly`.
-pub fn series(path: &str, cfg: &CoreConfig, out: &mut dyn Write) -> anyhow::Result<()> {
-    const SCALE: f64 = 1e9;
-    let mut history: VecDeque<Point> = VecDeque::new();
+/// Scores a `timestamp,value` series with the streaming series scorer ([`SeriesScorer`]) and
+/// writes `timestamp,value,score,is_anomaly` (`is_anomaly` is 1 when the score is at least
+/// [`DEFAULT_THRESHOLD`]). A first line whose value is not a number is a header; the timestamp is
+/// echoed, never parsed: rows are scored in file order.
+pub fn series(path: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut scorer = SeriesScorer::default();
     writeln!(out, "timestamp,value,score,is_anomaly")?;
     for (i, line) in open(path)?.lines().enumerate() {
         let line = line?;
@@ -127,22 +127,14 @@ pub fn series(path: &str, cfg: &CoreConfig, out: &mut dyn Write) -> anyhow::Resu
         let Some((ts, value)) = line.split_once(',') else {
             anyhow::bail!("line {}: expected timestamp,value", i + 1);
         };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            if i == 0 {
-                continue; // a header
-            }
-            anyhow::bail!("line {}: {value:?} is not a number", i + 1);
+        let value = match value.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => v,
+            Ok(_) => anyhow::bail!("line {}: {value:?} is not a finite number", i + 1),
+            Err(_) if i == 0 => continue, // a header
+            Err(_) => anyhow::bail!("line {}: {value:?} is not a number", i + 1),
         };
-        let j = score(&history, value, None, &cfg.rate);
-        let (s, anomalous) = j.map(|j| (unit_score(j.z), j.anomalous)).unwrap_or((0.5, false));
-        writeln!(out, "{},{},{:.6},{}", ts.trim(), value, s, u8::from(anomalous))?;
-        if !anomalous {
-            // A bare rate is held as count / total with a fine fixed denominator.
-            history.push_back(Point { minute: i as i64, count: (value * SCALE).round() as i64, total: SCALE as i64 });
-            while history.len() > cfg.rate.baseline_minutes.max(1) {
-                history.pop_front();
-            }
-        }
+        let s = scorer.push(value);
+        writeln!(out, "{},{},{:.6},{}", ts.trim(), value, s, u8::from(s >= DEFAULT_THRESHOLD))?;
     }
     Ok(())
 }

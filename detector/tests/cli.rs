@@ -69,10 +69,11 @@ fn replay_series_scores_each_value_between_0_and_1_and_flags_the_outlier() {
     let dir = std::env::temp_dir().join(vigil_testkit::unique("series"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("series.csv");
+    // A latency in milliseconds around 0.05 s with a little deterministic jitter, and one spike.
     let mut csv = String::from("timestamp,value\n");
-    for i in 0..40 {
-        let v = if i == 35 { 0.40 } else { 0.05 + ((i * 7) % 5) as f64 * 0.002 };
-        csv.push_str(&format!("2025-12-14T12:{i:02}:00Z,{v}\n"));
+    for i in 0..400 {
+        let v = if i == 300 { 0.40 } else { 0.05 + ((i * 7) % 5) as f64 * 0.002 + ((i * 3) % 7) as f64 * 0.001 };
+        csv.push_str(&format!("2025-12-14T{:02}:{:02}:00Z,{v}\n", i / 60, i % 60));
     }
     std::fs::write(&path, csv).unwrap();
     let out = detector().args(["replay", "--series"]).arg(&path).output().unwrap();
@@ -80,13 +81,27 @@ fn replay_series_scores_each_value_between_0_and_1_and_flags_the_outlier() {
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(text.lines().next(), Some("timestamp,value,score,is_anomaly"));
-    assert_eq!(rows.len(), 40);
+    assert_eq!(rows.len(), 400);
     for r in &rows {
         let s: f64 = r[2].parse().unwrap();
         assert!((0.0..=1.0).contains(&s), "{r:?}");
+        assert_eq!(r[3] == "1", s >= 0.5, "{r:?}");
     }
     let flagged: Vec<&str> = rows.iter().filter(|r| r[3] == "1").map(|r| r[0]).collect();
-    assert_eq!(flagged, vec!["2025-12-14T12:35:00Z"]);
+    assert_eq!(flagged, vec!["2025-12-14T05:00:00Z"]);
+
+    std::fs::write(&path, "timestamp,value\n2025-12-14T00:00:00Z,1\n2025-12-14T00:01:00Z,high\n").unwrap();
+    let out = detector().args(["replay", "--series"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn replay_help_describes_the_series_scoring() {
+    let out = detector().args(["replay", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--series") && help.contains("timestamp,value,score,is_anomaly"), "{help}");
+    assert!(help.contains("learns only from the rows before it"), "{help}");
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! * [`sql_rule`]: the older design's `v_tx_anomaly` view, reimplemented over final minutes.
 //! * [`score`]: detection, delay, coverage, anomaly count and resolve time per incident; false
 //!   alarms per simulated week; summaries per catalogue cell.
+//! * [`series_benchmark`]: `detector replay --series`'s scorer and a rolling z-score on labelled
+//!   series in the Numenta Anomaly Benchmark's layout, with that benchmark's scoring.
 //! * [`report`]: the three rules side by side (markdown or JSON) and issue 16's targets; the
 //!   volume incidents and the volume rules' false alarms apart, for the rule set that has them.
 
@@ -14,6 +16,7 @@ pub mod catalogue;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod series_benchmark;
 pub mod sql_rule;
 
 use std::collections::BTreeMap;

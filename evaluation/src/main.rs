@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use vigil_evaluation::catalogue::{Cell, Part, Plan};
 use vigil_evaluation::run::Rule;
+use vigil_evaluation::series_benchmark;
 
 /// Scores Vigil's rate and volume rules on a catalogue of simulated incidents and normal days.
 ///
@@ -49,10 +50,28 @@ struct Args {
     /// Print the report as JSON instead of markdown.
     #[arg(long)]
     json: bool,
+    /// Instead of the catalogue: score `detector replay --series`'s scorer and a rolling z-score
+    /// (NAB's windowed Gaussian) on labelled series in the Numenta Anomaly Benchmark's layout
+    /// (DIR/data/<category>/<file>.csv, DIR/labels/combined_windows.json; the listed files
+    /// present are used), with that benchmark's scoring: three profiles, thresholds optimised
+    /// over all files, normalised 0 (detects nothing) to 100 (perfect).
+    #[arg(long, value_name = "DIR")]
+    series_benchmark: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.series_benchmark {
+        let files = series_benchmark::load(dir)?;
+        anyhow::ensure!(!files.is_empty(), "no labelled file of {} found under its data/", dir.display());
+        let results = series_benchmark::evaluate(&files);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        } else {
+            print!("{}", series_benchmark::markdown(&files, &results));
+        }
+        return Ok(());
+    }
     let mut rules = Vec::new();
     for r in &args.rules {
         let rule =

@@ -12,6 +12,7 @@ pub mod legacy;
 pub mod merge;
 pub mod partition;
 pub mod rate;
+pub mod series;
 pub mod stats;
 pub mod volume;
 
