@@ -257,7 +257,7 @@ impl Cell {
     /// Transactions a minute in the incident's scope at its time of day, and in all traffic.
     pub fn volumes(&self, s: &Scenario) -> (f64, f64) {
         let t = self.volume.hour() * 60 * MINUTE_MS;
-        let all = s.events_per_minute * s.daily_cycle.map_or(1.0, |c| c.factor(t));
+        let all = s.events_per_minute * s.daily_cycle.map_or(1.0, |c| c.factor(t, 0));
         (all * self.scope.weight(s), all)
     }
 
@@ -321,12 +321,58 @@ pub struct Plan {
     pub seeds: u64,
     /// Normal days (one seed each).
     pub days: u64,
+    /// Normal weeks for the volume rules (one seed each): see [`normal_week`].
+    pub weeks: u64,
+}
+
+/// Daytime traffic on Saturdays and Sundays in the normal weeks: × 0.6 of the weekdays' above
+/// the night's trough (the simulator's `weekend_factor`).
+pub const WEEKEND_FACTOR: f64 = 0.6;
+/// The normal weeks' slow trend: 2 % more traffic every day (even weeks) or 2 % less (odd).
+pub const TREND_PER_DAY: f64 = 0.02;
+
+/// Normal week `w`: seven days of the busy day's traffic without an incident, from a Thursday
+/// 00:00 UTC (so a week holds the step into a weekend and the one out of it), with a quieter
+/// weekend and a slow trend up or down (see [`WEEKEND_FACTOR`], [`TREND_PER_DAY`]); one model
+/// runs through all of it, so the volume rules meet what a week brings, not one day at a time.
+/// Returns the scenario and its start.
+pub fn normal_week(base: &Scenario, w: u64) -> (Scenario, i64) {
+    let mut s = base.clone();
+    s.name = format!("normal-week-{w}");
+    s.duration_ms = 7 * 24 * 60 * MINUTE_MS;
+    if let Some(c) = &mut s.daily_cycle {
+        c.weekend_factor = WEEKEND_FACTOR;
+        c.trend_per_day = if w % 2 == 0 { TREND_PER_DAY } else { -TREND_PER_DAY };
+    }
+    // DAY0 is a Monday; weeks follow one another in time.
+    (s, DAY0_MS + 3 * 24 * 60 * MINUTE_MS + w as i64 * 7 * 24 * 60 * MINUTE_MS)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_normal_week_starts_on_a_thursday_runs_seven_days_and_trends_up_or_down_in_turn() {
+        let base = base().unwrap();
+        let (up, start) = normal_week(&base, 0);
+        let (down, next) = normal_week(&base, 1);
+        let day = 24 * 60 * MINUTE_MS;
+        // Day 0 of the epoch was a Thursday.
+        assert_eq!(start.rem_euclid(day), 0);
+        assert_eq!(start.div_euclid(day).rem_euclid(7), 0);
+        assert_eq!((up.duration_ms, next - start), (7 * day, 7 * day));
+        let (u, d) = (up.daily_cycle.unwrap(), down.daily_cycle.unwrap());
+        assert_eq!(
+            (u.weekend_factor, u.trend_per_day, d.trend_per_day),
+            (WEEKEND_FACTOR, TREND_PER_DAY, -TREND_PER_DAY)
+        );
+        // Saturday's peak is quieter than Friday's; the nights are alike.
+        let at = |t: i64| u.factor(t, start);
+        let peak = 13 * 60 * MINUTE_MS;
+        assert!(at(start + day + peak) > 1.4 * at(start + 2 * day + peak));
+    }
 
     #[test]
     fn the_catalogue_covers_every_value_of_every_axis_and_every_case_is_a_valid_scenario() {

@@ -36,6 +36,8 @@ use vigil_simulator::Scenario;
 enum Job {
     /// A normal day.
     Day(u64),
+    /// A normal week (the volume rules only).
+    Week(u64),
     /// Run `run` of cell `cell`.
     Case { cell: usize, run: u64 },
 }
@@ -46,7 +48,27 @@ type Anomalies = BTreeMap<(Rule, Part), Vec<(String, String)>>;
 
 enum Outcome {
     Day { minutes: i64, alarms: Anomalies },
+    Week { minutes: i64, alarms: Anomalies },
     Case { cell: usize, minutes: i64, scores: BTreeMap<Rule, IncidentScore>, stray: Anomalies },
+}
+
+/// The distinct anomalies of a run of normal traffic (each counted once, when it fired), per
+/// rule set and part of the rules.
+fn firing(out: &run::RunOutput) -> Anomalies {
+    let mut alarms = Anomalies::new();
+    for (rule, em) in &out.emissions {
+        for part in parts_of(*rule) {
+            let mut ids: Vec<(String, String)> = of_part(em, *part)
+                .into_iter()
+                .filter(|e| e.state == AnomalyState::Firing)
+                .map(|e| (e.id, e.dimension))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            alarms.insert((*rule, *part), ids);
+        }
+    }
+    alarms
 }
 
 /// The parts whose anomalies a rule set emits.
@@ -88,14 +110,18 @@ pub fn evaluate(
         rules
     };
     // Longest first, so the threads finish together.
-    let mut jobs: Vec<Job> = if day_rules.is_empty() { Vec::new() } else { (0..plan.days).map(Job::Day).collect() };
+    let mut jobs: Vec<Job> =
+        if volume_rules.is_empty() { Vec::new() } else { (0..plan.weeks).map(Job::Week).collect() };
+    if !day_rules.is_empty() {
+        jobs.extend((0..plan.days).map(Job::Day));
+    }
     let mut cases: Vec<Job> = (0..plan.cells.len())
         .filter(|cell| !rules_for(plan.cells[*cell].part()).is_empty())
         .flat_map(|cell| (0..plan.seeds).map(move |run| Job::Case { cell, run }))
         .collect();
     cases.sort_by_key(|j| match j {
         Job::Case { cell, .. } => std::cmp::Reverse(plan.cells[*cell].duration),
-        Job::Day(_) => std::cmp::Reverse(0),
+        Job::Day(_) | Job::Week(_) => std::cmp::Reverse(0),
     });
     jobs.extend(cases);
 
@@ -112,20 +138,13 @@ pub fn evaluate(
                     Job::Day(d) => {
                         let out = run::run(base.clone(), 9_000_000 + d, DAY0_MS + d as i64 * 86_400_000, day_rules);
                         transactions.fetch_add(out.transactions, Ordering::Relaxed);
-                        let mut alarms = Anomalies::new();
-                        for (rule, em) in &out.emissions {
-                            for part in parts_of(*rule) {
-                                let mut ids: Vec<(String, String)> = of_part(em, *part)
-                                    .into_iter()
-                                    .filter(|e| e.state == AnomalyState::Firing)
-                                    .map(|e| (e.id, e.dimension))
-                                    .collect();
-                                ids.sort();
-                                ids.dedup();
-                                alarms.insert((*rule, *part), ids);
-                            }
-                        }
-                        Outcome::Day { minutes: base.minutes(), alarms }
+                        Outcome::Day { minutes: base.minutes(), alarms: firing(&out) }
+                    }
+                    Job::Week(w) => {
+                        let (scenario, start) = catalogue::normal_week(&base, w);
+                        let out = run::run(scenario.clone(), 8_000_000 + w, start, &volume_rules);
+                        transactions.fetch_add(out.transactions, Ordering::Relaxed);
+                        Outcome::Week { minutes: scenario.minutes(), alarms: firing(&out) }
                     }
                     Job::Case { cell, run } => {
                         let (scenario, start) = scenarios[cell].clone();
@@ -163,6 +182,7 @@ pub fn evaluate(
     // Books of anomalies by where they were seen: normal days, rate-incident runs,
     // volume-incident runs; each by the part of the rules that raised them.
     let mut books: BTreeMap<(Option<Part>, Part), BTreeMap<Rule, FalseAlarms>> = BTreeMap::new();
+    let mut weeks: BTreeMap<Rule, FalseAlarms> = BTreeMap::new();
     let mut add = |seen_in: Option<Part>, minutes: i64, anomalies: Anomalies| {
         for ((rule, part), ids) in anomalies {
             let f = books.entry((seen_in, part)).or_default().entry(rule).or_default();
@@ -182,9 +202,21 @@ pub fn evaluate(
                 add(Some(plan.cells[cell].part()), minutes, stray);
             }
             Outcome::Day { minutes, alarms } => add(None, minutes, alarms),
+            Outcome::Week { minutes, alarms } => {
+                // Booked apart: only their volume anomalies are reported.
+                let volume: Anomalies = alarms.into_iter().filter(|((_, part), _)| *part == Part::Volume).collect();
+                for ((rule, _), ids) in volume {
+                    let f = weeks.entry(rule).or_default();
+                    f.minutes += minutes;
+                    f.count += ids.len();
+                    for (_, dim) in ids {
+                        *f.by_dimension.entry(dim).or_default() += 1;
+                    }
+                }
+            }
         }
     }
-    for f in books.values_mut().flat_map(|b| b.values_mut()) {
+    for f in books.values_mut().flat_map(|b| b.values_mut()).chain(weeks.values_mut()) {
         f.per_week = if f.minutes > 0 { f.count as f64 * WEEK_MINUTES / f.minutes as f64 } else { 0.0 };
     }
     let mut book = |seen_in: Option<Part>, part: Part| books.remove(&(seen_in, part)).unwrap_or_default();
@@ -207,6 +239,7 @@ pub fn evaluate(
         rules: volume_rules.clone(),
         cells: volume_cells,
         false_alarms: book(None, Part::Volume),
+        weeks,
         unexplained: book(Some(Part::Volume), Part::Volume),
         in_rate_runs: book(Some(Part::Rate), Part::Volume),
         rate_in_volume_runs: book(Some(Part::Volume), Part::Rate),
@@ -215,6 +248,7 @@ pub fn evaluate(
         rules: rules.to_vec(),
         seeds: plan.seeds,
         days: plan.days,
+        weeks: plan.weeks,
         cells: rate_cells,
         false_alarms: book(None, Part::Rate),
         unexplained: book(Some(Part::Rate), Part::Rate),

@@ -30,8 +30,12 @@ struct Args {
     /// Normal days for the false-alarm rate (one seed each; 21 days = 3 weeks).
     #[arg(long, default_value_t = 21)]
     days: u64,
+    /// Normal weeks for the volume rules' false alarms (one seed each): seven days from a
+    /// Thursday through one model, with a quieter weekend and a slow trend (±2 % a day).
+    #[arg(long, default_value_t = 20)]
+    weeks: u64,
     /// A smoke run: 24 rate and 9 volume cells covering every value of every axis, 1 seed each,
-    /// 3 normal days (unless --seeds or --days are given too).
+    /// 3 normal days and 1 normal week (unless --seeds, --days or --weeks are given too).
     #[arg(long)]
     quick: bool,
     /// Run one part of the catalogue only: rate (issue 16's incidents) or volume (issue 17's;
@@ -91,9 +95,17 @@ fn main() -> anyhow::Result<()> {
             cells: vigil_evaluation::quick_cells().into_iter().filter(|c| parts.contains(&c.part())).collect(),
             seeds: if explicit("--seeds") { args.seeds } else { 1 },
             days: if explicit("--days") { args.days } else { 3 },
+            weeks: if !parts.contains(&Part::Volume) {
+                0
+            } else if explicit("--weeks") {
+                args.weeks
+            } else {
+                1
+            },
         }
     } else {
-        Plan { cells: Cell::of(&parts), seeds: args.seeds, days: args.days }
+        let weeks = if parts.contains(&Part::Volume) { args.weeks } else { 0 };
+        Plan { cells: Cell::of(&parts), seeds: args.seeds, days: args.days, weeks }
     };
     let volume_rules: Vec<Rule> = rules.iter().copied().filter(|r| r.has_volume_rule()).collect();
     let names = |rules: &[Rule]| {
@@ -105,13 +117,14 @@ fn main() -> anyhow::Result<()> {
     };
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     eprintln!(
-        "Scoring {} on {} rate cells, {} on {} volume cells, × {} seeds, and {} normal days; {threads} threads.",
+        "Scoring {} on {} rate cells, {} on {} volume cells, × {} seeds, {} normal days and {} normal weeks; {threads} threads.",
         names(&rules),
         plan.cells.iter().filter(|c| c.part() == Part::Rate).count(),
         names(&volume_rules),
         plan.cells.iter().filter(|c| c.part() == Part::Volume).count(),
         plan.seeds,
-        plan.days
+        plan.days,
+        plan.weeks
     );
     let started = Instant::now();
     let last = Mutex::new(Instant::now());

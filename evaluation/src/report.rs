@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::catalogue::{Cell, DURATIONS, TAIL_MINUTES, VOLUME_FACTORS, WARM_UP_MINUTES};
+use crate::catalogue::{Cell, DURATIONS, TAIL_MINUTES, TREND_PER_DAY, VOLUME_FACTORS, WARM_UP_MINUTES, WEEKEND_FACTOR};
 use crate::catalogue::{Scope, STRENGTHS};
 use crate::run::Rule;
 use crate::score::{summarise, CellSummary, IncidentScore};
@@ -17,6 +17,8 @@ pub struct Report {
     pub rules: Vec<Rule>,
     pub seeds: u64,
     pub days: u64,
+    /// Normal weeks (the volume rules only).
+    pub weeks: u64,
     /// The rate incidents' cells (issue 16).
     pub cells: Vec<CellReport>,
     /// The rate rules' anomalies on the normal days.
@@ -54,6 +56,9 @@ pub struct VolumeReport {
     pub cells: Vec<CellReport>,
     /// The volume rules' anomalies on the normal days.
     pub false_alarms: BTreeMap<Rule, FalseAlarms>,
+    /// The volume rules' anomalies on the normal weeks (a weekend and a slow trend, one model
+    /// through seven days; `catalogue::normal_week`).
+    pub weeks: BTreeMap<Rule, FalseAlarms>,
     /// The volume rules' anomalies in the volume-incident runs on series the incident neither
     /// expects nor may lift (warm-up included).
     pub unexplained: BTreeMap<Rule, FalseAlarms>,
@@ -229,13 +234,14 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "# Detection quality\n\n{} catalogue cells ({} rate, {} volume) × {} seeds, {} normal days; {} transactions \
-             in {:.0} s on {} threads.",
+            "# Detection quality\n\n{} catalogue cells ({} rate, {} volume) × {} seeds, {} normal days, {} normal weeks; \
+             {} transactions in {:.0} s on {} threads.",
             self.cells.len() + self.volume.cells.len(),
             self.cells.len(),
             self.volume.cells.len(),
             self.seeds,
             self.days,
+            self.weeks,
             self.transactions,
             self.seconds,
             self.threads
@@ -426,12 +432,19 @@ impl Report {
              pooled over the cells. Other series per incident: mean volume anomalies on the series an incident may \
              lift besides its own (wider scopes, the categories and merchants inside it).\n"
         );
-        let books: [(&str, &BTreeMap<Rule, FalseAlarms>); 4] = [
+        let weeks_title = format!(
+            "On the normal weeks (seven days from a Thursday, one model through them all: a weekend whose daytime \
+             traffic above the night's trough is × {WEEKEND_FACTOR}, and volume {:.0} % more every day, or less, \
+             in alternate weeks), the volume rules' anomalies:",
+            TREND_PER_DAY * 100.0
+        );
+        let books: [(&str, &BTreeMap<Rule, FalseAlarms>); 5] = [
             (
                 "On the normal days, the volume rules' anomalies (the rate rules' are counted apart, with the rate \
                  incidents):",
                 &v.false_alarms,
             ),
+            (&weeks_title, &v.weeks),
             (
                 "In the volume-incident runs, volume anomalies on series the incident neither expects nor may lift \
                  (warm-up included):",
@@ -549,6 +562,7 @@ mod tests {
             rules: vec![Rule::Minute],
             seeds: 2,
             days: 21,
+            weeks: 0,
             cells,
             false_alarms: BTreeMap::from([(Rule::Minute, fa)]),
             unexplained: BTreeMap::new(),

@@ -169,6 +169,7 @@ fn the_report_shows_the_volume_incidents_apart_and_the_rule_sets_without_a_volum
         rules: vec![Rule::Sequential, Rule::Minute, Rule::Sql],
         seeds: 2,
         days: 21,
+        weeks: 0,
         cells: vec![],
         false_alarms: BTreeMap::new(),
         unexplained: BTreeMap::new(),

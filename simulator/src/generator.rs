@@ -288,7 +288,7 @@ impl Generator {
         let base = self.iteration_start();
         let off = self.minute * MINUTE_MS;
         let slot = base + off;
-        let daily = self.scenario.daily_cycle.map_or(1.0, |c| c.factor(slot + MINUTE_MS / 2));
+        let daily = self.scenario.daily_cycle.map_or(1.0, |c| c.factor(slot + MINUTE_MS / 2, self.start_ms));
         // Cut the minute at every rate or volume incident boundary inside it.
         let mut cuts = vec![off, off + MINUTE_MS];
         for inc in &self.scenario.incidents {
@@ -670,7 +670,7 @@ merchants = [{{ id = "m-3" }}]
     #[test]
     fn the_daily_cycle_shapes_hourly_volume() {
         let mut s = flat(60.0, 24 * 60, "");
-        s.daily_cycle = Some(DailyCycle { amplitude: 0.6, peak_hour: 14.0 });
+        s.daily_cycle = Some(DailyCycle { amplitude: 0.6, peak_hour: 14.0, weekend_factor: 1.0, trend_per_day: 0.0 });
         let mut per_hour = [0f64; 24];
         for t in Generator::new(s, 5, start()) {
             per_hour[(t.occurred_at.rem_euclid(86_400_000) / 3_600_000) as usize] += 1.0;

@@ -24,6 +24,9 @@
 //! [daily_cycle]                    # volume × (1 + amplitude·cos(2π(hour − peak_hour)/24)), UTC
 //! amplitude = 0.5
 //! peak_hour = 13
+//! weekend_factor = 0.6             # optional: Saturdays and Sundays (UTC), traffic above the
+//!                                  # night's trough × 0.6
+//! trend_per_day = 0.01             # optional: volume × 1.01 more every day of the run
 //!
 //! [[categories]]
 //! name = "grocery"
@@ -121,13 +124,31 @@ pub struct DailyCycle {
     pub amplitude: f64,
     /// Hour of the day (UTC, 0 to 24) at which volume peaks.
     pub peak_hour: f64,
+    /// On Saturdays and Sundays (UTC), the traffic above the night's trough × this: the night
+    /// is as on weekdays, the day quieter (0.6) or busier (1.3). Default 1.
+    #[serde(default = "one")]
+    pub weekend_factor: f64,
+    /// A slow trend: volume × (1 + this) for every day since the run started (0.01: 1 % more
+    /// every day). Default 0.
+    #[serde(default)]
+    pub trend_per_day: f64,
 }
 
 impl DailyCycle {
-    /// The volume factor at `t` (ms since the epoch): 1 + amplitude·cos(2π(hour − peak)/24).
-    pub fn factor(&self, t_ms: i64) -> f64 {
+    /// The volume factor at `t` (ms since the epoch) of a run that started at `start_ms`:
+    /// d = 1 + amplitude·cos(2π(hour − peak)/24) on weekdays; on Saturdays and Sundays the part
+    /// above the trough (1 − amplitude) × `weekend_factor`; all × (1 + trend_per_day)^(days
+    /// since the start).
+    pub fn factor(&self, t_ms: i64, start_ms: i64) -> f64 {
         let hour = t_ms.rem_euclid(86_400_000) as f64 / 3_600_000.0;
-        1.0 + self.amplitude * (2.0 * std::f64::consts::PI * (hour - self.peak_hour) / 24.0).cos()
+        let mut daily = 1.0 + self.amplitude * (2.0 * std::f64::consts::PI * (hour - self.peak_hour) / 24.0).cos();
+        // 1970-01-01 was a Thursday: days 2 and 3 of every week of the epoch are a weekend.
+        if matches!(t_ms.div_euclid(86_400_000).rem_euclid(7), 2 | 3) {
+            let trough = 1.0 - self.amplitude;
+            daily = trough + self.weekend_factor * (daily - trough);
+        }
+        let days = (t_ms - start_ms).max(0) as f64 / 86_400_000.0;
+        daily * (1.0 + self.trend_per_day).powf(days)
     }
 }
 
@@ -516,6 +537,8 @@ impl ScenarioFile {
         if let Some(c) = &self.daily_cycle {
             finite_in(&mut p, "daily_cycle.amplitude", c.amplitude, 0.0, 0.99, "in 0..=0.99");
             finite_in(&mut p, "daily_cycle.peak_hour", c.peak_hour, 0.0, 24.0, "an hour in 0..=24");
+            finite_in(&mut p, "daily_cycle.weekend_factor", c.weekend_factor, 0.0, 10.0, "in 0..=10");
+            finite_in(&mut p, "daily_cycle.trend_per_day", c.trend_per_day, -0.5, 1.0, "in -0.5..=1");
         }
 
         let categories = self.check_categories(&mut p);
@@ -1212,7 +1235,7 @@ duration = \"10m\"
     fn the_busy_day_runs_from_about_50_a_minute_at_night_to_300_at_the_peak() {
         let s = Scenario::builtin("busy-day").unwrap();
         let c = s.daily_cycle.unwrap();
-        let at = |hour: i64| s.events_per_minute * c.factor(hour * 3_600_000);
+        let at = |hour: i64| s.events_per_minute * c.factor(hour * 3_600_000, 0);
         assert!((at(1) - 50.0).abs() < 2.0, "{}", at(1));
         assert!((at(13) - 300.0).abs() < 2.0, "{}", at(13));
     }
@@ -1237,13 +1260,34 @@ duration = \"10m\"
 
     #[test]
     fn the_daily_cycle_peaks_at_its_hour_and_bottoms_twelve_hours_later() {
-        let c = DailyCycle { amplitude: 0.5, peak_hour: 13.0 };
+        let c = DailyCycle { amplitude: 0.5, peak_hour: 13.0, weekend_factor: 1.0, trend_per_day: 0.0 };
         let h = |x: f64| (x * 3_600_000.0) as i64;
-        assert!((c.factor(h(13.0)) - 1.5).abs() < 1e-12);
-        assert!((c.factor(h(1.0)) - 0.5).abs() < 1e-12);
-        assert!((c.factor(h(7.0)) - 1.0).abs() < 1e-12);
-        assert!((c.factor(h(13.0) + 86_400_000) - 1.5).abs() < 1e-12, "the cycle repeats daily");
-        let mean: f64 = (0..1440).map(|m| c.factor(m * MINUTE_MS)).sum::<f64>() / 1440.0;
+        assert!((c.factor(h(13.0), 0) - 1.5).abs() < 1e-12);
+        assert!((c.factor(h(1.0), 0) - 0.5).abs() < 1e-12);
+        assert!((c.factor(h(7.0), 0) - 1.0).abs() < 1e-12);
+        assert!((c.factor(h(13.0) + 86_400_000, 0) - 1.5).abs() < 1e-12, "the cycle repeats daily");
+        let mean: f64 = (0..1440).map(|m| c.factor(m * MINUTE_MS, 0)).sum::<f64>() / 1440.0;
         assert!((mean - 1.0).abs() < 1e-9, "the day's mean volume is events_per_minute");
+    }
+
+    #[test]
+    fn weekends_scale_saturday_and_sunday_and_a_trend_compounds_from_the_start() {
+        let c = DailyCycle { amplitude: 0.5, peak_hour: 13.0, weekend_factor: 0.6, trend_per_day: 0.01 };
+        const DAY: i64 = 86_400_000;
+        // 2026-12-07 was a Monday.
+        let monday = chrono::NaiveDate::from_ymd_opt(2026, 12, 7).unwrap().and_hms_opt(13, 0, 0).unwrap().and_utc();
+        let monday = monday.timestamp_millis();
+        let start = monday;
+        let at = |day: i64| c.factor(monday + day * DAY, start);
+        assert!((at(0) - 1.5).abs() < 1e-12, "no trend on the first day");
+        assert!((at(4) - 1.5 * 1.01f64.powi(4)).abs() < 1e-12, "Friday");
+        // The peak is 1.5, the trough 0.5: on a weekend the 1.0 between them is × 0.6.
+        assert!((at(5) - 1.1 * 1.01f64.powi(5)).abs() < 1e-12, "Saturday");
+        assert!((at(6) - 1.1 * 1.01f64.powi(6)).abs() < 1e-12, "Sunday");
+        let night = |day: i64| c.factor(monday + day * DAY + 12 * 3_600_000, start) / 1.01f64.powf(day as f64 + 0.5);
+        assert!((night(4) - night(3)).abs() < 1e-12, "the night's trough is the same on a weekend");
+        assert!((at(7) - 1.5 * 1.01f64.powi(7)).abs() < 1e-12, "Monday again");
+        let plain = DailyCycle { weekend_factor: 1.0, trend_per_day: 0.0, ..c };
+        assert!((plain.factor(monday + 5 * DAY, start) - 1.5).abs() < 1e-12, "both default to nothing");
     }
 }
