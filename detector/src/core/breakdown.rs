@@ -235,6 +235,16 @@ impl Breakdown {
         }
     }
 
+    /// Whether a category or merchant is still known: seen within the last day, watched or
+    /// not (a key watched by day and too quiet at night stays known).
+    pub fn is_known(&self, dimension: AnomalyDimension, key: &str) -> bool {
+        match dimension {
+            AnomalyDimension::Category => self.categories.watches.contains_key(key),
+            AnomalyDimension::Merchant => self.merchants.watches.contains_key(key),
+            _ => false,
+        }
+    }
+
     /// Series watched: (categories, merchants).
     pub fn watched(&self) -> (usize, usize) {
         (self.categories.watched(), self.merchants.watched())

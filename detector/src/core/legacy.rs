@@ -17,6 +17,7 @@ use super::counts::MinuteCounts;
 use super::dedup::Dedup;
 use super::partition::FeedDelay;
 use super::rate::RateSeries;
+use super::volume::{Active, Holt, Run};
 
 /// Checkpoint versions 1 and 2: the merge stage's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -117,4 +118,64 @@ pub struct PartitionStateV3 {
     pub idle: bool,
     pub delay: FeedDelay,
     pub breakdown: Breakdown,
+}
+
+/// Checkpoint version 4: a volume series before the profile of earlier days (no profile, no
+/// dispersions of other forecasters, quarantined minutes with one residual).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeSeriesV4 {
+    pub dimension: AnomalyDimension,
+    pub value: String,
+    pub model: Holt,
+    pub quarantine: VecDeque<VPointV4>,
+    pub runs: Vec<Run>,
+    pub active: Option<Active>,
+    pub last: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct VPointV4 {
+    pub minute: i64,
+    pub count: i64,
+    pub residual: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyVolumesV4 {
+    pub last: Option<i64>,
+    pub categories: BTreeMap<String, VolumeSeriesV4>,
+    pub merchants: BTreeMap<String, VolumeSeriesV4>,
+}
+
+/// Checkpoint version 4: the merge stage's state before the profile of earlier days. Its
+/// sources and pending minutes have version 2's shapes (unchanged since).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeStateV4 {
+    pub partition_count: i32,
+    pub sources: BTreeMap<i32, SourceV2>,
+    pub pending: BTreeMap<i64, PendingV2>,
+    pub frontier: Option<i64>,
+    pub late: BTreeMap<(i64, i32), i64>,
+    pub status_series: Vec<RateSeries>,
+    pub auth_series: BTreeMap<String, RateSeries>,
+    pub recent_totals: VecDeque<(i64, i64)>,
+    pub volume: VolumeSeriesV4,
+}
+
+/// Checkpoint version 4: one input partition's state before the profile of earlier days.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionStateV4 {
+    pub partition: i32,
+    pub partition_count: i32,
+    pub max_event_time: Option<i64>,
+    pub watermark: i64,
+    pub reported: i64,
+    pub open: BTreeMap<i64, MinuteCounts>,
+    pub late: BTreeMap<i64, i64>,
+    pub dedup: Dedup,
+    pub amounts: AmountBaselines,
+    pub idle: bool,
+    pub delay: FeedDelay,
+    pub breakdown: Breakdown,
+    pub volumes: KeyVolumesV4,
 }

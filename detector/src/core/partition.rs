@@ -25,15 +25,15 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinutePartial, PartialKind, Transaction};
+use vigil_schemas::{Anomaly, AnomalyDimension, LateEvents, MerchantMinute, MinutePartial, PartialKind, Transaction};
 
 use super::amount::{AmountBaselines, AmountScore};
 use super::breakdown::Breakdown;
 use super::config::{minute_of, CoreConfig, MINUTE_MS};
 use super::counts::{marker, MinuteCounts};
 use super::dedup::{id_key, Dedup};
-use super::legacy::{PartitionStateV2, PartitionStateV3};
-use super::volume::KeyVolumes;
+use super::legacy::{PartitionStateV2, PartitionStateV3, PartitionStateV4};
+use super::volume::{KeyVolumes, Keys};
 
 mod delay;
 pub use delay::FeedDelay;
@@ -133,6 +133,40 @@ impl PartitionState {
         }
     }
 
+    /// A state restored from a checkpoint of version 4, before the profile of earlier days.
+    pub fn from_v4(v4: PartitionStateV4) -> Self {
+        let PartitionStateV4 {
+            partition,
+            partition_count,
+            max_event_time,
+            watermark,
+            reported,
+            open,
+            late,
+            dedup,
+            amounts,
+            idle,
+            delay,
+            breakdown,
+            volumes,
+        } = v4;
+        PartitionState {
+            partition,
+            partition_count,
+            max_event_time,
+            watermark,
+            reported,
+            open,
+            late,
+            dedup,
+            amounts,
+            idle,
+            delay,
+            breakdown,
+            volumes: KeyVolumes::from_v4(volumes),
+        }
+    }
+
     /// A state restored from a checkpoint of version 3, before the volume rules: its
     /// categories' and merchants' volume series start afresh.
     pub fn from_v3(v3: PartitionStateV3) -> Self {
@@ -222,6 +256,11 @@ impl PartitionState {
     /// Categories and merchants whose rates are watched.
     pub fn breakdown_watched(&self) -> (usize, usize) {
         self.breakdown.watched()
+    }
+
+    /// Volume series held: (categories, merchants).
+    pub fn volume_series(&self) -> (usize, usize) {
+        self.volumes.series()
     }
 
     /// The feed's learned delay.
@@ -365,7 +404,12 @@ impl PartitionState {
         out.extend(closed.anomalies.into_iter().map(Stage1Output::Anomaly));
         out.extend(closed.merchant_minutes.into_iter().map(Stage1Output::MerchantMinute));
         let breakdown = &self.breakdown;
-        let volume = self.volumes.close(last_final, &closed.totals, |d, key| breakdown.is_watched(d, key), &cfg.volume);
+        let keys = Keys {
+            watched: &|d: AnomalyDimension, key: &str| breakdown.is_watched(d, key),
+            known: &|d: AnomalyDimension, key: &str| breakdown.is_known(d, key),
+            limit: cfg.rate.max_keyed_series,
+        };
+        let volume = self.volumes.close(last_final, &closed.totals, &keys, &cfg.volume);
         out.extend(volume.into_iter().map(Stage1Output::Anomaly));
     }
 

@@ -36,21 +36,24 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use vigil_common::kafka::KafkaConfig;
 
-use crate::core::legacy::{MergeStateV2, MergeStateV3, PartitionStateV2, PartitionStateV3};
+use crate::core::legacy::{
+    MergeStateV2, MergeStateV3, MergeStateV4, PartitionStateV2, PartitionStateV3, PartitionStateV4,
+};
 use crate::core::{MergeState, PartitionState};
 use crate::error::{Error, Result};
 
 /// The layout of a checkpoint: chunk header and state encoding. 1: one key set, no `previous`
 /// pointer; 2: two slots and the pointer, the same state encoding as 1; 3: the same chunks, the
 /// states of issue 16 (a partition's learned feed delay; the merge stage's sequential rate
-/// scorer). Bump when the serialized state changes shape, and keep the previous shape in
+/// scorer); 4: the volume rules' series (issue 17); 5: their profile of earlier days. Bump when the
+/// serialized state changes shape, and keep the previous shape in
 /// `core::legacy` so its checkpoints are still restored ([`CheckpointState`]); a checkpoint of a
 /// version this build does not know is ignored and the partition rebuilt from the start of its
 /// input. Every version keeps version 1's chunk fields first, so any reader can tell a chunk's
 /// version (an older binary reading a newer checkpoint sees "another version" and rebuilds,
 /// rather than failing).
-pub const CHECKPOINT_VERSION: u16 = 4;
-const READABLE_VERSIONS: [u16; 4] = [1, 2, 3, 4];
+pub const CHECKPOINT_VERSION: u16 = 5;
+const READABLE_VERSIONS: [u16; 5] = [1, 2, 3, 4, 5];
 const CHUNK_BYTES: usize = 512 * 1024;
 /// How many runs a restore steps back through before giving up (each step moves strictly back).
 const MAX_STEPS: usize = 64;
@@ -128,12 +131,14 @@ pub trait CheckpointState: Sized {
     fn encode(&self) -> Result<Vec<u8>>;
 }
 
-/// Versions 1 and 2 hold the same state shapes; 3 the shapes before the volume rules; 4 today's.
+/// Versions 1 and 2 hold the same state shapes; 3 the shapes before the volume rules; 4 before
+/// their profile of earlier days; 5 today's.
 impl CheckpointState for PartitionState {
     fn decode(version: u16, bytes: &[u8]) -> Result<Self> {
         match version {
             1 | 2 => Ok(PartitionState::from_v2(whole::<PartitionStateV2>(version, bytes)?)),
             3 => Ok(PartitionState::from_v3(whole::<PartitionStateV3>(version, bytes)?)),
+            4 => Ok(PartitionState::from_v4(whole::<PartitionStateV4>(version, bytes)?)),
             CHECKPOINT_VERSION => whole(version, bytes),
             other => Err(unknown_version(other)),
         }
@@ -149,6 +154,7 @@ impl CheckpointState for MergeState {
         match version {
             1 | 2 => Ok(MergeState::from_v2(whole::<MergeStateV2>(version, bytes)?)),
             3 => Ok(MergeState::from_v3(whole::<MergeStateV3>(version, bytes)?)),
+            4 => Ok(MergeState::from_v4(whole::<MergeStateV4>(version, bytes)?)),
             CHECKPOINT_VERSION => whole(version, bytes),
             other => Err(unknown_version(other)),
         }

@@ -264,6 +264,12 @@ const PARTITION_V2: &[u8] = include_bytes!("../../core/fixtures/partition-state-
 // minutes before their record timestamps) and four of a denied spike, its anomaly still open.
 const MERGE_V3: &[u8] = include_bytes!("../../core/fixtures/merge-state-v3.postcard");
 const PARTITION_V3: &[u8] = include_bytes!("../../core/fixtures/partition-state-v3.postcard");
+// The states of checkpoint version 4, as the code before version 5 (the volume rules' profile of
+// earlier days) wrote them: a pipeline of two partitions after 100 normal minutes of 200
+// transactions (stamped three minutes before their record timestamps) from 12:00Z, then five of
+// 80: the global volume drop still open.
+const MERGE_V4: &[u8] = include_bytes!("../../core/fixtures/merge-state-v4.postcard");
+const PARTITION_V4: &[u8] = include_bytes!("../../core/fixtures/partition-state-v4.postcard");
 /// The fixtures' first minute (12:00Z) and length.
 const FIXTURE_T0: i64 = 1_765_713_600_000;
 const FIXTURE_MINUTES: i64 = 43;
@@ -403,4 +409,55 @@ fn version_3_states_are_decoded_through_their_frozen_shapes_and_go_on() {
     assert_eq!((back.frontier(), back.active_anomalies()), (merge.frontier(), merge.active_anomalies()));
     let back = PartitionState::decode(CHECKPOINT_VERSION, &part.encode().unwrap()).unwrap();
     assert_eq!((back.watermark(), back.open_windows()), (part.watermark(), part.open_windows()));
+}
+
+#[test]
+fn version_4_states_are_decoded_through_their_frozen_shapes_and_their_open_volume_drop_goes_on() {
+    let v4: crate::core::legacy::MergeStateV4 = postcard::from_bytes(MERGE_V4).unwrap();
+    let open = v4.volume.active.as_ref().map(|_| ()).is_some();
+    assert!(open, "the fixture holds an open volume drop");
+    let merge = MergeState::decode(4, MERGE_V4).unwrap();
+    assert!(merge.active_anomalies() > 0, "the open anomaly survives");
+    let part = PartitionState::decode(4, PARTITION_V4).unwrap();
+    assert_eq!((part.partition, part.partition_count), (0, 2));
+    assert!(part.feed_delay().support() > 0 && part.breakdown_watched().0 > 0);
+    assert!(part.volume_series().0 > 0, "the categories' volume series survive");
+    // Read as today's shape, the bytes are refused rather than misread.
+    assert!(PartitionState::decode(CHECKPOINT_VERSION, PARTITION_V4).is_err());
+    assert!(MergeState::decode(CHECKPOINT_VERSION, MERGE_V4).is_err());
+
+    // Traffic back to normal through both partitions (partition 1 starts afresh): the drop
+    // resolves, its sequence going on from the fixture's.
+    let cfg = CoreConfig::default();
+    let mut merge = merge;
+    let mut parts = [part, PartitionState::new(1, 2)];
+    let router = Pipeline::new(cfg.clone(), 2);
+    let start = FIXTURE_T0 + 105 * MINUTE_MS;
+    let mut out = Vec::new();
+    let feed = |merge: &mut MergeState, partials: Vec<Stage1Output>, out: &mut Vec<Stage2Output>| {
+        for o in partials {
+            if let Stage1Output::Partial(p) = o {
+                out.extend(merge.on_partial(&p, &cfg));
+            }
+        }
+    };
+    for mut tx in traffic(start, 10, 200) {
+        tx.transaction_id.push('r');
+        let p = router.partition_of(&tx) as usize;
+        let step = parts[p].process(&tx, tx.occurred_at + 180_000, &cfg);
+        feed(&mut merge, step.outputs, &mut out);
+    }
+    let states: Vec<(AnomalyState, i64)> = out
+        .iter()
+        .filter_map(|o| if let Stage2Output::Anomaly(a) = o { Some(a) } else { None })
+        .filter(|a| a.rule == vigil_schemas::AnomalyRule::VolumeDrop)
+        .map(|a| (a.state, a.sequence))
+        .collect();
+    assert_eq!(states.last().map(|(s, _)| *s), Some(AnomalyState::Resolved), "{states:?}");
+    assert!(states.iter().all(|(_, seq)| *seq > 3), "sequences go on from the fixture's: {states:?}");
+    // And today's states round-trip through the current version.
+    let back = MergeState::decode(CHECKPOINT_VERSION, &merge.encode().unwrap()).unwrap();
+    assert_eq!((back.frontier(), back.active_anomalies()), (merge.frontier(), merge.active_anomalies()));
+    let back = PartitionState::decode(CHECKPOINT_VERSION, &parts[0].encode().unwrap()).unwrap();
+    assert_eq!((back.watermark(), back.volume_series()), (parts[0].watermark(), parts[0].volume_series()));
 }
