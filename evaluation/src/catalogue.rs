@@ -3,7 +3,7 @@
 //! below, each over several seeds; and normal days of the same scenario for false alarms.
 //!
 //! Two parts: the rate incidents (issue 16: a status's or an auth code's rate × 1.5 to 6) and
-//! the volume incidents (issue 17: transactions per minute × 0, 0.5 or 2), scored apart so
+//! the volume incidents (issue 17: transactions per minute × 0, 0.5, 2 or 3), scored apart so
 //! the rate figures stay comparable with the runs before volume incidents existed.
 //!
 //! Every case is a scenario built from TOML text and checked by the simulator like any file,
@@ -160,7 +160,7 @@ impl Volume {
 /// The rate incidents' factors.
 pub const STRENGTHS: [f64; 4] = [1.5, 2.0, 3.0, 6.0];
 /// The volume incidents' factors: a stop, a halving, a doubling.
-pub const VOLUME_FACTORS: [f64; 3] = [0.0, 0.5, 2.0];
+pub const VOLUME_FACTORS: [f64; 4] = [0.0, 0.5, 2.0, 3.0];
 pub const DURATIONS: [i64; 3] = [3, 10, 60];
 
 /// A part of the catalogue, scored and reported on its own (`--only`).
@@ -211,7 +211,7 @@ pub struct Cell {
 
 impl Cell {
     /// Every rate cell (4 kinds × 4 strengths × 3 durations × 2 times × 3 scopes = 288), then
-    /// every volume cell (3 factors × 3 durations × 2 times × 3 scopes = 54).
+    /// every volume cell (4 factors × 3 durations × 2 times × 3 scopes = 72).
     pub fn all() -> Vec<Cell> {
         Cell::of(&Part::ALL)
     }
@@ -378,7 +378,7 @@ mod tests {
     fn the_catalogue_covers_every_value_of_every_axis_and_every_case_is_a_valid_scenario() {
         let base = base().unwrap();
         let cells = Cell::all();
-        assert_eq!(cells.len(), 288 + 54);
+        assert_eq!(cells.len(), 288 + 72);
         assert_eq!(Cell::of(&[Part::Rate]), cells[..288]);
         assert_eq!(Cell::of(&[Part::Volume]), cells[288..]);
         assert!(cells[288..].iter().all(|c| c.kind == Kind::Volume && VOLUME_FACTORS.contains(&c.strength)));

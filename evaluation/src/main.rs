@@ -14,9 +14,9 @@ use vigil_evaluation::series_benchmark;
 ///
 /// A rate incident multiplies the denied, failed or reversed rate, or the share of auth code
 /// 51, by 1.5, 2, 3 or 6; a volume incident multiplies the transactions per minute by 0 (a
-/// stop), 0.5 or 2. Each lasts 3, 10 or 60 minutes, at night (about 50 transactions a minute)
+/// stop), 0.5, 2 or 3. Each lasts 3, 10 or 60 minutes, at night (about 50 transactions a minute)
 /// or at the peak (about 300), in all traffic, one merchant's or one category's: 288 rate cells
-/// and 54 volume cells, each run with several seeds. Normal days of the same traffic give the
+/// and 72 volume cells, each run with several seeds. Normal days of the same traffic give the
 /// false alarms per simulated week, the rate rules' and the volume rules' apart. Only the
 /// detector's defaults (sequential) have a volume rule: the other rule sets are not run on the
 /// volume cells. The detector core runs in-process (no broker, no database). Prints markdown
@@ -34,7 +34,7 @@ struct Args {
     /// Thursday through one model, with a quieter weekend and a slow trend (±2 % a day).
     #[arg(long, default_value_t = 20)]
     weeks: u64,
-    /// A smoke run: 24 rate and 9 volume cells covering every value of every axis, 1 seed each,
+    /// A smoke run: 24 rate and 12 volume cells covering every value of every axis, 1 seed each,
     /// 3 normal days and 1 normal week (unless --seeds, --days or --weeks are given too).
     #[arg(long)]
     quick: bool,

@@ -386,7 +386,7 @@ impl Report {
         const NONE: &str = "no volume rule";
         let _ = writeln!(
             o,
-            "\n## Volume incidents (issue 17)\n\nTransactions per minute × 0 (a stop), 0.5 or 2 for 3, 10 or 60 \
+            "\n## Volume incidents (issue 17)\n\nTransactions per minute × 0 (a stop), 0.5, 2 or 3 for 3, 10 or 60 \
              minutes, at night or at the peak, in all traffic, one merchant's or one category's, scored on the volume \
              rules' anomalies (`volume_drop`, `volume_surge`) as the rate incidents are on the rate rules'. The \
              detector's defaults (the sequential rate rule's column) have the volume rules; the per-minute rule and \
@@ -397,7 +397,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "| rule | every cell | recall × 0 / 0.5 / 2 | recall global / merchant / category | recall 3 / 10 / 60 min | \
+            "| rule | every cell | recall × 0 / 0.5 / 2 / 3 | recall global / merchant / category | recall 3 / 10 / 60 min | \
              other series per incident | false alarms per week (volume rules) |\n\
              | --- | --- | --- | --- | --- | --- | --- |"
         );

@@ -201,9 +201,9 @@ fn the_report_shows_the_volume_incidents_apart_and_the_rule_sets_without_a_volum
     );
     assert!(md.contains("| per-minute (before) | no volume rule |"), "{md}");
     assert!(md.contains("| sequential (new default) | 0.33 | 1 in 21.0 days | merchant 1 |"), "{md}");
-    assert!(md.contains("recall × 0 / 0.5 / 2"), "{md}");
+    assert!(md.contains("recall × 0 / 0.5 / 2 / 3"), "{md}");
     assert!(
-        md.contains("| sequential (new default) | 1/2 · 2/2 · 40% · 1 · 2 | 50 % / 0 % / 0 % | 0 % / 50 % / 0 % | 0 % / 50 % / 0 % | 0.0 | 0.33 |"),
+        md.contains("| sequential (new default) | 1/2 · 2/2 · 40% · 1 · 2 | 50 % / 0 % / 0 % / 0 % | 0 % / 50 % / 0 % | 0 % / 50 % / 0 % | 0.0 | 0.33 |"),
         "{md}"
     );
 }

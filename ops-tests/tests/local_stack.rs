@@ -158,7 +158,19 @@ impl RunScript {
     fn new() -> RunScript {
         let state = std::env::temp_dir().join(unique("vigil-make-run"));
         std::fs::create_dir_all(&state).unwrap();
-        RunScript { state, pg_port: free_port(), kafka_port: free_port(), base: free_port_base() }
+        // Distinct ports: a port freed by one probe may come back from the next (seen once: the
+        // broker's port was also the sink's, and `make run` refused to start).
+        let base = free_port_base();
+        let services = base + 1..=base + 4;
+        let pick = |taken: &[u16]| loop {
+            let p = free_port();
+            if !services.contains(&p) && !taken.contains(&p) {
+                break p;
+            }
+        };
+        let pg_port = pick(&[]);
+        let kafka_port = pick(&[pg_port]);
+        RunScript { state, pg_port, kafka_port, base }
     }
 
     fn command(&self, program: &Path) -> Command {
