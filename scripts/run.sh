@@ -192,10 +192,12 @@ cat <<INFO
 INFO
 
 if [ "$SIMULATE" != 0 ]; then
-  log "Simulating '$SCENARIO' in real time (30 minutes of history first, then live); VIGIL_SIMULATE=0 turns this off."
+  log "Simulating '$SCENARIO' in real time (90 minutes of history first, then live); VIGIL_SIMULATE=0 turns this off."
+  # 90 minutes: the volume rules judge a series once its baseline has learned 60 minutes, each
+  # joining it 15 minutes after it is judged, so a stop is reported from the first live minute.
   # Seed 2: a demo run without a statistically expected false amount alarm (see the detector's
   # README); VIGIL_SEED picks another.
-  start simulator "$BIN/simulator" run --scenario "$SCENARIO" --start now-30m --speed 1 --loop \
+  start simulator "$BIN/simulator" run --scenario "$SCENARIO" --start now-90m --speed 1 --loop \
     --seed "${VIGIL_SEED:-2}" --producer-url "$PRODUCER_URL" --ground-truth "$STATE/ground-truth.json"
 fi
 log "Ctrl-C stops everything."

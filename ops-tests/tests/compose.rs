@@ -413,8 +413,8 @@ fn the_simulator_streams_a_known_scenario_to_the_producer_once_the_pipeline_is_r
     let c = compose::load_defaults();
     let sim = compose::service(&c, "simulator");
     let command: Vec<&str> = sim["command"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    // As `make run` does: 30 minutes of history at once, then live, looping.
-    assert_eq!(command, ["simulator", "run", "--start", "now-30m", "--speed", "1", "--loop"]);
+    // As `make run` does: 90 minutes of history at once, then live, looping.
+    assert_eq!(command, ["simulator", "run", "--start", "now-90m", "--speed", "1", "--loop"]);
     let env = compose::environment(&c, "simulator");
     assert_eq!(env["PRODUCER_URL"], format!("http://producer:{}", service("producer").port));
     assert_eq!(env["SIMULATOR_TARGET"], "http");

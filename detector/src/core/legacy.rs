@@ -147,35 +147,19 @@ pub struct KeyVolumesV4 {
     pub merchants: BTreeMap<String, VolumeSeriesV4>,
 }
 
-/// Checkpoint version 4: the merge stage's state before the profile of earlier days. Its
-/// sources and pending minutes have version 2's shapes (unchanged since).
+/// Checkpoint version 4: the merge stage's state before the profile of earlier days: version
+/// 3's fields, then the global volume series. (Postcard writes a struct as its fields in order,
+/// so version 3's fields nested first encode exactly as they were written, flat.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergeStateV4 {
-    pub partition_count: i32,
-    pub sources: BTreeMap<i32, SourceV2>,
-    pub pending: BTreeMap<i64, PendingV2>,
-    pub frontier: Option<i64>,
-    pub late: BTreeMap<(i64, i32), i64>,
-    pub status_series: Vec<RateSeries>,
-    pub auth_series: BTreeMap<String, RateSeries>,
-    pub recent_totals: VecDeque<(i64, i64)>,
+    pub v3: MergeStateV3,
     pub volume: VolumeSeriesV4,
 }
 
-/// Checkpoint version 4: one input partition's state before the profile of earlier days.
+/// Checkpoint version 4: one input partition's state before the profile of earlier days:
+/// version 3's fields, then the volume series of its categories and merchants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionStateV4 {
-    pub partition: i32,
-    pub partition_count: i32,
-    pub max_event_time: Option<i64>,
-    pub watermark: i64,
-    pub reported: i64,
-    pub open: BTreeMap<i64, MinuteCounts>,
-    pub late: BTreeMap<i64, i64>,
-    pub dedup: Dedup,
-    pub amounts: AmountBaselines,
-    pub idle: bool,
-    pub delay: FeedDelay,
-    pub breakdown: Breakdown,
+    pub v3: PartitionStateV3,
     pub volumes: KeyVolumesV4,
 }

@@ -92,18 +92,7 @@ impl MergeState {
 
     /// The state a checkpoint of version 4 held, before the profile of earlier days.
     pub fn from_v4(v4: MergeStateV4) -> Self {
-        let volume = VolumeSeries::from_v4(v4.volume);
-        let v3 = MergeStateV3 {
-            partition_count: v4.partition_count,
-            sources: v4.sources,
-            pending: v4.pending,
-            frontier: v4.frontier,
-            late: v4.late,
-            status_series: v4.status_series,
-            auth_series: v4.auth_series,
-            recent_totals: v4.recent_totals,
-        };
-        MergeState { volume, ..MergeState::from_v3(v3) }
+        MergeState { volume: VolumeSeries::from_v4(v4.volume), ..MergeState::from_v3(v4.v3) }
     }
 
     /// The state a checkpoint of version 3 held, before the volume rules: the global volume

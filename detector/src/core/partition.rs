@@ -135,36 +135,7 @@ impl PartitionState {
 
     /// A state restored from a checkpoint of version 4, before the profile of earlier days.
     pub fn from_v4(v4: PartitionStateV4) -> Self {
-        let PartitionStateV4 {
-            partition,
-            partition_count,
-            max_event_time,
-            watermark,
-            reported,
-            open,
-            late,
-            dedup,
-            amounts,
-            idle,
-            delay,
-            breakdown,
-            volumes,
-        } = v4;
-        PartitionState {
-            partition,
-            partition_count,
-            max_event_time,
-            watermark,
-            reported,
-            open,
-            late,
-            dedup,
-            amounts,
-            idle,
-            delay,
-            breakdown,
-            volumes: KeyVolumes::from_v4(volumes),
-        }
+        PartitionState { volumes: KeyVolumes::from_v4(v4.volumes), ..PartitionState::from_v3(v4.v3) }
     }
 
     /// A state restored from a checkpoint of version 3, before the volume rules: its
