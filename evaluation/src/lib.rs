@@ -185,12 +185,7 @@ pub fn evaluate(
     let mut weeks: BTreeMap<Rule, FalseAlarms> = BTreeMap::new();
     let mut add = |seen_in: Option<Part>, minutes: i64, anomalies: Anomalies| {
         for ((rule, part), ids) in anomalies {
-            let f = books.entry((seen_in, part)).or_default().entry(rule).or_default();
-            f.minutes += minutes;
-            f.count += ids.len();
-            for (_, dim) in ids {
-                *f.by_dimension.entry(dim).or_default() += 1;
-            }
+            books.entry((seen_in, part)).or_default().entry(rule).or_default().add(minutes, ids);
         }
     };
     for o in outcomes {
@@ -204,13 +199,9 @@ pub fn evaluate(
             Outcome::Day { minutes, alarms } => add(None, minutes, alarms),
             Outcome::Week { minutes, alarms } => {
                 // Booked apart: only their volume anomalies are reported.
-                let volume: Anomalies = alarms.into_iter().filter(|((_, part), _)| *part == Part::Volume).collect();
-                for ((rule, _), ids) in volume {
-                    let f = weeks.entry(rule).or_default();
-                    f.minutes += minutes;
-                    f.count += ids.len();
-                    for (_, dim) in ids {
-                        *f.by_dimension.entry(dim).or_default() += 1;
+                for ((rule, part), ids) in alarms {
+                    if part == Part::Volume {
+                        weeks.entry(rule).or_default().add(minutes, ids);
                     }
                 }
             }

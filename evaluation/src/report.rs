@@ -79,6 +79,15 @@ pub struct FalseAlarms {
 }
 
 impl FalseAlarms {
+    /// Books one run of `minutes` and its distinct anomalies `(id, dimension)`.
+    pub fn add(&mut self, minutes: i64, ids: Vec<(String, String)>) {
+        self.minutes += minutes;
+        self.count += ids.len();
+        for (_, dim) in ids {
+            *self.by_dimension.entry(dim).or_default() += 1;
+        }
+    }
+
     /// `| rule | per simulated week | anomalies | by dimension |`
     fn table_row(&self, rule: &str) -> String {
         let dims: Vec<String> = self.by_dimension.iter().map(|(d, n)| format!("{d} {n}")).collect();

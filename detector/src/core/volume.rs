@@ -317,8 +317,9 @@ impl Forecasts {
 pub struct Holt {
     level: f64,
     trend: f64,
-    dispersion: f64,
-    residuals: u32,
+    /// Its forecasts' errors on clean minutes (two fields, as written before [`Errors`] held
+    /// them: the same encoding).
+    dispersion: Errors,
     minutes: u32,
     /// The last minute folded in.
     as_of: i64,
@@ -337,11 +338,7 @@ impl Holt {
     }
 
     pub fn dispersion(&self, cfg: &VolumeConfig) -> f64 {
-        if self.residuals == 0 {
-            1.0
-        } else {
-            self.dispersion.clamp(1.0, cfg.max_dispersion.max(1.0))
-        }
+        self.dispersion.phi(cfg)
     }
 
     pub fn minutes(&self) -> u32 {
@@ -385,11 +382,7 @@ impl Holt {
         self.level = level;
         self.minutes = self.minutes.saturating_add(1);
         self.as_of = p.minute;
-        if let Some(r) = p.residuals[0] {
-            self.residuals = self.residuals.saturating_add(1);
-            let w = 1.0 / f64::from(self.residuals.min(DISPERSION_MINUTES));
-            self.dispersion += w * (r.min(MAX_RESIDUAL) - self.dispersion);
-        }
+        self.dispersion.fold(p.residuals[0], DISPERSION_MINUTES);
     }
 }
 
@@ -694,7 +687,7 @@ impl VolumeSeries {
         let beats = |k: usize| {
             let (r, d) = (&self.record[k], &self.dispersions[k - 1]);
             (r.residuals >= PROVEN_MINUTES && r.mean < self.record[Forecasts::TREND].mean)
-                || (d.residuals >= 60 && d.mean < self.model.dispersion)
+                || (d.residuals >= 60 && d.mean < self.model.dispersion.mean)
         };
         for k in [Forecasts::PROFILE, Forecasts::BLEND] {
             if f.each[k].is_some()
