@@ -202,10 +202,13 @@ if [ "$SIMULATE" != 0 ]; then
 fi
 log "Ctrl-C stops everything."
 
+# The status line, printed by psql itself. No command substitution in the loop: bash 5.2 parses a
+# `$(...)` as it expands it, and a Ctrl-C landing then made the INT trap's own text fail to parse
+# ("interrupt trap: unexpected EOF while looking for matching `)'"), ending make run with status 2.
 summary() {
   psql "$DATABASE_URL" -Atqc "
-    SELECT format('%s minutes stored | last %s: %s tx, denied %s%%, failed %s%%, reversed %s%% | anomalies: %s open, %s total',
-      (SELECT count(*) FROM v_tx_minute),
+    SELECT format('[%s] %s minutes stored | last %s: %s tx, denied %s%%, failed %s%%, reversed %s%% | anomalies: %s open, %s total',
+      to_char(localtimestamp, 'HH24:MI:SS'), (SELECT count(*) FROM v_tx_minute),
       coalesce(to_char(m.minute AT TIME ZONE 'UTC', 'HH24:MI'), '--:--'), coalesce(m.total, 0),
       coalesce(round((m.denied_rate * 100)::numeric, 1), 0), coalesce(round((m.failed_rate * 100)::numeric, 1), 0),
       coalesce(round((m.reversed_rate * 100)::numeric, 1), 0),
@@ -215,7 +218,7 @@ summary() {
 
 while true; do
   check_alive
-  echo "[$(date +%H:%M:%S)] $(summary)"
+  summary
   # In the background, so a signal is handled at once, not after the sleep.
   sleep 5 &
   SLEEPER=$!
