@@ -282,3 +282,37 @@ pub struct Anomaly {
     pub last_updated: i64,
     pub resolved_at: Option<i64>,
 }
+
+/// What the detector did with one transaction (`transaction_verdict.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictDecision {
+    Counted,
+    Late,
+    Duplicate,
+    Refused,
+}
+
+impl VerdictDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictDecision::Counted => "counted",
+            VerdictDecision::Late => "late",
+            VerdictDecision::Duplicate => "duplicate",
+            VerdictDecision::Refused => "refused",
+        }
+    }
+}
+
+/// The detector's verdict on one transaction whose producer asked for it
+/// (`transaction_verdict.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionVerdict {
+    pub transaction_id: String,
+    pub reply_to: String,
+    pub occurred_at: i64,
+    pub decision: VerdictDecision,
+    pub anomaly: bool,
+    pub severity: Option<String>,
+    pub anomaly_ids: Vec<String>,
+}

@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Hex;
-use crate::events::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, Transaction};
+use crate::events::{
+    Anomaly, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, Transaction, TransactionVerdict,
+};
 use crate::registry::SchemaRegistry;
 use crate::{avsc, Error, Result};
 
@@ -121,6 +123,7 @@ pub enum Decoded {
     LateEvents(LateEvents),
     Anomaly(Anomaly),
     MerchantMinute(MerchantMinute),
+    TransactionVerdict(TransactionVerdict),
 }
 
 impl Decoded {
@@ -132,6 +135,7 @@ impl Decoded {
             Decoded::LateEvents(_) => LateEvents::LABEL,
             Decoded::Anomaly(_) => Anomaly::LABEL,
             Decoded::MerchantMinute(_) => MerchantMinute::LABEL,
+            Decoded::TransactionVerdict(_) => TransactionVerdict::LABEL,
         }
     }
 }
@@ -160,6 +164,7 @@ wire_event!(MinuteAggregate, "io.vigil.v1.MinuteAggregate", "minute_aggregate");
 wire_event!(LateEvents, "io.vigil.v1.LateEvents", "late_events");
 wire_event!(Anomaly, "io.vigil.v1.Anomaly", "anomaly");
 wire_event!(MerchantMinute, "io.vigil.v1.MerchantMinute", "merchant_minute");
+wire_event!(TransactionVerdict, "io.vigil.v1.TransactionVerdict", "transaction_verdict");
 
 /// Encodes and decodes every Vigil event.
 ///
@@ -330,6 +335,7 @@ fn decode_datum(name: &str, writer: &Schema, mut datum: &[u8]) -> Result<Decoded
         LateEvents::NAME => Decoded::LateEvents(apache_avro::from_value(&value)?),
         Anomaly::NAME => Decoded::Anomaly(apache_avro::from_value(&value)?),
         MerchantMinute::NAME => Decoded::MerchantMinute(apache_avro::from_value(&value)?),
+        TransactionVerdict::NAME => Decoded::TransactionVerdict(apache_avro::from_value(&value)?),
         other => return Err(Error::Registry(format!("no Rust type for {other}"))),
     })
 }

@@ -19,7 +19,7 @@ mod registry;
 pub use error::{Error, Result};
 pub use events::{
     Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, CategoryMinute, LateEvents, MerchantMinute, MinuteAggregate,
-    MinutePartial, PartialKind, Severity, Transaction, TransactionStatus,
+    MinutePartial, PartialKind, Severity, Transaction, TransactionStatus, TransactionVerdict, VerdictDecision,
 };
 pub use framing::{canonical_form, Codec, Decoded, Framing, WireEvent};
 pub use registry::SchemaRegistry;
@@ -32,16 +32,18 @@ pub mod avsc {
     pub const LATE_EVENTS: &str = include_str!("../late_events.avsc");
     pub const ANOMALY: &str = include_str!("../anomaly.avsc");
     pub const MERCHANT_MINUTE: &str = include_str!("../merchant_minute.avsc");
+    pub const TRANSACTION_VERDICT: &str = include_str!("../transaction_verdict.avsc");
 
     /// Every schema with the registry subject it is registered under (TopicRecordNameStrategy
     /// would also do; we use the record's full name so one topic may carry several types).
-    pub const ALL: [(&str, &str); 6] = [
+    pub const ALL: [(&str, &str); 7] = [
         ("io.vigil.v1.Transaction", TRANSACTION),
         ("io.vigil.v1.MinutePartial", MINUTE_PARTIAL),
         ("io.vigil.v1.MinuteAggregate", MINUTE_AGGREGATE),
         ("io.vigil.v1.LateEvents", LATE_EVENTS),
         ("io.vigil.v1.Anomaly", ANOMALY),
         ("io.vigil.v1.MerchantMinute", MERCHANT_MINUTE),
+        ("io.vigil.v1.TransactionVerdict", TRANSACTION_VERDICT),
     ];
 }
 
@@ -53,4 +55,6 @@ pub mod topics {
     pub const ANOMALIES: &str = "anomalies";
     pub const CHECKPOINTS: &str = "detector-checkpoints";
     pub const DEAD_LETTER: &str = "vigil-dead-letter";
+    /// The detector's verdicts on transactions whose producer asked for one.
+    pub const VERDICTS: &str = "transaction-verdicts";
 }

@@ -128,6 +128,23 @@ fn every_event_type_round_trips_in_both_framings() {
         reversed: 0,
     };
 
+    let verdict = TransactionVerdict {
+        transaction_id: "6f1c2a7e-0000-4000-8000-000000000001".into(),
+        reply_to: "producer-a".into(),
+        occurred_at: 1_765_713_540_000,
+        decision: VerdictDecision::Counted,
+        anomaly: true,
+        severity: Some("critical".into()),
+        anomaly_ids: vec!["amount:6f1c2a7e-0000-4000-8000-000000000001".into()],
+    };
+    let clean = TransactionVerdict {
+        decision: VerdictDecision::Duplicate,
+        anomaly: false,
+        severity: None,
+        anomaly_ids: vec![],
+        ..verdict.clone()
+    };
+
     let so = Codec::single_object();
     let cf = confluent();
     for codec in [&so, &cf] {
@@ -147,6 +164,9 @@ fn every_event_type_round_trips_in_both_framings() {
             Err(Error::WrongType { expected: "minute_aggregate", found: "merchant_minute" })
         ));
         assert_eq!(codec.decode::<Anomaly>(&codec.encode(&anomaly()).unwrap()).unwrap(), anomaly());
+        for verdict in [&verdict, &clean] {
+            assert_eq!(codec.decode::<TransactionVerdict>(&codec.encode(verdict).unwrap()).unwrap(), *verdict);
+        }
     }
     // A decoder without the id cannot read a Confluent frame; one with it reads both framings.
     assert!(matches!(so.decode::<Transaction>(&cf.encode(&tx()).unwrap()), Err(Error::UnknownSchemaId(100))));
