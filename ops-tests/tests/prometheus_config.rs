@@ -51,9 +51,13 @@ fn every_alerting_rule_has_a_unit_test_and_a_known_severity() {
             }
         }
     }
-    for required in
-        ["VigilIngestErrorRatioHigh", "VigilConsumerLagGrowing", "VigilNoEventsIngested", "VigilCriticalAnomalyRate"]
-    {
+    for required in [
+        "VigilIngestErrorRatioHigh",
+        "VigilIngestLatencyHigh",
+        "VigilConsumerLagGrowing",
+        "VigilNoEventsIngested",
+        "VigilCriticalAnomalyRate",
+    ] {
         assert!(alerts.contains(required), "no alerting rule {required}");
     }
     let mut tested = BTreeSet::new();
