@@ -23,6 +23,7 @@ async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<
         "--bind=127.0.0.1:39502".into(),
         format!("--kafka-brokers={brokers}"),
         format!("--topic={}", topics.transactions),
+        "--rate-limit-per-second=0".into(),
     ]))
     .unwrap();
     let app = vigil_producer::Application::build(producer).await.unwrap();

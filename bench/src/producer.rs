@@ -119,6 +119,8 @@ async fn start_producer() -> (String, CancellationToken) {
         format!("--kafka-brokers={}", vigil_testkit::brokers()),
         format!("--topic={topic}"),
         "--max-event-age=30d".into(),
+        // The bench measures what the HTTP path can take, not the per-client rate limit.
+        "--rate-limit-per-second=0".into(),
     ];
     let config = vigil_producer::Config::from_args(vigil_producer::Args::parse_from(args)).unwrap();
     let app = vigil_producer::Application::build(config).await.unwrap();

@@ -51,6 +51,9 @@ pub async fn start_producer(topics: &Topics, extra: &[&str]) -> Running {
         format!("--kafka-brokers={}", vigil_testkit::brokers()),
         format!("--topic={}", topics.transactions),
         "--max-event-age=30d".into(),
+        // The scenarios send hours of history as fast as the producer takes it and expect only
+        // 202s; rate limiting is tested in producer/tests/api.rs and chaos/tests/security.rs.
+        "--rate-limit-per-second=0".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = vigil_producer::Config::from_args(vigil_producer::Args::parse_from(args)).unwrap();

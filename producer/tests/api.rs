@@ -217,22 +217,24 @@ async fn api_keys_are_required_when_configured() {
 }
 
 #[tokio::test]
-async fn a_client_over_its_budget_gets_429_while_another_client_is_unaffected() {
+async fn with_the_older_designs_5_per_second_and_burst_10_a_burst_gets_429_while_another_client_is_unaffected() {
     let app = TestApp::spawn_with(
         None,
         None,
         &[
             "--api-keys=client-one-aaaaaaaaaa,client-two-bbbbbbbbbb",
-            "--rate-limit-per-second=1",
-            "--rate-limit-burst=3",
+            "--rate-limit-per-second=5",
+            "--rate-limit-burst=10",
         ],
     )
     .await;
     let url = format!("{}/ingest/transaction", app.url);
     let post = |key: &'static str| app.http.post(&url).bearer_auth(key).json(&event()).send();
-    // Ten at once against a burst of three (refilling at one a second): some must be refused,
-    // however slowly the machine runs them.
-    let answers = futures::future::join_all((0..10).map(|_| post("client-one-aaaaaaaaaa"))).await;
+    // Thirty at once against a burst of ten refilling at five a second: at most ten plus what
+    // refilled while they ran can pass, however slowly the machine runs them.
+    let start = std::time::Instant::now();
+    let answers = futures::future::join_all((0..30).map(|_| post("client-one-aaaaaaaaaa"))).await;
+    let refilled = (start.elapsed().as_secs_f64() * 5.0).ceil() as usize;
     let mut limited = 0;
     for r in answers {
         let r = r.unwrap();
@@ -245,18 +247,43 @@ async fn a_client_over_its_budget_gets_429_while_another_client_is_unaffected() 
             assert_eq!(r.status(), 202);
         }
     }
-    assert!(limited >= 5, "only {limited} of 10 over the budget were refused");
+    assert!(limited >= 30 - 10 - refilled, "only {limited} of 30 were refused ({refilled} tokens refilled meanwhile)");
     assert_eq!(post("client-two-bbbbbbbbbb").await.unwrap().status(), 202, "the other client has its own budget");
-    // A batch costs one token per event: five can never fit a burst of three.
+    // A batch costs one token per event: eleven can never fit a burst of ten.
     let r = app
         .http
         .post(format!("{}/ingest/transactions", app.url))
         .bearer_auth("client-two-bbbbbbbbbb")
-        .json(&json!([event(), event(), event(), event(), event()]))
+        .json(&Value::Array((0..11).map(|_| event()).collect()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let metrics = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        vigil_testkit::metric_sum(&metrics, "vigil_producer_events_total", &[("reason", "rate_limited")]),
+        (limited + 11) as f64
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn by_default_a_client_sending_five_thousand_events_in_a_second_is_not_throttled() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/ingest/transactions", app.url);
+    let batch = Value::Array((0..1000).map(|_| event()).collect());
+    let start = std::time::Instant::now();
+    let answers = futures::future::join_all((0..5).map(|_| app.http.post(&url).json(&batch).send())).await;
+    let elapsed = start.elapsed();
+    for r in answers {
+        assert_eq!(r.unwrap().status(), 202);
+    }
+    // Single requests from the same client right after, as fast as they come.
+    let single = format!("{}/ingest/transaction", app.url);
+    let answers = futures::future::join_all((0..200).map(|_| app.http.post(&single).json(&event()).send())).await;
+    assert!(answers.into_iter().all(|r| r.unwrap().status() == 202));
+    println!("5 000 events in batches answered in {elapsed:?}");
     app.shutdown().await;
 }
 
