@@ -20,7 +20,7 @@
 //! * one watched rate never has two incidents open at once: for each (rule, dimension, value),
 //!   every incident but the last resolved before the next one began. A detector that forgot an
 //!   open incident across a restart would open a second id for it.
-//! * the webhook forwarded each eligible anomaly (firing, severity ≥ high) once per receiver
+//! * the webhook forwarded each eligible anomaly (open, severity ≥ high) once per receiver and severity reached
 //!   (one row in `outbound_deliveries`), and the receiver got it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -218,7 +218,7 @@ pub struct AnomalyAudit {
     pub amount_ids: usize,
     /// Records repeating an (id, sequence) seen before: re-sends after restarts or rebalances.
     pub resent: usize,
-    /// Eligible for the outbound webhook (firing, severity ≥ high).
+    /// Eligible for the outbound webhook (open, firing or updated, severity ≥ high).
     pub eligible: BTreeSet<String>,
     pub problems: Vec<String>,
 }
@@ -240,7 +240,8 @@ pub async fn audit_anomalies(kafka: &KafkaConfig, topic: &str, pool: &PgPool) ->
     let mut newest: BTreeMap<String, Anomaly> = BTreeMap::new();
     for r in &records {
         let Ok(a) = codec.decode::<Anomaly>(&r.payload) else { continue };
-        if a.state == AnomalyState::Firing && a.severity >= Severity::High {
+        // The webhook pushes an anomaly at each severity ≥ its minimum it first reaches, firing or updated.
+        if a.state != AnomalyState::Resolved && a.severity >= Severity::High {
             audit.eligible.insert(a.id.clone());
         }
         match by_key.get(&(a.id.clone(), a.sequence)) {
@@ -315,7 +316,7 @@ pub async fn audit_outbound(
     received: &BTreeMap<String, u32>,
 ) -> Result<Vec<String>, String> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT anomaly_id, count(*), count(*) FILTER (WHERE status = 'delivered') FROM outbound_deliveries GROUP BY anomaly_id",
+        "SELECT anomaly_id, count(*), count(*) FILTER (WHERE status = 'delivered') FROM outbound_deliveries GROUP BY anomaly_id, severity",
     )
     .fetch_all(pool)
     .await
@@ -331,7 +332,7 @@ pub async fn audit_outbound(
     }
     for (id, n, delivered) in &rows {
         if *n != 1 {
-            problems.push(format!("anomaly {id} has {n} outbound rows for one receiver"));
+            problems.push(format!("anomaly {id} has {n} outbound rows for one receiver and severity"));
         }
         if *delivered != *n {
             problems.push(format!("anomaly {id} is not delivered yet"));

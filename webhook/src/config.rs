@@ -90,7 +90,8 @@ pub struct Args {
     /// Required with OUTBOUND_WEBHOOK_URLS.
     #[arg(long, env = "OUTBOUND_HMAC_SECRET", default_value = "", hide_env_values = true)]
     pub outbound_hmac_secret: String,
-    /// Lowest severity forwarded: medium, high or critical. Only firing anomalies are forwarded.
+    /// Lowest severity forwarded: medium, high or critical. An anomaly is pushed when it first
+    /// reaches it (opening at it, or escalating to it), and again at each higher severity it reaches.
     #[arg(long, env = "OUTBOUND_MIN_SEVERITY", default_value = "critical")]
     pub outbound_min_severity: String,
     /// Time limit for one delivery attempt.

@@ -93,7 +93,7 @@ impl WebhookMetrics {
         );
         m.register(
             "anomalies_consumed",
-            "Anomaly events read from Kafka, by outcome (queued, filtered, undecodable, refused_future)",
+            "Anomaly events read from Kafka, by outcome (queued, already_pushed, filtered, undecodable, refused_future)",
             s.anomalies_consumed.clone(),
         );
         m.register(

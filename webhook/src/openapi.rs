@@ -38,7 +38,8 @@ impl Modify for SecuritySchemes {
     info(
         title = "Vigil webhook",
         description = "Receives Grafana and Alertmanager notifications, lists received alerts and detector anomalies. \
-                       Critical anomalies are also POSTed to external webhooks as `OutboundAnomaly`, signed with \
+                       Anomalies reaching OUTBOUND_MIN_SEVERITY (opening at it or escalating to it; once per anomaly and severity) \
+                       are also POSTed to external webhooks as `OutboundAnomaly`, signed with \
                        `X-Vigil-Signature: sha256=<hex HMAC-SHA256 of \"<X-Vigil-Timestamp>.<body>\">`."
     ),
     components(schemas(ProblemDoc, FieldErrorDoc, crate::outbound::payload::OutboundAnomaly)),

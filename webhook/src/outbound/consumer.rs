@@ -1,5 +1,10 @@
 //! Reads anomalies from Kafka and queues the ones to forward as pending deliveries.
 //!
+//! An anomaly is pushed when it first reaches a severity at or above the minimum, in whatever
+//! state carries it there (firing, or an update that escalates it): once per anomaly and
+//! severity reached. The record of what was pushed is `outbound_deliveries` itself (one row per
+//! anomaly, severity and URL), so the rule holds across restarts and redelivery.
+//!
 //! At least once: an offset is stored only after the anomaly's delivery rows are written (or the
 //! anomaly is known not to need any); librdkafka commits stored offsets every second and once
 //! more at shutdown. A crash in between replays a few messages, which add no rows.
@@ -20,9 +25,11 @@ use super::store;
 use super::worker::pause;
 use crate::metrics::WebhookMetrics;
 
-/// Whether an anomaly is forwarded: firing (not updated or resolved), at or above `min`.
+/// Whether an anomaly state may be forwarded: open (firing or updated, not resolved) and at or
+/// above `min`. It is pushed only if its anomaly was not pushed at this severity or a higher one
+/// before; `store::insert_pending` decides that against the stored deliveries.
 pub fn eligible(a: &Anomaly, min: Severity) -> bool {
-    a.state == AnomalyState::Firing && a.severity >= min
+    a.state != AnomalyState::Resolved && a.severity >= min
 }
 
 /// How far an anomaly's times may lie after its record's timestamp. The detector writes an
@@ -139,12 +146,19 @@ impl AnomalyConsumer {
         loop {
             match store::insert_pending(&self.pool, &anomaly.id, anomaly.severity.as_str(), &payload, &self.urls).await
             {
+                Ok(0) => {
+                    // Redelivered, or an update at a severity this anomaly was already pushed at
+                    // (or above).
+                    self.metrics.consumed("already_pushed");
+                    tracing::debug!(anomaly_id = %anomaly.id, severity = anomaly.severity.as_str(), state = anomaly.state.as_str(), "Anomaly already pushed at this severity or above.");
+                    return Handled::Done;
+                }
                 Ok(new) => {
                     for w in &self.wakes {
                         w.notify_one();
                     }
                     self.metrics.consumed("queued");
-                    tracing::info!(anomaly_id = %anomaly.id, severity = anomaly.severity.as_str(), new, "Queued an anomaly for delivery.");
+                    tracing::info!(anomaly_id = %anomaly.id, severity = anomaly.severity.as_str(), state = anomaly.state.as_str(), new, "Queued an anomaly for delivery.");
                     return Handled::Done;
                 }
                 Err(e) => {
@@ -209,12 +223,14 @@ mod tests {
     }
 
     #[test]
-    fn only_firing_anomalies_at_or_above_the_minimum_severity_are_forwarded() {
+    fn open_anomalies_at_or_above_the_minimum_severity_may_be_forwarded_and_resolved_ones_never() {
         assert!(eligible(&anomaly(Severity::Critical, AnomalyState::Firing), Severity::Critical));
         assert!(eligible(&anomaly(Severity::Critical, AnomalyState::Firing), Severity::High));
         assert!(eligible(&anomaly(Severity::High, AnomalyState::Firing), Severity::High));
         assert!(!eligible(&anomaly(Severity::High, AnomalyState::Firing), Severity::Critical));
-        assert!(!eligible(&anomaly(Severity::Critical, AnomalyState::Updated), Severity::Medium));
+        assert!(eligible(&anomaly(Severity::Critical, AnomalyState::Updated), Severity::Critical));
+        assert!(eligible(&anomaly(Severity::Critical, AnomalyState::Updated), Severity::Medium));
+        assert!(!eligible(&anomaly(Severity::High, AnomalyState::Updated), Severity::Critical));
         assert!(!eligible(&anomaly(Severity::Critical, AnomalyState::Resolved), Severity::Medium));
     }
 }

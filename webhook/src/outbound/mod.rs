@@ -1,7 +1,7 @@
 //! The outbound forwarder: detector anomalies from Kafka to external webhooks.
 //!
-//! `consumer` turns each eligible anomaly into one pending row per URL in
-//! `outbound_deliveries` (then stores its offset); one `worker` per URL delivers its rows, signed
+//! `consumer` turns each anomaly state that first reaches a severity at or above the minimum
+//! into one pending row per URL in `outbound_deliveries` (then stores its offset); one `worker` per URL delivers its rows, signed
 //! (`signature`), retried with backoff and jitter (`retry`) until delivered or given up.
 
 pub mod consumer;

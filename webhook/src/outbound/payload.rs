@@ -10,17 +10,19 @@ use vigil_schemas::Anomaly;
 pub struct OutboundAnomaly {
     /// Always `vigil`.
     pub source: String,
-    /// Deterministic anomaly id; the same anomaly may arrive more than once (at-least-once), so
-    /// deduplicate on it.
+    /// Deterministic anomaly id. One anomaly is pushed once per severity it reaches at or above
+    /// the minimum (at high, then again at critical if it escalates), and delivery is at least
+    /// once: deduplicate on (`id`, `severity`).
     pub id: String,
-    /// 0 for firing.
+    /// The state's sequence in its anomaly: 0 for firing, higher for later updates.
     pub sequence: i64,
     pub rule: String,
     pub dimension: String,
     pub dimension_value: String,
-    /// medium, high or critical.
+    /// medium, high or critical: the severity this push is for.
     pub severity: String,
-    /// Always firing: other states are not forwarded.
+    /// firing (the anomaly opened at this severity) or updated (it escalated to it); resolved
+    /// states are never pushed.
     pub state: String,
     /// One human sentence explaining the anomaly.
     pub message: String,

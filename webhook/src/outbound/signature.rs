@@ -2,8 +2,9 @@
 //!
 //! `X-Vigil-Timestamp: <unix seconds>` and `X-Vigil-Signature: sha256=<hex>`, where hex is the
 //! HMAC-SHA256 with the shared secret of `<timestamp>.<body>` (the exact bytes sent). Receivers
-//! should refuse timestamps far from their clock, and deduplicate on `X-Vigil-Anomaly-Id`:
-//! delivery is at least once.
+//! should refuse timestamps far from their clock, and deduplicate on `X-Vigil-Anomaly-Id` with
+//! the body's `severity` (an anomaly is pushed once per severity it reaches): delivery is at least
+//! once.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

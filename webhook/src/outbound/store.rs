@@ -1,4 +1,5 @@
-//! `outbound_deliveries`: one row per (anomaly, URL), the durable queue of the forwarder.
+//! `outbound_deliveries`: one row per (anomaly, severity, URL), the durable queue of the
+//! forwarder and its record of what was pushed.
 //!
 //! A row is written `pending` before the Kafka offset of its anomaly is committed, and the
 //! workers deliver from the table, not from Kafka: a restart resumes every pending delivery,
@@ -21,7 +22,12 @@ pub struct Claimed {
     pub created_at: DateTime<Utc>,
 }
 
-/// Records one pending delivery per URL; returns how many were new.
+/// Records one pending delivery per URL of `anomaly_id` at `severity`, unless that URL already
+/// has a row of the anomaly at this severity or a higher one (a redelivered record, another
+/// update at the same severity, or a de-escalation); returns how many were new.
+///
+/// Records of one anomaly come in order from one partition (keyed by anomaly id) to one
+/// consumer, so no two calls race for the same anomaly; the unique key holds if they ever did.
 pub async fn insert_pending(
     pool: &PgPool,
     anomaly_id: &str,
@@ -32,7 +38,12 @@ pub async fn insert_pending(
     Ok(sqlx::query(
         "INSERT INTO outbound_deliveries (anomaly_id, url, severity, payload)
          SELECT $1, u, $2, $3 FROM UNNEST($4::text[]) AS u
-         ON CONFLICT (anomaly_id, url) DO NOTHING",
+         WHERE NOT EXISTS (
+             SELECT 1 FROM outbound_deliveries d
+             WHERE d.anomaly_id = $1 AND d.url = u
+               AND array_position(ARRAY['medium', 'high', 'critical'], d.severity)
+                   >= array_position(ARRAY['medium', 'high', 'critical'], $2::text))
+         ON CONFLICT (anomaly_id, severity, url) DO NOTHING",
     )
     .bind(anomaly_id)
     .bind(severity)

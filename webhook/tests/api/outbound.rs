@@ -189,7 +189,8 @@ async fn a_critical_anomaly_reaches_a_recovering_receiver_signed_while_a_dead_re
         r#"vigil_webhook_outbound_deliveries_total{outcome="retried"} 2"#,
         r#"vigil_webhook_outbound_deliveries_total{outcome="delivered"} 1"#,
         r#"vigil_webhook_anomalies_consumed_total{outcome="filtered"} 2"#,
-        r#"vigil_webhook_anomalies_consumed_total{outcome="queued"} 2"#,
+        r#"vigil_webhook_anomalies_consumed_total{outcome="queued"} 1"#,
+        r#"vigil_webhook_anomalies_consumed_total{outcome="already_pushed"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
@@ -242,5 +243,135 @@ async fn deliveries_pending_when_the_service_stops_are_delivered_after_a_restart
     let rows = delivery_rows(&app).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].2, "delivered");
+    app.stop().await;
+}
+
+/// The anomaly `id` at `severity` in `state`, as the detector's `sequence`-th state of it.
+fn state_of(id: &str, sequence: i64, severity: Severity, state: AnomalyState) -> Anomaly {
+    Anomaly { sequence, last_updated: 1_795_000_000_000 + sequence * 60_000, ..anomaly(id, severity, state) }
+}
+
+/// The (severity, state, sequence) of each push the receiver accepted for `id`, in order.
+fn pushes_of(r: &Receiver, id: &str) -> Vec<(String, String, i64)> {
+    r.delivered()
+        .iter()
+        .map(|d| serde_json::from_slice::<OutboundAnomaly>(&d.body).unwrap())
+        .filter(|a| a.id == id)
+        .map(|a| (a.severity, a.state, a.sequence))
+        .collect()
+}
+
+/// Waits until the receiver got the push of `id` (a sentinel produced after the records under
+/// test, on the same single partition: once it arrives, every earlier record was handled).
+async fn wait_for(r: &Receiver, id: &str) {
+    let got = vigil_testkit::eventually(Duration::from_secs(25), || {
+        let r = r.clone();
+        let id = id.to_owned();
+        async move { r.delivered().iter().any(|d| d.headers["x-vigil-anomaly-id"] == id.as_str()).then_some(()) }
+    })
+    .await;
+    assert!(got.is_some(), "the receiver never got {id}");
+}
+
+async fn delivery_severities(app: &TestApp, id: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT severity FROM outbound_deliveries WHERE anomaly_id = $1 ORDER BY id")
+        .bind(id)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_anomaly_that_opens_at_medium_and_escalates_to_critical_is_pushed_once_even_after_redelivery_and_a_restart()
+{
+    let topic = vigil_testkit::fresh_topics(&[("anomalies", 1)]).await.remove(0);
+    let receiver = Receiver::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), 0).await;
+    let args = forwarder_args(&topic, std::slice::from_ref(&receiver.url));
+    let app = spawn_app_with(&args).await;
+
+    let escalating = [
+        state_of("an-escalates", 0, Severity::Medium, AnomalyState::Firing),
+        state_of("an-escalates", 1, Severity::High, AnomalyState::Updated),
+        state_of("an-escalates", 2, Severity::Critical, AnomalyState::Updated),
+        // Still critical: nothing new reached.
+        state_of("an-escalates", 3, Severity::Critical, AnomalyState::Updated),
+        state_of("an-escalates", 4, Severity::Critical, AnomalyState::Resolved),
+    ];
+    produce(&topic, &escalating).await;
+    produce(&topic, &[anomaly("sentinel-1", Severity::Critical, AnomalyState::Firing)]).await;
+    wait_for(&receiver, "sentinel-1").await;
+    assert_eq!(pushes_of(&receiver, "an-escalates"), [("critical".to_owned(), "updated".to_owned(), 2)]);
+    let pushed: OutboundAnomaly = serde_json::from_slice(
+        &receiver.delivered().iter().find(|d| d.headers["x-vigil-anomaly-id"] == "an-escalates").unwrap().body,
+    )
+    .unwrap();
+    assert_eq!(pushed, OutboundAnomaly::from(&escalating[2]));
+
+    // Kafka redelivers every record of the anomaly.
+    produce(&topic, &escalating).await;
+    produce(&topic, &[anomaly("sentinel-2", Severity::Critical, AnomalyState::Firing)]).await;
+    wait_for(&receiver, "sentinel-2").await;
+    let db = app.stop().await;
+
+    // A restart under a new consumer group reads the whole topic again, from the first record.
+    let mut again = args.clone();
+    for a in &mut again {
+        if a.starts_with("--consumer-group=") {
+            *a = format!("--consumer-group={}", vigil_testkit::unique("webhook"));
+        }
+    }
+    let app = spawn_app_on(db, &again).await;
+    produce(&topic, &[anomaly("sentinel-3", Severity::Critical, AnomalyState::Firing)]).await;
+    wait_for(&receiver, "sentinel-3").await;
+
+    assert_eq!(pushes_of(&receiver, "an-escalates").len(), 1, "pushed more than once: {:?}", receiver.requests());
+    assert_eq!(delivery_severities(&app, "an-escalates").await, ["critical"]);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    // After the restart the new group read the topic again: the anomaly's 5 states twice and the
+    // two earlier sentinels. Its critical states (2 of 5, twice) and the sentinels were already
+    // pushed; the medium, high and resolved ones (3 of 5, twice) are filtered; only the last
+    // sentinel was queued.
+    for line in [
+        r#"vigil_webhook_anomalies_consumed_total{outcome="already_pushed"} 6"#,
+        r#"vigil_webhook_anomalies_consumed_total{outcome="filtered"} 6"#,
+        r#"vigil_webhook_anomalies_consumed_total{outcome="queued"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_minimum_at_high_an_anomaly_is_pushed_at_high_then_at_critical_and_not_when_it_steps_down() {
+    let topic = vigil_testkit::fresh_topics(&[("anomalies", 1)]).await.remove(0);
+    let receiver = Receiver::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), 0).await;
+    let mut args = forwarder_args(&topic, std::slice::from_ref(&receiver.url));
+    args.push("--outbound-min-severity=high".to_owned());
+    let app = spawn_app_with(&args).await;
+
+    let states = [
+        state_of("an-high", 0, Severity::High, AnomalyState::Firing),
+        state_of("an-high", 1, Severity::High, AnomalyState::Updated),
+        state_of("an-high", 2, Severity::Critical, AnomalyState::Updated),
+        // Down to high, then back up to critical: neither severity is reached for the first time.
+        state_of("an-high", 3, Severity::High, AnomalyState::Updated),
+        state_of("an-high", 4, Severity::Critical, AnomalyState::Updated),
+        // Opens at critical: one push, at critical only.
+        state_of("an-critical", 0, Severity::Critical, AnomalyState::Firing),
+        state_of("an-critical", 1, Severity::High, AnomalyState::Updated),
+        // Never reaches high.
+        state_of("an-medium", 0, Severity::Medium, AnomalyState::Firing),
+    ];
+    produce(&topic, &states).await;
+    produce(&topic, &states[..2]).await;
+    produce(&topic, &[anomaly("sentinel", Severity::Critical, AnomalyState::Firing)]).await;
+    wait_for(&receiver, "sentinel").await;
+
+    let high = [("high".to_owned(), "firing".to_owned(), 0), ("critical".to_owned(), "updated".to_owned(), 2)];
+    assert_eq!(pushes_of(&receiver, "an-high"), high);
+    assert_eq!(pushes_of(&receiver, "an-critical"), [("critical".to_owned(), "firing".to_owned(), 0)]);
+    assert_eq!(pushes_of(&receiver, "an-medium"), []);
+    assert_eq!(delivery_severities(&app, "an-high").await, ["high", "critical"]);
+    assert_eq!(delivery_severities(&app, "an-critical").await, ["critical"]);
     app.stop().await;
 }
