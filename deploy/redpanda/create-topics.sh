@@ -12,7 +12,7 @@ RPK=${RPK:-rpk}
 BROKERS=${KAFKA_BROKERS:-redpanda:9092}
 ADMIN=${REDPANDA_ADMIN:-redpanda:9644}
 
-TOPICS=("transactions:6" "tx-partials:1" "tx-minute:3" "anomalies:3" "detector-checkpoints:6" "detector-merge-checkpoints:1" "vigil-dead-letter:1")
+TOPICS=("transactions:6" "tx-partials:1" "tx-minute:3" "anomalies:3" "detector-checkpoints:6" "detector-merge-checkpoints:1" "vigil-dead-letter:1" "transaction-verdicts:3")
 # State snapshots: only the newest record per key matters, so the broker may compact the rest.
 COMPACTED=("detector-checkpoints" "detector-merge-checkpoints")
 

@@ -179,8 +179,9 @@ pub struct RuleArgs {
     /// Amount rules: transactions a baseline needs before judging.
     #[arg(long, env = "AMOUNT_MIN_SAMPLES", default_value = "100")]
     pub amount_min_samples: String,
-    /// Amount rules: lowest severity emitted as an anomaly (medium, high, critical).
-    #[arg(long, env = "AMOUNT_MIN_SEVERITY", default_value = "high")]
+    /// Amount rules: lowest severity emitted as an anomaly (medium, high, critical). Lower tiers
+    /// are counted in vigil_detector_amount_scores_below_min_total, not emitted.
+    #[arg(long, env = "AMOUNT_MIN_SEVERITY", default_value = "medium")]
     pub amount_min_severity: String,
     /// Amount rules: smallest excess (minor units) the low-variance fallback flags.
     #[arg(long, env = "AMOUNT_MATERIALITY_MINOR", default_value = "1000")]
@@ -210,6 +211,9 @@ pub struct ServiceArgs {
     pub minutes_topic: String,
     #[arg(long, env = "ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
+    /// Verdicts on the transactions whose record asks for one (header `vigil.reply-to`).
+    #[arg(long, env = "VERDICTS_TOPIC", default_value = "transaction-verdicts")]
+    pub verdicts_topic: String,
     /// Stage 1 checkpoints; needs at least as many partitions as the transactions topic.
     #[arg(long, env = "CHECKPOINT_TOPIC", default_value = "detector-checkpoints")]
     pub checkpoint_topic: String,
@@ -243,6 +247,11 @@ pub struct ServiceArgs {
     /// Confluent schema registry: outputs in the Confluent wire format when set.
     #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "")]
     pub schema_registry_url: String,
+    /// Categories with their own label in vigil_detector_transactions_total: the first this many
+    /// to arrive (per process); every later one is counted as category="other". Categories are
+    /// client-supplied, so the cap bounds the series a client can create. 0: all are "other".
+    #[arg(long, env = "METRICS_MAX_CATEGORIES", default_value = "100")]
+    pub metrics_max_categories: String,
 }
 
 /// Validated service settings.
@@ -254,6 +263,7 @@ pub struct ServiceConfig {
     pub partials_topic: String,
     pub minutes_topic: String,
     pub anomalies_topic: String,
+    pub verdicts_topic: String,
     pub checkpoint_topic: String,
     pub merge_checkpoint_topic: String,
     pub dead_letter_topic: String,
@@ -266,6 +276,8 @@ pub struct ServiceConfig {
     pub schema_registry_url: Option<String>,
     /// `SHUTDOWN_TIMEOUT`: how long stopping may take before the process exits with status 1.
     pub shutdown_timeout: Duration,
+    /// `METRICS_MAX_CATEGORIES`: categories labelled by name in the transactions counter.
+    pub metrics_max_categories: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -442,6 +454,7 @@ impl ServiceArgs {
             partials_topic: topic(v, "PARTIALS_TOPIC", &self.partials_topic),
             minutes_topic: topic(v, "MINUTES_TOPIC", &self.minutes_topic),
             anomalies_topic: topic(v, "ANOMALIES_TOPIC", &self.anomalies_topic),
+            verdicts_topic: topic(v, "VERDICTS_TOPIC", &self.verdicts_topic),
             checkpoint_topic: topic(v, "CHECKPOINT_TOPIC", &self.checkpoint_topic),
             merge_checkpoint_topic: topic(v, "MERGE_CHECKPOINT_TOPIC", &self.merge_checkpoint_topic),
             dead_letter_topic: topic(v, "DEAD_LETTER_TOPIC", &self.dead_letter_topic),
@@ -455,12 +468,14 @@ impl ServiceArgs {
                 "" => None,
                 u => Some(u.to_owned()),
             },
+            metrics_max_categories: v.parse_in("METRICS_MAX_CATEGORIES", &self.metrics_max_categories, 0usize, 10_000),
         };
         let distinct = [
             &c.transactions_topic,
             &c.partials_topic,
             &c.minutes_topic,
             &c.anomalies_topic,
+            &c.verdicts_topic,
             &c.checkpoint_topic,
             &c.merge_checkpoint_topic,
         ];

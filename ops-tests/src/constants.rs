@@ -50,7 +50,7 @@ pub const GRAFANA_WEBHOOK_PATH: &str = "/grafana/webhook";
 pub const ALERTMANAGER_WEBHOOK_PATH: &str = "/alertmanager/webhook";
 
 /// Every topic and its partition count (scripts/stack.sh TOPICS, deploy/redpanda/create-topics.sh).
-pub const TOPICS: [(&str, i32); 7] = [
+pub const TOPICS: [(&str, i32); 8] = [
     ("transactions", 6),
     ("tx-partials", 1),
     ("tx-minute", 3),
@@ -58,12 +58,13 @@ pub const TOPICS: [(&str, i32); 7] = [
     ("detector-checkpoints", 6),
     ("detector-merge-checkpoints", 1),
     ("vigil-dead-letter", 1),
+    ("transaction-verdicts", 3),
 ];
 /// Topics Redpanda compacts (state snapshots keyed by partition).
 pub const COMPACTED_TOPICS: [&str; 2] = ["detector-checkpoints", "detector-merge-checkpoints"];
 
 /// Which topic each service variable names (the services' defaults must agree).
-pub const TOPIC_VARS: [(&str, &str); 7] = [
+pub const TOPIC_VARS: [(&str, &str); 8] = [
     ("TRANSACTIONS_TOPIC", "transactions"),
     ("PARTIALS_TOPIC", "tx-partials"),
     ("MINUTES_TOPIC", "tx-minute"),
@@ -71,6 +72,7 @@ pub const TOPIC_VARS: [(&str, &str); 7] = [
     ("CHECKPOINT_TOPIC", "detector-checkpoints"),
     ("MERGE_CHECKPOINT_TOPIC", "detector-merge-checkpoints"),
     ("DEAD_LETTER_TOPIC", "vigil-dead-letter"),
+    ("VERDICTS_TOPIC", "transaction-verdicts"),
 ];
 
 /// Grafana data source UIDs, referenced by the dashboards and alert rules.

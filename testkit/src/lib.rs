@@ -402,6 +402,8 @@ pub struct PipelineTopics {
     pub checkpoints: String,
     pub merge_checkpoints: String,
     pub dead_letter: String,
+    /// The detector's verdicts on transactions whose producer asked for one.
+    pub verdicts: String,
 }
 
 impl PipelineTopics {
@@ -425,6 +427,7 @@ impl PipelineTopics {
             checkpoints: format!("detector-checkpoints-{suffix}"),
             merge_checkpoints: format!("detector-merge-checkpoints-{suffix}"),
             dead_letter: format!("vigil-dead-letter-{suffix}"),
+            verdicts: format!("transaction-verdicts-{suffix}"),
         }
     }
 
@@ -439,6 +442,7 @@ impl PipelineTopics {
             (self.checkpoints.as_str(), partitions),
             (self.merge_checkpoints.as_str(), 1),
             (self.dead_letter.as_str(), 1),
+            (self.verdicts.as_str(), 3),
         ]
     }
 
@@ -453,6 +457,7 @@ impl PipelineTopics {
             format!("--checkpoint-topic={}", self.checkpoints),
             format!("--merge-checkpoint-topic={}", self.merge_checkpoints),
             format!("--dead-letter-topic={}", self.dead_letter),
+            format!("--verdicts-topic={}", self.verdicts),
         ]
     }
 

@@ -81,9 +81,14 @@ impl Application {
             s.checkpoint_topic,
             s.transactions_topic
         );
-        for t in
-            [&s.partials_topic, &s.minutes_topic, &s.anomalies_topic, &s.merge_checkpoint_topic, &s.dead_letter_topic]
-        {
+        for t in [
+            &s.partials_topic,
+            &s.minutes_topic,
+            &s.anomalies_topic,
+            &s.verdicts_topic,
+            &s.merge_checkpoint_topic,
+            &s.dead_letter_topic,
+        ] {
             count(t)?;
         }
         Ok(())
@@ -108,6 +113,7 @@ impl Application {
             partials: s.partials_topic.clone(),
             minutes: s.minutes_topic.clone(),
             anomalies: s.anomalies_topic.clone(),
+            verdicts: s.verdicts_topic.clone(),
             dead_letter: s.dead_letter_topic.clone(),
         };
         let producer =

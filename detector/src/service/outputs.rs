@@ -9,7 +9,9 @@ use chrono::{TimeZone, Utc};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use vigil_schemas::{Anomaly, Codec, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, WireEvent};
+use vigil_schemas::{
+    Anomaly, Codec, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, TransactionVerdict, WireEvent,
+};
 
 use crate::error::{Error, Result};
 
@@ -19,6 +21,7 @@ pub struct OutputTopics {
     pub partials: String,
     pub minutes: String,
     pub anomalies: String,
+    pub verdicts: String,
     pub dead_letter: String,
 }
 
@@ -38,7 +41,14 @@ pub struct Origin<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
+    /// The asking producer instance, when the record carries a `vigil.reply-to` header (see
+    /// [`REPLY_TO_HEADER`]): only such transactions get a verdict.
+    pub reply_to: Option<&'a str>,
 }
+
+/// The record header by which a producer asks the detector for a transaction's verdict; its
+/// value names the producer instance, copied into the verdict so that instance can pick it out.
+pub const REPLY_TO_HEADER: &str = "vigil.reply-to";
 
 pub fn minute_key(minute: i64) -> String {
     Utc.timestamp_millis_opt(minute)
@@ -93,6 +103,12 @@ impl Outputs {
     pub fn anomaly(&mut self, a: &Anomaly) -> Result<()> {
         let topic = self.topics.anomalies.clone();
         self.send(&topic, None, &a.id, a)
+    }
+
+    /// Keyed by transaction id: a redelivered transaction's verdict lands under the same key.
+    pub fn verdict(&mut self, v: &TransactionVerdict) -> Result<()> {
+        let topic = self.topics.verdicts.clone();
+        self.send(&topic, None, &v.transaction_id, v)
     }
 
     /// The original message, with the reason and its origin in headers.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -125,6 +125,7 @@ impl<S: Stage> Shared<S> {
             offset: m.offset(),
             key: m.key(),
             payload: m.payload().unwrap_or_default(),
+            reply_to: reply_to(m),
         };
         let ts = m.timestamp().to_millis();
         self.stage.process(&mut slot.state, &origin, ts, &mut self.out)?;
@@ -396,4 +397,11 @@ pub fn run<S: Stage>(
         tracing::info!(stage = S::NAME, "Stage stopped after flushing and checkpointing.");
     }
     result
+}
+
+/// The `vigil.reply-to` header's value, when the record has one that is UTF-8 and not empty.
+fn reply_to<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+    let headers = m.headers()?;
+    let h = headers.iter().find(|h| h.key == super::outputs::REPLY_TO_HEADER)?;
+    std::str::from_utf8(h.value?).ok().filter(|s| !s.is_empty())
 }

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use vigil_schemas::{Codec, MinutePartial, Transaction};
+use vigil_schemas::{Codec, MinutePartial, Transaction, TransactionVerdict, VerdictDecision};
 
 use super::metrics::{DeadLetterLabels, DetectorMetrics, VerdictLabels};
 use super::outputs::{Origin, Outputs};
 use super::stage::Stage;
 use crate::core::merge::is_from_the_future;
-use crate::core::{CoreConfig, MergeState, PartitionState, Refusal, Stage1Output, Stage2Output, Verdict};
+use crate::core::{CoreConfig, MergeState, PartitionState, Refusal, Stage1Output, Stage2Output, Step, Verdict};
 use crate::error::Result;
 
 /// Stage 1: transactions in, partials, late bookings and amount anomalies out.
@@ -80,6 +80,9 @@ impl Stage for PartitionStage {
         let now = chrono::Utc::now().timestamp_millis();
         self.metrics.processing_latency.observe(((now - record_ts).max(0) as f64) / 1000.0);
         let step = state.process(&tx, record_ts, &self.cfg);
+        if let Some(reply_to) = msg.reply_to {
+            out.verdict(&verdict_of(&tx, reply_to, &step))?;
+        }
         match step.verdict {
             Verdict::Counted => self.verdict("counted"),
             Verdict::Late => {
@@ -123,6 +126,34 @@ impl Stage for PartitionStage {
         self.metrics.dedup_entries.set(dedup as i64);
         self.metrics.amount_baseline_keys.set(keys as i64);
         self.metrics.open_windows.set(open as i64);
+    }
+}
+
+/// The answer to a producer that asked for this transaction's verdict: what the core did with it
+/// and the anomalies it raised naming it, with exactly the ids they are stored under.
+fn verdict_of(tx: &Transaction, reply_to: &str, step: &Step) -> TransactionVerdict {
+    let named = step.outputs.iter().filter_map(|o| match o {
+        Stage1Output::Anomaly(a) if a.transaction_id.as_deref() == Some(tx.transaction_id.as_str()) => Some(a),
+        _ => None,
+    });
+    let (mut ids, mut severity) = (Vec::new(), None);
+    for a in named {
+        ids.push(a.id.clone());
+        severity = severity.max(Some(a.severity));
+    }
+    TransactionVerdict {
+        transaction_id: tx.transaction_id.clone(),
+        reply_to: reply_to.to_owned(),
+        occurred_at: tx.occurred_at,
+        decision: match step.verdict {
+            Verdict::Counted => VerdictDecision::Counted,
+            Verdict::Late => VerdictDecision::Late,
+            Verdict::Duplicate => VerdictDecision::Duplicate,
+            Verdict::Refused(_) => VerdictDecision::Refused,
+        },
+        anomaly: !ids.is_empty(),
+        severity: severity.map(|s| s.as_str().to_owned()),
+        anomaly_ids: ids,
     }
 }
 
