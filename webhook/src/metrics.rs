@@ -1,11 +1,116 @@
 //! The webhook service's own metrics (`vigil_webhook_*`); HTTP request counts and latencies by
 //! matched route come from `vigil_common::metrics::HttpMetrics`.
 
+use std::future::Future;
+use std::time::Instant;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use vigil_common::metrics::{latency_histogram, Metrics};
+
+/// Every database query the service runs, by name: the `query` label of
+/// `vigil_webhook_db_query_duration_seconds`. A fixed set, so the label never carries SQL or
+/// anything a client sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbQuery {
+    /// `GET /alerts`: one page of anomalies.
+    AlertsList,
+    /// `GET /grafana/alerts`: one page of received alerts.
+    GrafanaAlertsList,
+    /// Storing a notification, one transaction: BEGIN (including the wait for a pooled
+    /// connection), the raw notification, its alert state changes, closing resolved alerts, COMMIT.
+    NotificationBegin,
+    NotificationInsert,
+    ReceivedAlertsInsert,
+    ReceivedAlertsClose,
+    NotificationCommit,
+    /// The outbound forwarder: queueing an anomaly's deliveries, a worker claiming due ones,
+    /// releasing a claim, asking when the next is due, and recording an attempt's outcome.
+    OutboundInsert,
+    OutboundClaim,
+    OutboundRelease,
+    OutboundNextDue,
+    OutboundMarkDelivered,
+    OutboundMarkRetry,
+    OutboundMarkFailed,
+    /// `/ready`: whether every migration is applied.
+    ReadyMigrations,
+}
+
+impl DbQuery {
+    pub const ALL: [DbQuery; 15] = [
+        DbQuery::AlertsList,
+        DbQuery::GrafanaAlertsList,
+        DbQuery::NotificationBegin,
+        DbQuery::NotificationInsert,
+        DbQuery::ReceivedAlertsInsert,
+        DbQuery::ReceivedAlertsClose,
+        DbQuery::NotificationCommit,
+        DbQuery::OutboundInsert,
+        DbQuery::OutboundClaim,
+        DbQuery::OutboundRelease,
+        DbQuery::OutboundNextDue,
+        DbQuery::OutboundMarkDelivered,
+        DbQuery::OutboundMarkRetry,
+        DbQuery::OutboundMarkFailed,
+        DbQuery::ReadyMigrations,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbQuery::AlertsList => "alerts_list",
+            DbQuery::GrafanaAlertsList => "grafana_alerts_list",
+            DbQuery::NotificationBegin => "notification_begin",
+            DbQuery::NotificationInsert => "notification_insert",
+            DbQuery::ReceivedAlertsInsert => "received_alerts_insert",
+            DbQuery::ReceivedAlertsClose => "received_alerts_close",
+            DbQuery::NotificationCommit => "notification_commit",
+            DbQuery::OutboundInsert => "outbound_insert",
+            DbQuery::OutboundClaim => "outbound_claim",
+            DbQuery::OutboundRelease => "outbound_release",
+            DbQuery::OutboundNextDue => "outbound_next_due",
+            DbQuery::OutboundMarkDelivered => "outbound_mark_delivered",
+            DbQuery::OutboundMarkRetry => "outbound_mark_retry",
+            DbQuery::OutboundMarkFailed => "outbound_mark_failed",
+            DbQuery::ReadyMigrations => "ready_migrations",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// One of [`DbQuery::as_str`].
+    pub query: &'static str,
+}
+
+/// `vigil_webhook_db_query_duration_seconds{query}`: how long each database query took, failed
+/// ones included (from sending it to its answer or error, with any wait for a pooled connection).
+#[derive(Clone, Debug)]
+pub struct DbMetrics {
+    duration: Family<QueryLabels, Histogram>,
+}
+
+impl DbMetrics {
+    fn new() -> Self {
+        let duration = Family::<QueryLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        // Every series exists from the start (count 0), so a rate over a query never run is 0,
+        // not absent.
+        for q in DbQuery::ALL {
+            drop(duration.get_or_create(&QueryLabels { query: q.as_str() }));
+        }
+        DbMetrics { duration }
+    }
+
+    /// Runs `fut` (one query) and records its duration under `query`.
+    pub async fn time<T, E>(&self, query: DbQuery, fut: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let started = Instant::now();
+        let result = fut.await;
+        self.duration.get_or_create(&QueryLabels { query: query.as_str() }).observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceStatusLabels {
@@ -52,6 +157,7 @@ pub struct WebhookMetrics {
     anomalies_consumed: Family<OutcomeLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
     pub delivery_duration: Histogram,
+    pub db: DbMetrics,
 }
 
 impl WebhookMetrics {
@@ -67,6 +173,7 @@ impl WebhookMetrics {
             anomalies_consumed: Family::default(),
             deliveries: Family::default(),
             delivery_duration: latency_histogram(),
+            db: DbMetrics::new(),
         };
         m.register(
             "notifications",
@@ -105,6 +212,11 @@ impl WebhookMetrics {
             "outbound_delivery_duration_seconds",
             "Time of one outbound delivery attempt",
             s.delivery_duration.clone(),
+        );
+        m.register(
+            "db_query_duration_seconds",
+            "Time of one database query, by query name (see the webhook README for the list)",
+            s.db.duration.clone(),
         );
         s
     }

@@ -22,7 +22,7 @@ use vigil_common::http::{ops_router, serve, ReadyCheck};
 use vigil_common::metrics::{track_http, HttpMetrics, Metrics};
 use vigil_common::problem::{self, Problem};
 
-use crate::metrics::WebhookMetrics;
+use crate::metrics::{DbQuery, WebhookMetrics};
 use crate::outbound::Outbound;
 use crate::state::AppState;
 use crate::{listing, notifications, Config};
@@ -138,10 +138,12 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, metrics: &Metrics) -> Router {
     let http = HttpMetrics::new(metrics);
     let pool = state.pool.clone();
+    let db = state.metrics.db.clone();
     let ready: ReadyCheck = Arc::new(move || {
         let pool = pool.clone();
+        let db = db.clone();
         Box::pin(async move {
-            match vigil_common::db::migrations_applied(&pool).await {
+            match db.time(DbQuery::ReadyMigrations, vigil_common::db::migrations_applied(&pool)).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("migrations are not all applied".to_owned()),
                 Err(e) => Err(format!("database unreachable: {e}")),

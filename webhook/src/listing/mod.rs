@@ -194,7 +194,7 @@ pub async fn list_anomalies(
         return Err(invalid(errors).into());
     }
     let filter = AnomalyFilter { severities, since };
-    let mut items = store::anomalies(&state.pool, &filter, cursor, limit).await?;
+    let mut items = store::anomalies(&state.pool, &state.metrics.db, &filter, cursor, limit).await?;
     let next_cursor = next_cursor(&mut items, limit, List::Anomalies, AnomalyItem::cursor);
     Ok(Json(AnomalyPage { items, next_cursor }))
 }
@@ -241,7 +241,7 @@ pub async fn list_received(
         return Err(invalid(errors).into());
     }
     let filter = ReceivedFilter { status, source };
-    let mut items = store::received_alerts(&state.pool, &filter, cursor, limit).await?;
+    let mut items = store::received_alerts(&state.pool, &state.metrics.db, &filter, cursor, limit).await?;
     let next_cursor = next_cursor(&mut items, limit, List::ReceivedAlerts, ReceivedAlertItem::cursor);
     Ok(Json(ReceivedAlertPage { items, next_cursor }))
 }

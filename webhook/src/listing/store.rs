@@ -8,6 +8,7 @@ use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
 use super::cursor::Cursor;
+use crate::metrics::{DbMetrics, DbQuery};
 
 /// One detector anomaly (its latest state), as the sink stored it.
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
@@ -102,6 +103,7 @@ pub struct ReceivedFilter {
 /// Up to `limit` rows strictly after `cursor`, plus one more to tell whether a next page exists.
 pub async fn anomalies(
     pool: &PgPool,
+    db: &DbMetrics,
     filter: &AnomalyFilter,
     cursor: Option<Cursor>,
     limit: i64,
@@ -121,12 +123,13 @@ pub async fn anomalies(
         q.push(" AND (created_at, row_id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
     }
     q.push(" ORDER BY created_at DESC, row_id DESC LIMIT ").push_bind(limit + 1);
-    q.build_query_as().fetch_all(pool).await
+    db.time(DbQuery::AlertsList, q.build_query_as().fetch_all(pool)).await
 }
 
 /// Up to `limit` received alerts strictly after `cursor`, plus one more.
 pub async fn received_alerts(
     pool: &PgPool,
+    db: &DbMetrics,
     filter: &ReceivedFilter,
     cursor: Option<Cursor>,
     limit: i64,
@@ -146,5 +149,5 @@ pub async fn received_alerts(
         q.push(" AND (received_at, id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
     }
     q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(limit + 1);
-    q.build_query_as().fetch_all(pool).await
+    db.time(DbQuery::GrafanaAlertsList, q.build_query_as().fetch_all(pool)).await
 }

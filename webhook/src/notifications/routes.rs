@@ -142,7 +142,7 @@ async fn receive(
     })?;
 
     let started = Instant::now();
-    let stored = store::store(&state.pool, &notification, &value).await?;
+    let stored = store::store(&state.pool, &state.metrics.db, &notification, &value).await?;
     state.metrics.store_duration.observe(started.elapsed().as_secs_f64());
     let m = &state.metrics;
     m.accepted(name, notification.status.as_str());

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::{AlertStatus, Notification};
+use crate::metrics::{DbMetrics, DbQuery};
 
 /// What one request changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +26,9 @@ pub struct Stored {
 }
 
 /// Stores `n` and its raw body `raw`; nothing is stored when any statement fails.
-pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Stored, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let notification_id: i64 = sqlx::query_scalar(
+pub async fn store(pool: &PgPool, db: &DbMetrics, n: &Notification, raw: &Value) -> Result<Stored, sqlx::Error> {
+    let mut tx = db.time(DbQuery::NotificationBegin, pool.begin()).await?;
+    let insert = sqlx::query_scalar(
         "INSERT INTO alert_notifications (source, receiver, status, group_key, title, payload) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
@@ -37,8 +38,8 @@ pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Store
     .bind(&n.group_key)
     .bind(&n.title)
     .bind(raw)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(&mut *tx);
+    let notification_id: i64 = db.time(DbQuery::NotificationInsert, insert).await?;
 
     let len = n.alerts.len();
     let mut keys = Vec::with_capacity(len);
@@ -70,7 +71,7 @@ pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Store
 
     // One statement for every alert; a key already stored (a re-send, or the same alert twice in
     // one body) is skipped, and only the rows really inserted come back.
-    let inserted: Vec<String> = sqlx::query_scalar(
+    let insert = sqlx::query_scalar(
         r#"INSERT INTO received_alerts
                (dedup_key, source, notification_id, fingerprint, status, alertname, severity,
                 labels, annotations, "values", value_string, starts_at, ends_at, generator_url)
@@ -98,8 +99,8 @@ pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Store
     .bind(&starts)
     .bind(&ends)
     .bind(&generator_urls)
-    .fetch_all(&mut *tx)
-    .await?;
+    .fetch_all(&mut *tx);
+    let inserted: Vec<String> = db.time(DbQuery::ReceivedAlertsInsert, insert).await?;
 
     // Each inserted key counts once: a second alert with the same key in this body is a duplicate.
     let mut uncounted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
@@ -119,7 +120,7 @@ pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Store
     let closed = if inserted.is_empty() {
         0
     } else {
-        sqlx::query(
+        let close = sqlx::query(
             "UPDATE received_alerts f
              SET resolved_at = coalesce(r.ends_at, r.received_at)
              FROM received_alerts r
@@ -129,11 +130,10 @@ pub async fn store(pool: &PgPool, n: &Notification, raw: &Value) -> Result<Store
         )
         .bind(n.source.as_str())
         .bind(&fingerprints)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        .execute(&mut *tx);
+        db.time(DbQuery::ReceivedAlertsClose, close).await?.rows_affected()
     };
-    tx.commit().await?;
+    db.time(DbQuery::NotificationCommit, tx.commit()).await?;
     let duplicates = (len as u64).saturating_sub(firing + resolved);
     Ok(Stored { notification_id, firing, resolved, duplicates, closed })
 }

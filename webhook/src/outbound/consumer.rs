@@ -144,7 +144,15 @@ impl AnomalyConsumer {
         // database answers or we are told to stop (then the message is read again next time).
         let mut wait = Duration::from_millis(100);
         loop {
-            match store::insert_pending(&self.pool, &anomaly.id, anomaly.severity.as_str(), &payload, &self.urls).await
+            match store::insert_pending(
+                &self.pool,
+                &self.metrics.db,
+                &anomaly.id,
+                anomaly.severity.as_str(),
+                &payload,
+                &self.urls,
+            )
+            .await
             {
                 Ok(0) => {
                     // Redelivered, or an update at a severity this anomaly was already pushed at

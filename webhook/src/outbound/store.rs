@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 
+use crate::metrics::{DbMetrics, DbQuery};
+
 /// A delivery a worker has claimed.
 #[derive(Debug, Clone, FromRow)]
 pub struct Claimed {
@@ -30,12 +32,13 @@ pub struct Claimed {
 /// consumer, so no two calls race for the same anomaly; the unique key holds if they ever did.
 pub async fn insert_pending(
     pool: &PgPool,
+    db: &DbMetrics,
     anomaly_id: &str,
     severity: &str,
     payload: &Value,
     urls: &[String],
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO outbound_deliveries (anomaly_id, url, severity, payload)
          SELECT $1, u, $2, $3 FROM UNNEST($4::text[]) AS u
          WHERE NOT EXISTS (
@@ -49,9 +52,8 @@ pub async fn insert_pending(
     .bind(severity)
     .bind(payload)
     .bind(urls)
-    .execute(pool)
-    .await?
-    .rows_affected())
+    .execute(pool);
+    Ok(db.time(DbQuery::OutboundInsert, insert).await?.rows_affected())
 }
 
 fn secs(d: Duration) -> f64 {
@@ -61,8 +63,14 @@ fn secs(d: Duration) -> f64 {
 /// Claims up to `batch` due deliveries of `url`, oldest due first, by moving their next attempt
 /// `lease` into the future: another replica skips them, and if this process dies mid-attempt
 /// they become due again when the lease ends.
-pub async fn claim_due(pool: &PgPool, url: &str, batch: i64, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn claim_due(
+    pool: &PgPool,
+    db: &DbMetrics,
+    url: &str,
+    batch: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let claim = sqlx::query_as(
         "WITH due AS (
              SELECT id FROM outbound_deliveries
              WHERE url = $1 AND status = 'pending' AND next_attempt_at <= now()
@@ -77,29 +85,33 @@ pub async fn claim_due(pool: &PgPool, url: &str, batch: i64, lease: Duration) ->
     .bind(url)
     .bind(batch)
     .bind(secs(lease))
-    .fetch_all(pool)
-    .await
+    .fetch_all(pool);
+    db.time(DbQuery::OutboundClaim, claim).await
 }
 
 /// Gives a claimed delivery back (at shutdown, mid-attempt): due again at once.
-pub async fn release(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbound_deliveries SET next_attempt_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'")
-        .bind(id)
-        .execute(pool)
-        .await?;
+pub async fn release(pool: &PgPool, db: &DbMetrics, id: i64) -> Result<(), sqlx::Error> {
+    let release = sqlx::query(
+        "UPDATE outbound_deliveries SET next_attempt_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .execute(pool);
+    db.time(DbQuery::OutboundRelease, release).await?;
     Ok(())
 }
 
 /// When the next pending delivery of `url` falls due, if any is pending.
-pub async fn next_due(pool: &PgPool, url: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(next_attempt_at) FROM outbound_deliveries WHERE url = $1 AND status = 'pending'")
-        .bind(url)
-        .fetch_one(pool)
-        .await
+pub async fn next_due(pool: &PgPool, db: &DbMetrics, url: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let next = sqlx::query_scalar(
+        "SELECT min(next_attempt_at) FROM outbound_deliveries WHERE url = $1 AND status = 'pending'",
+    )
+    .bind(url)
+    .fetch_one(pool);
+    db.time(DbQuery::OutboundNextDue, next).await
 }
 
-pub async fn mark_delivered(pool: &PgPool, id: i64, status: u16) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn mark_delivered(pool: &PgPool, db: &DbMetrics, id: i64, status: u16) -> Result<(), sqlx::Error> {
+    let mark = sqlx::query(
         "UPDATE outbound_deliveries
          SET status = 'delivered', attempts = attempts + 1, last_status_code = $2, last_error = NULL,
              delivered_at = now(), updated_at = now()
@@ -107,19 +119,20 @@ pub async fn mark_delivered(pool: &PgPool, id: i64, status: u16) -> Result<(), s
     )
     .bind(id)
     .bind(i32::from(status))
-    .execute(pool)
-    .await?;
+    .execute(pool);
+    db.time(DbQuery::OutboundMarkDelivered, mark).await?;
     Ok(())
 }
 
 pub async fn mark_retry(
     pool: &PgPool,
+    db: &DbMetrics,
     id: i64,
     status: Option<u16>,
     error: &str,
     after: Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mark = sqlx::query(
         "UPDATE outbound_deliveries
          SET attempts = attempts + 1, last_status_code = $2, last_error = $3,
              next_attempt_at = now() + make_interval(secs => $4), updated_at = now()
@@ -129,13 +142,19 @@ pub async fn mark_retry(
     .bind(status.map(i32::from))
     .bind(error)
     .bind(secs(after))
-    .execute(pool)
-    .await?;
+    .execute(pool);
+    db.time(DbQuery::OutboundMarkRetry, mark).await?;
     Ok(())
 }
 
-pub async fn mark_failed(pool: &PgPool, id: i64, status: Option<u16>, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn mark_failed(
+    pool: &PgPool,
+    db: &DbMetrics,
+    id: i64,
+    status: Option<u16>,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let mark = sqlx::query(
         "UPDATE outbound_deliveries
          SET status = 'failed', attempts = attempts + 1, last_status_code = $2, last_error = $3, updated_at = now()
          WHERE id = $1",
@@ -143,7 +162,7 @@ pub async fn mark_failed(pool: &PgPool, id: i64, status: Option<u16>, error: &st
     .bind(id)
     .bind(status.map(i32::from))
     .bind(error)
-    .execute(pool)
-    .await?;
+    .execute(pool);
+    db.time(DbQuery::OutboundMarkFailed, mark).await?;
     Ok(())
 }

@@ -58,7 +58,7 @@ impl Worker {
         let lease = self.timeout + Duration::from_secs(5);
         tracing::info!(%receiver, "Outbound worker started.");
         while !stop.is_cancelled() {
-            let claimed = match store::claim_due(&self.pool, &url, BATCH, lease).await {
+            let claimed = match store::claim_due(&self.pool, &self.metrics.db, &url, BATCH, lease).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(%receiver, error = %e, "Failed to read due deliveries; retrying.");
@@ -67,7 +67,7 @@ impl Worker {
                 }
             };
             if claimed.is_empty() {
-                let wait = match store::next_due(&self.pool, &url).await {
+                let wait = match store::next_due(&self.pool, &self.metrics.db, &url).await {
                     Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE_POLL),
                     Ok(None) => IDLE_POLL,
                     Err(_) => DB_PAUSE,
@@ -86,7 +86,7 @@ impl Worker {
                 tokio::select! {
                     _ = self.deliver(&receiver, d) => {}
                     _ = stop.cancelled() => {
-                        if let Err(e) = store::release(&self.pool, id).await {
+                        if let Err(e) = store::release(&self.pool, &self.metrics.db, id).await {
                             tracing::debug!(%receiver, error = %e, "Failed to release a claim at shutdown.");
                         }
                         break;
@@ -138,17 +138,17 @@ impl Worker {
             Decision::Delivered => {
                 self.metrics.delivery("delivered");
                 tracing::info!(receiver, anomaly_id = %d.anomaly_id, attempts, "Delivered an anomaly.");
-                store::mark_delivered(&self.pool, d.id, status.unwrap_or(200)).await
+                store::mark_delivered(&self.pool, &self.metrics.db, d.id, status.unwrap_or(200)).await
             }
             Decision::RetryAfter(after) => {
                 self.metrics.delivery("retried");
                 tracing::warn!(receiver, anomaly_id = %d.anomaly_id, attempts, error = %error, retry_in = ?after, "Delivery failed; will retry.");
-                store::mark_retry(&self.pool, d.id, status, &error, after).await
+                store::mark_retry(&self.pool, &self.metrics.db, d.id, status, &error, after).await
             }
             Decision::GiveUp => {
                 self.metrics.delivery("failed");
                 tracing::error!(receiver, anomaly_id = %d.anomaly_id, attempts, error = %error, "Delivery failed for good.");
-                store::mark_failed(&self.pool, d.id, status, &error).await
+                store::mark_failed(&self.pool, &self.metrics.db, d.id, status, &error).await
             }
         };
         if let Err(e) = recorded {

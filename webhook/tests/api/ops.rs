@@ -114,3 +114,45 @@ async fn the_openapi_document_describes_every_route_body_and_error() {
     assert!(schemes.contains_key("bearer") && schemes.contains_key("grafana_hmac"));
     app.stop().await;
 }
+
+/// `vigil_webhook_db_query_duration_seconds{query}`'s count for `query`, from a scrape.
+fn query_count(metrics: &str, query: &str) -> u64 {
+    let prefix = format!("vigil_webhook_db_query_duration_seconds_count{{query=\"{query}\"}} ");
+    let line = metrics.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"));
+    line[prefix.len()..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn each_database_query_is_timed_under_its_own_name_and_only_fixed_names_appear() {
+    let app = spawn_app().await;
+    let scrape = || async { app.get("/metrics", None).await.text().await.unwrap() };
+    let before = scrape().await;
+    // Every query name is there from the start, at 0.
+    for q in vigil_webhook::metrics::DbQuery::ALL {
+        assert_eq!(query_count(&before, q.as_str()), 0, "{}", q.as_str());
+    }
+
+    // A list request with a filter a client chose: the label is the query's name, never its
+    // SQL or the client's values.
+    app.get_json("/alerts?severity=critical&limit=3").await;
+    app.get_json("/alerts").await;
+    app.get_json("/grafana/alerts?source=grafana").await;
+    app.post_grafana(fixture("grafana-firing-two-alerts.json")).await;
+    let after = scrape().await;
+    assert_eq!(query_count(&after, "alerts_list"), 2);
+    assert_eq!(query_count(&after, "grafana_alerts_list"), 1);
+    for q in ["notification_begin", "notification_insert", "received_alerts_insert", "notification_commit"] {
+        assert_eq!(query_count(&after, q), 1, "{q}");
+    }
+    assert!(after.contains("# TYPE vigil_webhook_db_query_duration_seconds histogram"), "{after}");
+    assert!(
+        after.contains(r#"vigil_webhook_db_query_duration_seconds_bucket{le="+Inf",query="alerts_list"} 2"#),
+        "{after}"
+    );
+    let names: Vec<&str> = vigil_webhook::metrics::DbQuery::ALL.iter().map(|q| q.as_str()).collect();
+    for line in after.lines().filter(|l| l.starts_with("vigil_webhook_db_query_duration_seconds")) {
+        let label = line.split("query=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        assert!(names.contains(&label), "unexpected query label {label:?} in {line}");
+    }
+    app.stop().await;
+}

@@ -191,6 +191,11 @@ async fn a_critical_anomaly_reaches_a_recovering_receiver_signed_while_a_dead_re
         r#"vigil_webhook_anomalies_consumed_total{outcome="filtered"} 2"#,
         r#"vigil_webhook_anomalies_consumed_total{outcome="queued"} 1"#,
         r#"vigil_webhook_anomalies_consumed_total{outcome="already_pushed"} 1"#,
+        // Each outcome recorded is one timed query: two retries and one delivery (the dead
+        // receiver's attempt is still hanging).
+        r#"vigil_webhook_db_query_duration_seconds_count{query="outbound_mark_retry"} 2"#,
+        r#"vigil_webhook_db_query_duration_seconds_count{query="outbound_mark_delivered"} 1"#,
+        r#"vigil_webhook_db_query_duration_seconds_count{query="outbound_insert"} 2"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
