@@ -21,6 +21,7 @@ async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<
     let producer = vigil_producer::Config::from_args(vigil_producer::Args::parse_from([
         "producer".to_string(),
         "--bind=127.0.0.1:39502".into(),
+        format!("--database-url={db_url}"),
         format!("--kafka-brokers={brokers}"),
         format!("--topic={}", topics.transactions),
         "--rate-limit-per-second=0".into(),

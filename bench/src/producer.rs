@@ -113,9 +113,11 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
 
 async fn start_producer() -> (String, CancellationToken) {
     let topic = vigil_testkit::fresh_topics(&[("bench-http", 6)]).await.remove(0);
+    let db = vigil_testkit::fresh_database().await;
     let args = vec![
         "producer".to_string(),
         "--bind=127.0.0.1:0".into(),
+        format!("--database-url={}", db.url),
         format!("--kafka-brokers={}", vigil_testkit::brokers()),
         format!("--topic={topic}"),
         "--max-event-age=30d".into(),

@@ -223,6 +223,7 @@ impl Stack {
         match kind {
             Kind::Producer => {
                 set(&mut env, "TRANSACTIONS_TOPIC", &t.transactions);
+                set(&mut env, "DATABASE_URL", &self.db_url);
             }
             Kind::Detector => {
                 set(&mut env, "TRANSACTIONS_TOPIC", &t.transactions);

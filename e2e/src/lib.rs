@@ -45,8 +45,11 @@ impl Drop for Running {
 }
 
 pub async fn start_producer(topics: &Topics, extra: &[&str]) -> Running {
+    // A database of its own for its idempotency keys.
+    let db = vigil_testkit::fresh_database().await;
     let mut args = vec![
         "producer".to_string(),
+        format!("--database-url={}", db.url),
         "--bind=127.0.0.1:0".into(),
         format!("--kafka-brokers={}", vigil_testkit::brokers()),
         format!("--topic={}", topics.transactions),

@@ -17,11 +17,40 @@ pub struct Args {
     pub bind: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// PostgreSQL URL, e.g. postgres://vigil:secret@127.0.0.1:5432/vigil. Required: it holds the
+    /// Idempotency-Keys (shared by every producer instance, kept across restarts). Requests
+    /// without a key never touch it.
+    #[arg(long, env = "DATABASE_URL", default_value = "", hide_env_values = true)]
+    pub database_url: String,
+    /// Most database connections the service holds at once.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "10")]
+    pub database_max_connections: String,
+    /// How long an Idempotency-Key is remembered: within it, the same key and body get the first
+    /// answer again and the same key with another body is refused (1 minute to 30 days).
+    #[arg(long, env = "IDEMPOTENCY_WINDOW", default_value = "24h")]
+    pub idempotency_window: String,
     #[command(flatten)]
     pub shutdown: vigil_common::shutdown::ShutdownArgs,
     /// Topic transactions are published to.
     #[arg(long, env = "TRANSACTIONS_TOPIC", default_value = "transactions")]
     pub topic: String,
+    /// The detector's verdicts on the transactions that ask for one (see `verdicts`).
+    #[arg(long, env = "VERDICTS_TOPIC", default_value = "transaction-verdicts")]
+    pub verdicts_topic: String,
+    /// How long `POST /transactions` (the older clients' route) waits for the detector's verdict
+    /// before answering 202 with a Location to poll; 0 answers at once, without a verdict.
+    #[arg(long, env = "VERDICT_WAIT", default_value = "2s")]
+    pub verdict_wait: String,
+    /// Longest wait a client may ask for with `Prefer: wait=N` on `POST /ingest/transaction`.
+    #[arg(long, env = "VERDICT_MAX_WAIT", default_value = "10s")]
+    pub verdict_max_wait: String,
+    /// Verdicts kept for polls after a 202, and ids remembered as pending (each bounded).
+    #[arg(long, env = "VERDICT_CACHE", default_value = "100000")]
+    pub verdict_cache: String,
+    /// This instance's name in the `vigil.reply-to` header; unique among the producers sharing
+    /// the verdicts topic. Empty: the host name and a random suffix, new at every start.
+    #[arg(long, env = "INSTANCE_ID", default_value = "")]
+    pub instance_id: String,
     /// How long the broker has to acknowledge an event (acks=all) before the client gets 503.
     #[arg(long, env = "PRODUCE_TIMEOUT", default_value = "5s")]
     pub produce_timeout: String,
@@ -73,7 +102,15 @@ pub struct Args {
 pub struct Config {
     pub bind: SocketAddr,
     pub kafka: KafkaConfig,
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    pub idempotency_window: Duration,
     pub topic: String,
+    pub verdicts_topic: String,
+    pub verdict_wait: Duration,
+    pub verdict_max_wait: Duration,
+    pub verdict_cache: usize,
+    pub instance_id: String,
     pub produce_timeout: Duration,
     pub max_in_flight: u32,
     pub max_batch_items: usize,
@@ -94,7 +131,40 @@ impl Config {
         let bind = v.parse_addr("PRODUCER_BIND", &a.bind);
         let kafka = a.kafka.validate(&mut v);
         let shutdown_timeout = a.shutdown.validate(&mut v);
+        let database_url = v.required("DATABASE_URL", &a.database_url);
+        if !database_url.is_empty() {
+            v.check(
+                database_url.starts_with("postgres://") || database_url.starts_with("postgresql://"),
+                "DATABASE_URL",
+                "must be a postgres:// URL",
+            );
+        }
+        let database_max_connections = v.parse_in("DATABASE_MAX_CONNECTIONS", &a.database_max_connections, 1u32, 1000);
+        let idempotency_window = v.parse_positive_duration("IDEMPOTENCY_WINDOW", &a.idempotency_window);
+        v.check(
+            idempotency_window.is_zero()
+                || (Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&idempotency_window),
+            "IDEMPOTENCY_WINDOW",
+            "must be between 1m and 30d",
+        );
         let topic = v.required("TRANSACTIONS_TOPIC", &a.topic);
+        let verdicts_topic = v.required("VERDICTS_TOPIC", &a.verdicts_topic);
+        let verdict_wait = v.parse_duration("VERDICT_WAIT", &a.verdict_wait);
+        let verdict_max_wait = v.parse_duration("VERDICT_MAX_WAIT", &a.verdict_max_wait);
+        let verdict_cache = v.parse_in("VERDICT_CACHE", &a.verdict_cache, 1usize, 10_000_000);
+        let instance_id = match a.instance_id.trim() {
+            "" => format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "producer".into()),
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            id => id.to_owned(),
+        };
+        v.check(
+            instance_id.len() <= 200 && instance_id.bytes().all(|b| b.is_ascii_graphic()),
+            "INSTANCE_ID",
+            "must be at most 200 visible ASCII characters",
+        );
         let produce_timeout = v.parse_positive_duration("PRODUCE_TIMEOUT", &a.produce_timeout);
         let max_in_flight = v.parse_in("MAX_IN_FLIGHT", &a.max_in_flight, 1u32, 10_000_000);
         let max_batch_items = v.parse_in("MAX_BATCH_ITEMS", &a.max_batch_items, 1usize, 100_000);
@@ -108,6 +178,14 @@ impl Config {
             "REQUEST_TIMEOUT",
             format_args!("must be longer than PRODUCE_TIMEOUT ({produce_timeout:?}) so a slow broker answers 503, not a cut connection"),
         );
+        for (name, wait) in [("VERDICT_WAIT", verdict_wait), ("VERDICT_MAX_WAIT", verdict_max_wait)] {
+            v.check(
+                wait + produce_timeout < request_timeout,
+                name,
+                format_args!("plus PRODUCE_TIMEOUT must stay under REQUEST_TIMEOUT ({request_timeout:?})"),
+            );
+        }
+        v.check(verdict_wait <= verdict_max_wait, "VERDICT_WAIT", "must not exceed VERDICT_MAX_WAIT");
         let api_keys: Vec<Secret> =
             a.api_keys.split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect();
         for k in &api_keys {
@@ -127,8 +205,16 @@ impl Config {
         Ok(Config {
             bind,
             kafka,
+            database_url: Secret::new(database_url),
+            database_max_connections,
+            idempotency_window,
             shutdown_timeout,
             topic,
+            verdicts_topic,
+            verdict_wait,
+            verdict_max_wait,
+            verdict_cache,
+            instance_id,
             produce_timeout,
             max_in_flight,
             max_batch_items,
@@ -142,13 +228,14 @@ impl Config {
         })
     }
 
-    /// Defaults with the given broker and an ephemeral port (tests).
-    pub fn for_tests(brokers: &str, topic: &str) -> Self {
+    /// Defaults with the given broker, database and an ephemeral port (tests).
+    pub fn for_tests(brokers: &str, topic: &str, database_url: &str) -> Self {
         let args = Args::parse_from([
             "producer",
             "--bind=127.0.0.1:0",
             &format!("--kafka-brokers={brokers}"),
             &format!("--topic={topic}"),
+            &format!("--database-url={database_url}"),
         ]);
         match Config::from_args(args) {
             Ok(c) => c,

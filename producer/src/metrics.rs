@@ -13,6 +13,18 @@ pub struct OutcomeLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// A fixed name per SQL statement, e.g. idempotency_claim (see `idempotency`).
+    pub query: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdempotencyLabels {
+    /// claimed (the request did the work), replayed, conflict, in_flight, store_unavailable.
+    pub outcome: &'static str,
+}
+
 /// The producer's own metrics (`vigil_producer_*`).
 #[derive(Clone)]
 pub struct ProducerMetrics {
@@ -20,6 +32,8 @@ pub struct ProducerMetrics {
     pub produce_duration: Histogram,
     pub batch_size: Histogram,
     pub in_flight: Gauge,
+    pub db_query_duration: Family<QueryLabels, Histogram>,
+    pub idempotency: Family<IdempotencyLabels, Counter>,
 }
 
 impl ProducerMetrics {
@@ -29,6 +43,8 @@ impl ProducerMetrics {
             produce_duration: latency_histogram(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             in_flight: Gauge::default(),
+            db_query_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            idempotency: Family::default(),
         };
         m.register("events", "Transaction events by outcome and reason", s.events.clone());
         m.register(
@@ -38,6 +54,16 @@ impl ProducerMetrics {
         );
         m.register("batch_items", "Items per batch request", s.batch_size.clone());
         m.register("in_flight_events", "Events sent and awaiting acknowledgement", s.in_flight.clone());
+        m.register(
+            "db_query_duration_seconds",
+            "PostgreSQL query duration, by query (the idempotency store's statements)",
+            s.db_query_duration.clone(),
+        );
+        m.register(
+            "idempotency_requests",
+            "Requests with an Idempotency-Key, by what the key store decided",
+            s.idempotency.clone(),
+        );
         s
     }
 

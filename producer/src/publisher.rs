@@ -3,6 +3,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio::sync::Semaphore;
@@ -10,6 +11,7 @@ use vigil_common::kafka::KafkaConfig;
 use vigil_schemas::{Codec, Transaction};
 
 use crate::metrics::ProducerMetrics;
+use crate::verdicts::REPLY_TO_HEADER;
 use crate::{Error, Result};
 
 /// Publishes transactions and reports, per event, whether the broker acknowledged it.
@@ -65,7 +67,7 @@ impl Publisher {
         };
         self.metrics.in_flight.inc_by(i64::from(n));
         let start = Instant::now();
-        let sends = txs.iter().map(|tx| self.send_one(tx));
+        let sends = txs.iter().map(|tx| self.send_one(tx, None));
         let results = futures::future::join_all(sends).await;
         self.metrics.in_flight.dec_by(i64::from(n));
         drop(permit);
@@ -78,14 +80,32 @@ impl Publisher {
         results
     }
 
+    /// Like [`Publisher::publish`] for one event, with the `vigil.reply-to` header that asks the
+    /// detector for its verdict (see `verdicts`).
+    pub async fn publish_asking(&self, tx: &Transaction, reply_to: &str) -> Result<()> {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else { return Err(Error::Overloaded) };
+        self.metrics.in_flight.inc();
+        let start = Instant::now();
+        let result = self.send_one(tx, Some(reply_to)).await;
+        self.metrics.in_flight.dec();
+        drop(permit);
+        if result.is_ok() {
+            self.metrics.produce_duration.observe(start.elapsed().as_secs_f64());
+        }
+        result
+    }
+
     fn client(&self) -> (FutureProducer, u64) {
         let c = self.producer.read().unwrap_or_else(|e| e.into_inner());
         (c.producer.clone(), c.generation)
     }
 
-    async fn send_one(&self, tx: &Transaction) -> Result<()> {
+    async fn send_one(&self, tx: &Transaction, reply_to: Option<&str>) -> Result<()> {
         let payload = self.codec.encode(tx)?;
-        let record = FutureRecord::to(&self.topic).key(Self::key(tx)).payload(&payload).timestamp(tx.received_at);
+        let mut record = FutureRecord::to(&self.topic).key(Self::key(tx)).payload(&payload).timestamp(tx.received_at);
+        if let Some(to) = reply_to {
+            record = record.headers(OwnedHeaders::new().insert(Header { key: REPLY_TO_HEADER, value: Some(to) }));
+        }
         let (producer, generation) = self.client();
         // The queue wait counts towards the same deadline; the delivery report arrives at the
         // latest at message.timeout.ms. The outer timeout is a guard against a lost report.

@@ -21,6 +21,8 @@ use vigil_common::problem::{FieldError, Problem};
 use vigil_common::Secret;
 use vigil_schemas::Transaction;
 
+use crate::verdicts::Verdicts;
+use crate::idempotency::{Digest, IdempotencyStore, NotFinal, SCOPE_BATCH, SCOPE_TRANSACTION};
 use crate::metrics::ProducerMetrics;
 use crate::publisher::Publisher;
 use crate::validation::{self, check_idempotency_key, id_from_key};
@@ -37,15 +39,24 @@ pub struct AppState {
     pub publisher: Publisher,
     pub metrics: ProducerMetrics,
     pub limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    pub idempotency: IdempotencyStore,
+    /// Requests waiting for the detector's verdict, and recent verdicts (see `verdicts`).
+    pub verdicts: Arc<Verdicts>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, publisher: Publisher, metrics: ProducerMetrics) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        publisher: Publisher,
+        idempotency: IdempotencyStore,
+        metrics: ProducerMetrics,
+    ) -> Self {
         let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
             let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
             Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
         });
-        AppState { config, publisher, metrics, limiter }
+        let verdicts = Verdicts::new(config.instance_id.clone(), config.verdict_cache);
+        AppState { config, publisher, metrics, limiter, idempotency, verdicts }
     }
 }
 
@@ -200,10 +211,23 @@ async fn publish_one(state: &AppState, tx: Transaction) -> Response {
     }
 }
 
+/// Publishes one event, at most once per Idempotency-Key: a key used before with the same body
+/// gets the first answer again, with another body 422 (see `idempotency`). Without a key the
+/// database is not touched.
+async fn publish_keyed(state: &AppState, key: Option<String>, digest: Digest, tx: Transaction) -> Response {
+    match key {
+        None => publish_one(state, tx).await,
+        Some(key) => {
+            let wait = state.config.produce_timeout + std::time::Duration::from_secs(1);
+            state.idempotency.once(SCOPE_TRANSACTION, &key, digest, wait, || publish_one(state, tx)).await
+        }
+    }
+}
+
 /// `POST /ingest/transaction`: one event.
 #[utoipa::path(post, path = "/ingest/transaction", tag = "ingest",
     request_body(content = crate::openapi::TransactionDoc, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id. Remembered for IDEMPOTENCY_WINDOW (24 h) by every instance: the same key and body get the first answer again (header Idempotent-Replayed: true) without publishing again; the same key with another body is refused with 422.")),
     security((), ("api_key" = [])),
     responses(
         (status = 202, description = "Acknowledged by the broker", body = Accepted),
@@ -212,9 +236,10 @@ async fn publish_one(state: &AppState, tx: Transaction) -> Response {
         (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid event; `errors` names each field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event, or Idempotency-Key reused with another body; `errors` names each field (or `Idempotency-Key`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Over the client's rate limit; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Not acknowledged in time, or overloaded: not accepted; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged in time, overloaded, or (with Idempotency-Key) the key store unreachable: not accepted; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn ingest_one(
     State(state): State<AppState>,
@@ -232,13 +257,13 @@ pub async fn ingest_one(
                 unprocessable(errs)
             })?;
     rate_limit(&state, &client, 1)?;
-    Ok(publish_one(&state, tx).await)
+    Ok(publish_keyed(&state, key, Digest::of_json("ingest", &value), tx).await)
 }
 
 /// `POST /transactions`: the older clients' body.
 #[utoipa::path(post, path = "/transactions", tag = "ingest",
     request_body(content = crate::openapi::LegacyTransactionDoc, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id. Remembered for IDEMPOTENCY_WINDOW (24 h) by every instance: the same key and body get the first answer again (header Idempotent-Replayed: true) without publishing again; the same key with another body is refused with 422.")),
     security((), ("api_key" = [])),
     responses(
         (status = 202, description = "Acknowledged by the broker", body = Accepted),
@@ -247,9 +272,10 @@ pub async fn ingest_one(
         (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid event; `errors` names each field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event, or Idempotency-Key reused with another body; `errors` names each field (or `Idempotency-Key`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Over the client's rate limit; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Not acknowledged in time, or overloaded: not accepted; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged in time, overloaded, or (with Idempotency-Key) the key store unreachable: not accepted; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn ingest_legacy(
     State(state): State<AppState>,
@@ -269,7 +295,7 @@ pub async fn ingest_legacy(
         validation::validate(&mapped, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
             .map_err(reject)?;
     rate_limit(&state, &client, 1)?;
-    Ok(publish_one(&state, tx).await)
+    Ok(publish_keyed(&state, key, Digest::of_json("legacy", &value), tx).await)
 }
 
 /// `POST /ingest/transactions`: a JSON array or NDJSON; every item gets its own verdict.
@@ -278,7 +304,7 @@ pub async fn ingest_legacy(
         (Vec<crate::openapi::TransactionDoc> = "application/json"),
         (String = "application/x-ndjson"),
     ), description = "1 to MAX_BATCH_ITEMS events."),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Item i gets the id of `<key>#<i>`: a retried batch yields the same ids.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Item i gets the id of `<key>#<i>`: a retried batch yields the same ids. Remembered for IDEMPOTENCY_WINDOW (24 h): the same key and batch get the first final answer again (Idempotent-Replayed: true) without publishing; another batch under the key is refused with 422. An answer with unavailable items is not final: its retry publishes them.")),
     security((), ("api_key" = [])),
     responses(
         (status = 202, description = "Every item acknowledged by the broker", body = BatchResult),
@@ -288,7 +314,8 @@ pub async fn ingest_legacy(
         (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Neither application/json nor application/x-ndjson", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "No item valid (a BatchResult), or too many or no items (a problem)", content(
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "No item valid (a BatchResult), or too many or no items, or Idempotency-Key reused with another batch (a problem)", content(
             (BatchResult = "application/json"),
             (ProblemDoc = "application/problem+json"),
         )),
@@ -307,15 +334,32 @@ pub async fn ingest_batch(
     let bytes = read_limited(body, state.config.max_body_bytes).await?;
     let key = idempotency_key(&headers)?;
     // Each item: a parsed value, or the reason it could not be parsed (NDJSON lines only).
+    // With a key, `canonical` is what the key's digest covers: the items, an unparsable NDJSON
+    // line by its text.
+    let mut canonical: Vec<Value> = Vec::new();
     let items: Vec<Result<Value, String>> = if media == NDJSON {
         let text = std::str::from_utf8(&bytes).map_err(|_| malformed("The body is not UTF-8."))?;
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+            .map(|l| {
+                let item = serde_json::from_str(l).map_err(|e: serde_json::Error| e.to_string());
+                if key.is_some() {
+                    canonical.push(match &item {
+                        Ok(v) => Value::clone(v),
+                        Err(_) => serde_json::json!({ "unparsable_line": l }),
+                    });
+                }
+                item
+            })
             .collect()
     } else {
         match parse_json(&bytes).inspect_err(|_| state.metrics.count("rejected", "malformed", 1))? {
-            Value::Array(a) => a.into_iter().map(Ok).collect(),
+            Value::Array(a) => {
+                if key.is_some() {
+                    canonical.clone_from(&a);
+                }
+                a.into_iter().map(Ok).collect()
+            }
             _ => {
                 return Err(malformed(
                     "A batch is a JSON array of events (or NDJSON with Content-Type application/x-ndjson).",
@@ -358,6 +402,26 @@ pub async fn ingest_batch(
     state.metrics.count("rejected", "validation", rejected as u64);
     rate_limit(&state, &client, valid.len())?;
 
+    match key {
+        None => Ok(publish_batch(&state, valid, results, rejected).await),
+        Some(key) => {
+            let digest = Digest::of_json("batch", &Value::Array(canonical));
+            let wait = state.config.produce_timeout + std::time::Duration::from_secs(1);
+            Ok(state
+                .idempotency
+                .once(SCOPE_BATCH, &key, digest, wait, || publish_batch(&state, valid, results, rejected))
+                .await)
+        }
+    }
+}
+
+/// Publishes a batch's valid items and answers with every item's fate.
+async fn publish_batch(
+    state: &AppState,
+    valid: Vec<(usize, Transaction)>,
+    mut results: Vec<ItemResult>,
+    rejected: usize,
+) -> Response {
     let txs: Vec<Transaction> = valid.iter().map(|(_, t)| t.clone()).collect();
     let outcomes = if txs.is_empty() { Vec::new() } else { state.publisher.publish(&txs).await };
     let mut unavailable = 0;
@@ -388,7 +452,12 @@ pub async fn ingest_batch(
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
-    Ok(resp)
+    if unavailable > 0 {
+        // A 207 with unavailable items is not final: under an Idempotency-Key, a retry must
+        // publish them, so the answer is not stored.
+        resp.extensions_mut().insert(NotFinal);
+    }
+    resp
 }
 
 async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Problem> {

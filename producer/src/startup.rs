@@ -19,6 +19,7 @@ use vigil_common::metrics::{track_http, HttpMetrics, Metrics};
 use vigil_common::problem::{self, Problem};
 use vigil_schemas::{Codec, SchemaRegistry};
 
+use crate::idempotency::IdempotencyStore;
 use crate::metrics::ProducerMetrics;
 use crate::publisher::Publisher;
 use crate::routes::{self, AppState};
@@ -26,6 +27,7 @@ use crate::Config;
 
 pub struct Application {
     listener: TcpListener,
+    codec: Arc<Codec>,
     router: Router,
     publisher: Publisher,
     state: AppState,
@@ -42,21 +44,27 @@ impl Application {
                 .with_context(|| format!("Failed to register the schemas with {url}"))?,
             None => Codec::single_object(),
         };
+        let codec = Arc::new(codec);
         let publisher = Publisher::new(
             &config.kafka,
             &config.topic,
-            Arc::new(codec),
+            codec.clone(),
             config.produce_timeout,
             config.max_in_flight,
             pm.clone(),
         )
         .context("Failed to create the Kafka producer")?;
+        let pool = vigil_common::db::pool_lazy(config.database_url.expose(), config.database_max_connections)
+            .context("Failed to read DATABASE_URL")?;
+        vigil_common::db::migrate(&pool).await.context("Failed to apply the database migrations")?;
+        // A claim outlives its request at most by the request timeout (see idempotency).
+        let idempotency = IdempotencyStore::new(pool, config.idempotency_window, config.request_timeout, pm.clone());
         let listener =
             TcpListener::bind(config.bind).await.with_context(|| format!("Failed to bind {}", config.bind))?;
         let config = Arc::new(config);
-        let state = AppState::new(config.clone(), publisher.clone(), pm);
+        let state = AppState::new(config.clone(), publisher.clone(), idempotency, pm);
         let router = router(state.clone(), &metrics);
-        Ok(Application { listener, router, publisher, state })
+        Ok(Application { listener, codec, router, publisher, state })
     }
 
     pub fn port(&self) -> u16 {
@@ -78,7 +86,18 @@ impl Application {
                 }
             });
         }
+        let expiry = self.state.idempotency.spawn_expiry(Duration::from_secs(60), shutdown.clone());
+        let verdicts = tokio::spawn(self.state.verdicts.clone().run(
+            self.state.config.kafka.clone(),
+            self.state.config.verdicts_topic.clone(),
+            self.codec.clone(),
+            shutdown.clone(),
+        ));
         serve(self.listener, self.router, shutdown).await?;
+        let _ = expiry.await;
+        if let Ok(Err(e)) = verdicts.await {
+            tracing::warn!(error = %format!("{e:#}"), "The verdicts consumer stopped with an error.");
+        }
         let publisher = self.publisher;
         let timeout = self.state.config.produce_timeout;
         vigil_common::shutdown::holding(

@@ -154,11 +154,13 @@ async fn a_batch_with_good_and_bad_items_publishes_exactly_the_good_ones_and_lis
 #[tokio::test]
 async fn the_same_idempotency_key_yields_the_same_transaction_id() {
     let app = TestApp::spawn().await;
+    let body = event();
     let send = |key: &'static str| {
         let http = app.http.clone();
         let url = format!("{}/ingest/transaction", app.url);
+        let body = body.clone();
         async move {
-            let r = http.post(url).header("Idempotency-Key", key).json(&event()).send().await.unwrap();
+            let r = http.post(url).header("Idempotency-Key", key).json(&body).send().await.unwrap();
             assert_eq!(r.status(), 202);
             r.json::<Value>().await.unwrap()["transaction_id"].as_str().unwrap().to_owned()
         }

@@ -67,8 +67,10 @@ async fn while_the_broker_is_down_ready_and_ingest_answer_503_and_ingest_recover
 async fn sigterm_during_a_burst_loses_no_acknowledged_event() {
     let topic = vigil_testkit::fresh_topics(&[("transactions", 3)]).await.remove(0);
     let port = vigil_testkit::free_port();
+    let db = vigil_testkit::fresh_database().await;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_producer"))
         .env("PRODUCER_BIND", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", &db.url)
         .env("KAFKA_BROKERS", vigil_testkit::brokers())
         .env("TRANSACTIONS_TOPIC", &topic)
         .env("RUST_LOG", "warn")

@@ -10,14 +10,23 @@ use vigil_schemas::{Codec, Transaction};
 pub struct TestApp {
     pub url: String,
     pub topic: String,
+    /// The producer's database (idempotency keys).
+    pub database_url: String,
     pub http: reqwest::Client,
     pub stop: CancellationToken,
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
-    /// Starts a producer against `brokers` (default: the test broker) with extra flags.
+    /// Starts a producer against `brokers` (default: the test broker) and a fresh database,
+    /// with extra flags.
     pub async fn spawn_with(brokers: Option<&str>, topic: Option<&str>, extra: &[&str]) -> TestApp {
+        let db = vigil_testkit::fresh_database().await;
+        Self::spawn_on(brokers, topic, &db.url, extra).await
+    }
+
+    /// Starts a producer on the given database (a restart, or a second instance).
+    pub async fn spawn_on(brokers: Option<&str>, topic: Option<&str>, database_url: &str, extra: &[&str]) -> TestApp {
         let topic = match topic {
             Some(t) => t.to_owned(),
             None => vigil_testkit::fresh_topics(&[("transactions", 3)]).await.remove(0),
@@ -28,6 +37,7 @@ impl TestApp {
             "--bind=127.0.0.1:0".into(),
             format!("--kafka-brokers={brokers}"),
             format!("--topic={topic}"),
+            format!("--database-url={database_url}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = Config::from_args(Args::parse_from(args)).unwrap();
@@ -35,7 +45,7 @@ impl TestApp {
         let url = format!("http://127.0.0.1:{}", app.port());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone()));
-        TestApp { url, topic, http: reqwest::Client::new(), stop, task }
+        TestApp { url, topic, database_url: database_url.to_owned(), http: reqwest::Client::new(), stop, task }
     }
 
     pub async fn spawn() -> TestApp {
