@@ -5,6 +5,7 @@
 //! it, so a typo (`?severty=`) never silently returns everything.
 
 pub mod cursor;
+pub mod filter;
 pub mod store;
 
 use std::collections::HashMap;
@@ -13,14 +14,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 use vigil_common::problem::{FieldError, Problem};
-use vigil_schemas::Severity;
 
 use self::cursor::{Cursor, List};
-use self::store::{AnomalyFilter, AnomalyItem, ReceivedAlertItem, ReceivedFilter};
+use self::store::{AnomalyItem, ReceivedAlertItem, ReceivedFilter};
 use crate::error::ApiError;
 use crate::notifications::{AlertStatus, Source};
 use crate::openapi::ProblemDoc;
@@ -31,7 +30,9 @@ pub const DEFAULT_LIMIT: i64 = 50;
 /// Largest page; a larger `limit` is capped to it.
 pub const MAX_LIMIT: i64 = 500;
 
-/// Query of `GET /alerts`.
+/// Query of `GET /alerts`. Filters combine (all must hold) and keep the cursor's order: pass the
+/// same filters with each `cursor`. A list's values are comma-separated and match any of them.
+/// The times are those of `created_at`, when the sink first stored the anomaly (the list's order).
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
@@ -41,11 +42,30 @@ pub struct AnomalyListParams {
     limit: Option<i64>,
     /// `next_cursor` of the previous page, unchanged.
     cursor: Option<String>,
+    /// Only anomalies of this transaction (amount rules), exactly as sent.
+    #[param(min_length = 1, max_length = 255)]
+    transaction_id: Option<String>,
+    /// Only these rules, comma-separated: denied_rate, failed_rate, reversed_rate, auth_code_rate,
+    /// amount_zscore, amount_low_variance, volume_drop, volume_surge.
+    rule: Option<String>,
     /// Only these severities, comma-separated: medium, high, critical.
     severity: Option<String>,
-    /// Only anomalies stored at or after this RFC 3339 time.
+    /// Only this severity and those above it: medium, high or critical.
+    min_severity: Option<String>,
+    /// Only anomalies whose latest state is one of these, comma-separated: firing, updated, resolved.
+    state: Option<String>,
+    /// Only anomalies of this merchant (merchant rates and volumes, amount rules), exactly as sent.
+    #[param(min_length = 1, max_length = 128)]
+    merchant_id: Option<String>,
+    /// Only anomalies stored at or after this RFC 3339 time (the same as `from`; kept for older clients).
     #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Only anomalies stored at or after this RFC 3339 time (inclusive).
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<String>,
+    /// Only anomalies stored before this RFC 3339 time (exclusive); not before `from`.
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<String>,
 }
 
 /// Query of `GET /grafana/alerts`.
@@ -84,7 +104,7 @@ fn invalid(errors: Vec<FieldError>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", "Invalid query parameters").with_errors(errors)
 }
 
-fn err(field: &str, message: impl Into<String>) -> FieldError {
+pub(crate) fn err(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.to_owned(), message: message.into() }
 }
 
@@ -155,7 +175,7 @@ fn next_cursor<T>(items: &mut Vec<T>, limit: i64, list: List, at: impl Fn(&T) ->
     responses(
         (status = 200, description = "One page, newest first", body = AnomalyPage),
         (status = 401, description = "Missing or wrong token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A bad parameter; `errors` names it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A bad parameter (an unknown rule, severity or state, a malformed time, `from` after `to`...); `errors` names each", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 500, description = "Our failure", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -167,33 +187,13 @@ pub async fn list_anomalies(
 ) -> Result<Json<AnomalyPage>, ApiError> {
     state.authorize_read(&headers)?;
     let mut errors = Vec::new();
-    let params = collect(query, &["limit", "cursor", "severity", "since"], &mut errors);
+    let params = collect(query, &filter::PARAMETERS, &mut errors);
     let limit = limit(&params, &mut errors);
     let cursor = cursor(List::Anomalies, &params, &mut errors);
-    let severities = params.get("severity").map(|raw| {
-        raw.split(',')
-            .map(str::trim)
-            .filter_map(|s| match Severity::parse(s) {
-                Some(sev) => Some(sev.as_str().to_owned()),
-                None => {
-                    errors.push(err("severity", format!("{s:?} is not one of medium, high, critical")));
-                    None
-                }
-            })
-            .collect::<Vec<_>>()
-    });
-    let since = params.get("since").and_then(|raw| {
-        DateTime::parse_from_rfc3339(raw.trim())
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                errors.push(err("since", format!("must be an RFC 3339 time such as 2026-11-22T10:00:00Z ({e})")))
-            })
-            .ok()
-    });
+    let filter = filter::anomaly_filter(&params, &mut errors);
     if !errors.is_empty() {
         return Err(invalid(errors).into());
     }
-    let filter = AnomalyFilter { severities, since };
     let mut items = store::anomalies(&state.pool, &state.metrics.db, &filter, cursor, limit).await?;
     let next_cursor = next_cursor(&mut items, limit, List::Anomalies, AnomalyItem::cursor);
     Ok(Json(AnomalyPage { items, next_cursor }))

@@ -18,7 +18,8 @@ pub struct AnomalyItem {
     #[serde(skip)]
     #[schema(ignore)]
     pub row_id: i64,
-    /// Rule that fired: denied_rate, failed_rate, reversed_rate, auth_code_rate, amount_zscore, amount_low_variance.
+    /// Rule that fired: denied_rate, failed_rate, reversed_rate, auth_code_rate, amount_zscore,
+    /// amount_low_variance, volume_drop, volume_surge.
     pub rule: String,
     /// global, category, merchant or auth_code.
     pub dimension: String,
@@ -90,14 +91,41 @@ impl ReceivedAlertItem {
     }
 }
 
+/// The filters of `GET /alerts`, all combined (AND); `None` does not filter.
+#[derive(Debug, Default)]
 pub struct AnomalyFilter {
+    /// Exact.
+    pub transaction_id: Option<String>,
+    /// Any of these rules.
+    pub rules: Option<Vec<String>>,
+    /// Any of these severities (`severity` and `min_severity` together: those both allow).
     pub severities: Option<Vec<String>>,
+    /// Any of these states (the anomaly's latest).
+    pub states: Option<Vec<String>>,
+    /// Exact.
+    pub merchant_id: Option<String>,
+    /// `created_at >= since` (the older parameter, same as `from`).
     pub since: Option<DateTime<Utc>>,
+    /// `created_at >= from` (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// `created_at < to` (exclusive).
+    pub to: Option<DateTime<Utc>>,
 }
 
 pub struct ReceivedFilter {
     pub status: Option<String>,
     pub source: Option<String>,
+}
+
+/// ` AND column = value` for one value, ` AND column = ANY(values)` for several: PostgreSQL 15
+/// plans `= ANY` of one element as a set, not an equality, and then walks the list's order
+/// instead of the column's index.
+fn any_of(q: &mut QueryBuilder<'_, Postgres>, column: &'static str, values: &[String]) {
+    q.push(" AND ").push(column);
+    match values {
+        [one] => q.push(" = ").push_bind(one.clone()),
+        _ => q.push(" = ANY(").push_bind(values.to_vec()).push(")"),
+    };
 }
 
 /// Up to `limit` rows strictly after `cursor`, plus one more to tell whether a next page exists.
@@ -113,11 +141,25 @@ pub async fn anomalies(
          category, merchant_id, score, threshold, severity, state, message, first_seen, last_updated, \
          resolved_at, created_at FROM anomalies WHERE true",
     );
-    if let Some(sev) = &filter.severities {
-        q.push(" AND severity = ANY(").push_bind(sev.clone()).push(")");
+    // Each filter is a bound parameter, never spliced SQL. Every column filtered on has an index
+    // that leads with it and ends in the list's order (migration 20261205000021), so a page of a
+    // rare or absent value reads only its own rows.
+    if let Some(id) = &filter.transaction_id {
+        q.push(" AND transaction_id = ").push_bind(id.clone());
     }
-    if let Some(since) = filter.since {
-        q.push(" AND created_at >= ").push_bind(since);
+    if let Some(id) = &filter.merchant_id {
+        q.push(" AND merchant_id = ").push_bind(id.clone());
+    }
+    for (column, values) in [("rule", &filter.rules), ("severity", &filter.severities), ("state", &filter.states)] {
+        if let Some(values) = values {
+            any_of(&mut q, column, values);
+        }
+    }
+    for from in [filter.since, filter.from].into_iter().flatten() {
+        q.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        q.push(" AND created_at < ").push_bind(to);
     }
     if let Some(c) = cursor {
         q.push(" AND (created_at, row_id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
