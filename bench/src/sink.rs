@@ -78,6 +78,8 @@ pub async fn run(minutes: usize) -> anyhow::Result<()> {
         format!("--dead-letter-topic={}", topics[2]),
         format!("--consumer-group={}", vigil_testkit::unique("bench")),
         "--batch-size=500".into(),
+        // Measures the minute tables alone, as before transactions were stored.
+        "--store-transactions=false".into(),
     ];
     let config =
         vigil_sink::Config::from_args(&vigil_sink::Args::parse_from(args)).map_err(|e| anyhow::anyhow!("{e}"))?;

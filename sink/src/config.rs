@@ -32,6 +32,20 @@ pub struct Args {
     pub minutes_topic: String,
     #[arg(long, env = "ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
+    /// Transactions, stored one row each in transaction_records (with STORE_TRANSACTIONS).
+    #[arg(long, env = "TRANSACTIONS_TOPIC", default_value = "transactions")]
+    pub transactions_topic: String,
+    /// The detector's verdicts, stored in transaction_verdicts (with STORE_TRANSACTIONS).
+    #[arg(long, env = "VERDICTS_TOPIC", default_value = "transaction-verdicts")]
+    pub verdicts_topic: String,
+    /// Store every transaction and verdict, for GET /transactions/{id}, reversals and Grafana's
+    /// drill-downs (true or false).
+    #[arg(long, env = "STORE_TRANSACTIONS", default_value = "true")]
+    pub store_transactions: String,
+    /// Keep stored transactions and verdicts this long (event time, whole UTC days); 0 keeps them
+    /// forever.
+    #[arg(long, env = "RETENTION_TRANSACTIONS", default_value = "30d")]
+    pub retention_transactions: String,
     #[arg(long, env = "DEAD_LETTER_TOPIC", default_value = "vigil-dead-letter")]
     pub dead_letter_topic: String,
     #[arg(long, env = "CONSUMER_GROUP", default_value = "vigil-sink")]
@@ -82,6 +96,10 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub minutes_topic: String,
     pub anomalies_topic: String,
+    pub transactions_topic: String,
+    pub verdicts_topic: String,
+    pub store_transactions: bool,
+    pub retention_transactions: Option<Duration>,
     pub dead_letter_topic: String,
     pub consumer_group: String,
     pub consumer_instance_id: Option<String>,
@@ -117,6 +135,17 @@ impl Config {
             shutdown_timeout: a.shutdown.validate(&mut v),
             minutes_topic: v.required("MINUTES_TOPIC", &a.minutes_topic),
             anomalies_topic: v.required("ANOMALIES_TOPIC", &a.anomalies_topic),
+            transactions_topic: v.required("TRANSACTIONS_TOPIC", &a.transactions_topic),
+            verdicts_topic: v.required("VERDICTS_TOPIC", &a.verdicts_topic),
+            store_transactions: match a.store_transactions.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    v.error("STORE_TRANSACTIONS", format_args!("{other:?} is not true or false"));
+                    false
+                }
+            },
+            retention_transactions: opt(&mut v, "RETENTION_TRANSACTIONS", &a.retention_transactions),
             dead_letter_topic: v.required("DEAD_LETTER_TOPIC", &a.dead_letter_topic),
             consumer_group: v.required("CONSUMER_GROUP", &a.consumer_group),
             consumer_instance_id: Some(a.consumer_instance_id.trim().to_owned()).filter(|s| !s.is_empty()),
@@ -131,7 +160,12 @@ impl Config {
                 u => Some(u.to_owned()),
             },
         };
-        v.check(c.minutes_topic != c.anomalies_topic, "ANOMALIES_TOPIC", "must differ from MINUTES_TOPIC");
+        let topics = [&c.minutes_topic, &c.anomalies_topic, &c.transactions_topic, &c.verdicts_topic];
+        for (i, a) in topics.iter().enumerate() {
+            for b in &topics[i + 1..] {
+                v.check(a != b, "TOPICS", format_args!("topic {a:?} is configured for two purposes"));
+            }
+        }
         v.finish()?;
         Ok(c)
     }

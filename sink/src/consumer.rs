@@ -23,7 +23,7 @@ use vigil_schemas::{Codec, Decoded};
 
 use crate::config::Config;
 use crate::metrics::{KindLabels, LagLabels, SinkMetrics};
-use crate::writer::{write_batch, Row};
+use crate::writer::{write_batch_keeping, Row};
 use crate::{retry, Error, Result};
 
 /// One consumed message awaiting its batch.
@@ -46,6 +46,8 @@ fn newest_time(row: &Row) -> Option<i64> {
         Row::Aggregate(a) => Some(a.minute_start),
         Row::Late(l) => Some(l.minute_start),
         Row::MerchantMinute(m) => Some(m.minute_start),
+        Row::Transaction(t) => Some(t.occurred_at),
+        Row::Verdict(v) => Some(v.occurred_at),
         Row::Anomaly(a) => {
             [Some(a.first_seen), Some(a.last_updated), a.window_end, a.resolved_at].into_iter().flatten().max()
         }
@@ -65,8 +67,12 @@ pub struct Loop {
 
 impl Loop {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        self.consumer.subscribe(&[&self.cfg.minutes_topic, &self.cfg.anomalies_topic])?;
-        tracing::info!(group = %self.cfg.consumer_group, "Sink consuming {} and {}.", self.cfg.minutes_topic, self.cfg.anomalies_topic);
+        let mut topics = vec![self.cfg.minutes_topic.as_str(), self.cfg.anomalies_topic.as_str()];
+        if self.cfg.store_transactions {
+            topics.extend([self.cfg.transactions_topic.as_str(), self.cfg.verdicts_topic.as_str()]);
+        }
+        self.consumer.subscribe(&topics)?;
+        tracing::info!(group = %self.cfg.consumer_group, "Sink consuming {}.", topics.join(", "));
         let mut batch: Vec<Item> = Vec::new();
         // Highest offset seen per partition, including dead-lettered ones.
         let mut seen: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -128,6 +134,9 @@ impl Loop {
     async fn decode(&self, m: &BorrowedMessage<'_>) -> Result<Option<Item>> {
         let payload = m.payload().unwrap_or_default();
         let expected_minutes = m.topic() == self.cfg.minutes_topic;
+        let on_transactions = m.topic() == self.cfg.transactions_topic;
+        let on_verdicts = m.topic() == self.cfg.verdicts_topic;
+        let on_anomalies = m.topic() == self.cfg.anomalies_topic;
         let mut decoded = self.codec.decode_any(payload);
         if let Err(vigil_schemas::Error::UnknownSchemaId(id)) = decoded {
             // A Confluent-framed message from a writer whose schema id we have not seen yet.
@@ -139,7 +148,9 @@ impl Loop {
             Ok(Decoded::MinuteAggregate(a)) if expected_minutes => Row::Aggregate(a),
             Ok(Decoded::LateEvents(l)) if expected_minutes => Row::Late(l),
             Ok(Decoded::MerchantMinute(m)) if expected_minutes => Row::MerchantMinute(m),
-            Ok(Decoded::Anomaly(a)) if !expected_minutes => Row::Anomaly(a),
+            Ok(Decoded::Anomaly(a)) if on_anomalies => Row::Anomaly(a),
+            Ok(Decoded::Transaction(t)) if on_transactions => Row::Transaction(t),
+            Ok(Decoded::TransactionVerdict(v)) if on_verdicts => Row::Verdict(v),
             Ok(other) => {
                 self.dead_letter(m, "wrong_type", &format!("a {} does not belong on {}", other.label(), m.topic()))
                     .await?;
@@ -162,9 +173,16 @@ impl Loop {
             Row::Late(_) => "late_events",
             Row::MerchantMinute(_) => "merchant_minute",
             Row::Anomaly(_) => "anomaly",
+            Row::Transaction(_) => "transaction",
+            Row::Verdict(_) => "transaction_verdict",
         };
         self.metrics.messages.get_or_create(&KindLabels { kind }).inc();
         Ok(Some(Item { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset(), row }))
+    }
+
+    /// The first day transaction retention keeps, by the wall clock now.
+    fn keep_from(&self) -> Option<chrono::NaiveDate> {
+        self.cfg.retention_transactions.map(|r| crate::transactions::first_kept_day(r, chrono::Utc::now()))
     }
 
     async fn dead_letter(&self, m: &BorrowedMessage<'_>, kind: &'static str, reason: &str) -> Result<()> {
@@ -220,7 +238,7 @@ impl Loop {
         let mut paused = false;
         let result = loop {
             let start = Instant::now();
-            match write_batch(&self.pool, &rows).await {
+            match write_batch_keeping(&self.pool, &rows, self.keep_from()).await {
                 Ok(w) => {
                     self.metrics.batch_duration.observe(start.elapsed().as_secs_f64());
                     self.metrics.batch_messages.observe(rows.len() as f64);
@@ -268,7 +286,7 @@ impl Loop {
         for item in batch {
             let mut attempt = 0;
             loop {
-                match write_batch(&self.pool, std::slice::from_ref(&item.row)).await {
+                match write_batch_keeping(&self.pool, std::slice::from_ref(&item.row), self.keep_from()).await {
                     Ok(w) => {
                         self.metrics.written(&w);
                         break;
@@ -283,6 +301,8 @@ impl Loop {
                             Row::Late(l) => self.codec.encode(l),
                             Row::MerchantMinute(m) => self.codec.encode(m),
                             Row::Anomaly(a) => self.codec.encode(a),
+                            Row::Transaction(t) => self.codec.encode(t),
+                            Row::Verdict(v) => self.codec.encode(v),
                         }
                         .unwrap_or_default();
                         self.dead_letter_raw(

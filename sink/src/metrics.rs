@@ -72,6 +72,8 @@ impl SinkMetrics {
             ("merchant_minutes", w.merchant_minutes),
             ("volume_minutes", w.volume_minutes),
             ("anomalies", w.anomalies),
+            ("transaction_records", w.transaction_records),
+            ("transaction_verdicts", w.transaction_verdicts),
         ] {
             if n > 0 {
                 self.rows.get_or_create(&TableLabels { table }).inc_by(n);

@@ -128,6 +128,13 @@ impl Application {
             self.sm.clone(),
             shutdown.clone(),
         ));
+        let transaction_retention = tokio::spawn(crate::transactions::run_retention_periodically(
+            self.pool.clone(),
+            self.config.retention_transactions.filter(|_| self.config.store_transactions),
+            self.config.retention_interval,
+            self.sm.clone(),
+            shutdown.clone(),
+        ));
         let codec = match &self.config.schema_registry_url {
             Some(url) => Codec::with_registry(SchemaRegistry::new(url))
                 .await
@@ -147,6 +154,7 @@ impl Application {
         let result = lp.run(shutdown.clone()).await;
         shutdown.cancel();
         let _ = retention.await;
+        let _ = transaction_retention.await;
         let _ = server.await;
         result.context("The sink loop failed")
     }

@@ -15,9 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
-use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, TransactionStatus};
+use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, TransactionStatus, TransactionVerdict};
+
+use crate::transactions;
 
 /// One decoded message to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,10 @@ pub enum Row {
     Late(LateEvents),
     MerchantMinute(MerchantMinute),
     Anomaly(Anomaly),
+    /// One accepted transaction (`transaction_records`, see `transactions`).
+    Transaction(vigil_schemas::Transaction),
+    /// The detector's verdict on one transaction that asked for it.
+    Verdict(TransactionVerdict),
 }
 
 /// Rows written per table by one batch.
@@ -38,6 +44,10 @@ pub struct Written {
     pub merchant_minutes: u64,
     pub volume_minutes: u64,
     pub anomalies: u64,
+    pub transaction_records: u64,
+    pub transaction_verdicts: u64,
+    /// Transactions of a day retention has already dropped: not stored.
+    pub expired: u64,
 }
 
 fn ts(ms: i64) -> DateTime<Utc> {
@@ -46,6 +56,23 @@ fn ts(ms: i64) -> DateTime<Utc> {
 
 /// Writes `rows` in one transaction.
 pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::Error> {
+    write_batch_keeping(pool, rows, None).await
+}
+
+/// Writes `rows` in one transaction; transactions of days before `keep_from` (the first day
+/// transaction retention keeps) are left out.
+pub async fn write_batch_keeping(
+    pool: &PgPool,
+    rows: &[Row],
+    keep_from: Option<NaiveDate>,
+) -> Result<Written, sqlx::Error> {
+    let mut txs: BTreeMap<(&str, i64), &vigil_schemas::Transaction> = BTreeMap::new();
+    let mut verdicts: BTreeMap<&str, &TransactionVerdict> = BTreeMap::new();
+    let mut expired = 0;
+    let expired_by = |ms: i64| {
+        let day = Utc.timestamp_millis_opt(ms).single().map(|d| d.date_naive());
+        keep_from.is_some_and(|k| day.is_none_or(|d| d < k))
+    };
     // Collapse duplicates inside the batch: one statement may not touch a row twice.
     let mut minutes: BTreeMap<i64, &MinuteAggregate> = BTreeMap::new();
     let mut late: BTreeMap<(i64, &str), i64> = BTreeMap::new();
@@ -65,6 +92,17 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
             Row::MerchantMinute(m) => {
                 merchants.insert((m.minute_start, m.merchant_id.as_str(), m.category.as_str()), m);
             }
+            Row::Transaction(t) if expired_by(t.occurred_at) => expired += 1,
+            Row::Verdict(v) if expired_by(v.occurred_at) => expired += 1,
+            Row::Transaction(t) => {
+                txs.insert((t.transaction_id.as_str(), t.occurred_at), t);
+            }
+            Row::Verdict(v) => {
+                let e = verdicts.entry(v.transaction_id.as_str()).or_insert(v);
+                if transactions::preferred(e, v) {
+                    *e = v;
+                }
+            }
             Row::Anomaly(a) => {
                 let e = anomalies.entry(a.id.as_str()).or_insert(a);
                 if a.sequence > e.sequence {
@@ -77,8 +115,19 @@ pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<Written, sqlx::E
             }
         }
     }
+    if !txs.is_empty() {
+        transactions::ensure_partitions(pool, &transactions::days_of(txs.values().copied())).await?;
+    }
     let mut tx = pool.begin().await?;
-    let mut w = Written::default();
+    let mut w = Written { expired, ..Written::default() };
+    if !txs.is_empty() {
+        let list: Vec<&vigil_schemas::Transaction> = txs.into_values().collect();
+        w.transaction_records = transactions::write_transactions(&mut tx, &list).await?;
+    }
+    if !verdicts.is_empty() {
+        let list: Vec<&TransactionVerdict> = verdicts.into_values().collect();
+        w.transaction_verdicts = transactions::write_verdicts(&mut tx, &list).await?;
+    }
     if !minutes.is_empty() {
         let aggs: Vec<&MinuteAggregate> = minutes.into_values().collect();
         w.transactions = write_statuses(&mut tx, &aggs).await?;

@@ -468,6 +468,8 @@ impl PipelineTopics {
             format!("--minutes-topic={}", self.minutes),
             format!("--anomalies-topic={}", self.anomalies),
             format!("--dead-letter-topic={}", self.dead_letter),
+            format!("--transactions-topic={}", self.transactions),
+            format!("--verdicts-topic={}", self.verdicts),
         ]
     }
 }

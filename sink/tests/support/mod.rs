@@ -52,6 +52,10 @@ impl Sink {
             "--retention-minutes=0".into(),
             "--retention-anomalies=0".into(),
         ];
+        // Transactions are stored only by the tests that give their topics (transactions.rs).
+        if !extra.iter().any(|a| a.starts_with("--transactions-topic")) {
+            args.push("--store-transactions=false".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = vigil_sink::Config::from_args(&vigil_sink::Args::parse_from(args)).unwrap();
         let app = vigil_sink::Application::build(config).await.unwrap();
