@@ -265,7 +265,8 @@ pub struct AmountConfig {
     pub z_medium: f64,
     pub z_high: f64,
     pub z_critical: f64,
-    /// Lowest tier emitted as an anomaly; lower tiers are only counted in metrics.
+    /// Lowest tier emitted as an anomaly. Default medium: every tier is emitted. A tier below it
+    /// is not emitted; the service counts it in `vigil_detector_amount_scores_below_min_total`.
     pub min_severity: Severity,
     /// Below this spread (ln space) the baseline counts as flat and the fallback applies.
     pub low_variance_spread: f64,
@@ -286,7 +287,7 @@ impl Default for AmountConfig {
             z_medium: 2.5,
             z_high: 3.0,
             z_critical: 5.0,
-            min_severity: Severity::High,
+            min_severity: Severity::Medium,
             low_variance_spread: 0.01,
             low_variance_ratio: 2.0,
             materiality_minor: 1000,

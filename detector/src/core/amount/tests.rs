@@ -43,7 +43,7 @@ fn amount_at_z(mu: f64, sigma: f64, z: f64) -> i64 {
 
 #[test]
 fn severity_tiers_fire_at_their_z_scores() {
-    let cfg = AmountConfig { min_severity: Severity::Medium, ..category_only() };
+    let cfg = category_only();
     let (mu, sigma) = (7.0, 0.5);
     let cases = [
         (2.3, None),
@@ -66,18 +66,41 @@ fn severity_tiers_fire_at_their_z_scores() {
 }
 
 #[test]
-fn only_tiers_at_or_above_the_minimum_severity_are_emitted() {
-    let cfg = category_only(); // min severity high
+fn a_medium_amount_anomaly_is_emitted_with_the_default_config() {
+    let cfg = AmountConfig::default();
+    assert_eq!(cfg.min_severity, Severity::Medium);
+    let cfg = AmountConfig { per_merchant: false, ..cfg };
+    let (mu, sigma) = (7.0, 0.5);
+    let mut b = seeded(20_000, mu, sigma, &cfg);
+    let (anoms, scores) = b.judge(&tx(1000, amount_at_z(mu, sigma, 2.7), "m"), &cfg);
+    assert_eq!(anoms.len(), 1, "scores {scores:?}");
+    let a = &anoms[0];
+    assert_eq!((a.rule, a.severity, a.state), (AnomalyRule::AmountZscore, Severity::Medium, AnomalyState::Firing));
+    assert_eq!(a.threshold, 2.5, "the firing bar is the medium tier's");
+    assert!(a.message.contains("medium (threshold 2.5σ)"), "{}", a.message);
+    assert_eq!(scores.len(), 1);
+    assert!(scores[0].emitted && scores[0].severity == Some(Severity::Medium));
+}
+
+#[test]
+fn only_tiers_at_or_above_a_configured_minimum_severity_are_emitted() {
+    let cfg = AmountConfig { min_severity: Severity::High, ..category_only() };
     let (mu, sigma) = (7.0, 0.5);
     let mut b = seeded(20_000, mu, sigma, &cfg);
     let (anoms, scores) = b.judge(&tx(1000, amount_at_z(mu, sigma, 2.7), "m"), &cfg);
     assert!(anoms.is_empty());
+    // The tier is still in the score, marked not emitted, for the below-minimum metric.
     assert_eq!(scores[0].severity, Some(Severity::Medium));
+    assert!(!scores[0].emitted);
+    // A tier at the minimum is emitted and marked so; its threshold is the minimum's bar.
+    let (anoms, scores) = b.judge(&tx(1001, amount_at_z(mu, sigma, 3.5), "m"), &cfg);
+    assert_eq!(anoms.first().map(|a| (a.severity, a.threshold)), Some((Severity::High, 3.0)));
+    assert!(scores[0].emitted);
 }
 
 #[test]
 fn strict_mode_makes_every_tier_more_sensitive() {
-    let cfg = AmountConfig { min_severity: Severity::Medium, ..category_only() }.strict();
+    let cfg = category_only().strict();
     let (mu, sigma) = (7.0, 0.5);
     for (z, expected) in [(2.2, Severity::Medium), (2.7, Severity::High), (4.2, Severity::Critical)] {
         let mut b = seeded(20_000, mu, sigma, &cfg);
@@ -90,7 +113,7 @@ fn strict_mode_makes_every_tier_more_sensitive() {
 fn a_young_baseline_asks_for_more_before_it_alarms() {
     // 3.1 sample standard deviations above 50 samples' mean is not yet "high": with so few
     // samples the spread itself is uncertain (Student's t, 49 degrees of freedom).
-    let cfg = AmountConfig { min_severity: Severity::Medium, ..category_only() };
+    let cfg = category_only();
     let (mu, sigma) = (7.0, 0.5);
     let cfg = AmountConfig { min_samples: 50, ..cfg };
     let mut young = seeded(50, mu, sigma, &cfg);
@@ -174,12 +197,12 @@ fn baselines_forget_buckets_older_than_the_window() {
 /// P(Z ≥ 2.5) = 0.62 %, P(Z ≥ 3) = 0.135 %, P(Z ≥ 5) = 2.9e-7 per transaction.
 #[test]
 fn false_alarm_rate_on_log_normal_traffic_matches_the_thresholds() {
-    let cfg = category_only(); // emits high and critical; medium is counted from the scores
+    let cfg = category_only(); // every tier emitted; the scores count each judgement
     let mut b = AmountBaselines::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let dist = LogNormal::new(8.0, 0.7).unwrap();
     let n = 300_000;
-    let (mut judged, mut medium_plus, mut high_plus, mut critical) = (0u64, 0u64, 0u64, 0u64);
+    let (mut judged, mut medium_plus, mut high_plus, mut critical, mut emitted) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for i in 0..n {
         let t = tx(i, Distribution::<f64>::sample(&dist, &mut rng).round() as i64, "m");
         let (anoms, scores) = b.judge(&t, &cfg);
@@ -187,7 +210,9 @@ fn false_alarm_rate_on_log_normal_traffic_matches_the_thresholds() {
         medium_plus += scores.iter().filter(|s| s.severity.is_some()).count() as u64;
         high_plus += anoms.iter().filter(|a| a.severity >= Severity::High).count() as u64;
         critical += anoms.iter().filter(|a| a.severity == Severity::Critical).count() as u64;
+        emitted += anoms.len() as u64;
     }
+    assert_eq!(emitted, medium_plus, "with the default minimum every tier is emitted");
     let normal = Normal::standard();
     let promise = |z: f64| normal.sf(z) * judged as f64;
     println!(
