@@ -36,3 +36,12 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
     Ok(applied.unwrap_or(0) >= latest)
 }
+
+/// The database's state for `/health`: reachable, and every migration this build knows applied.
+pub async fn check(pool: &PgPool) -> Result<(), String> {
+    match migrations_applied(pool).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("reachable, but the migrations are not all applied".to_owned()),
+        Err(e) => Err(format!("database unreachable: {e}")),
+    }
+}

@@ -1,5 +1,5 @@
 //! OpenAPI pieces every service's document shares: the problem+json body and the operational
-//! routes (`/health`, `/ready`, `/metrics`, `/openapi.json`), described by stubs that are never
+//! routes (`/live`, `/health`, `/ready`, `/metrics`, `/openapi.json`), described by stubs that are never
 //! routed (the routes themselves come from [`crate::http::ops_router`]).
 
 use serde::Serialize;
@@ -34,9 +34,37 @@ pub struct StatusDoc {
     pub status: String,
 }
 
-/// The process answers.
-#[utoipa::path(get, path = "/health", tag = "operations",
+/// One dependency's state in `/health`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DependencyState)]
+pub struct DependencyDoc {
+    /// ok or down.
+    pub status: String,
+    /// Why it is down.
+    pub error: Option<String>,
+}
+
+/// `{"status": "ok", "dependencies": {"broker": {"status": "ok"}, ...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Health)]
+pub struct HealthDoc {
+    pub status: String,
+    /// By name: broker, database, schema_registry (those the service uses).
+    pub dependencies: std::collections::BTreeMap<String, DependencyDoc>,
+}
+
+/// The process answers; nothing else is checked (liveness probes).
+#[utoipa::path(get, path = "/live", tag = "operations",
     responses((status = 200, description = "Alive", body = StatusDoc)))]
+#[allow(dead_code)]
+fn live() {}
+
+/// Each dependency the service uses (broker, database, schema registry), checked now.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = HealthDoc),
+        (status = 503, description = "A dependency is down: `detail` names it, the extension member `dependencies` gives each one's state", body = ProblemDoc, content_type = "application/problem+json"),
+    ))]
 #[allow(dead_code)]
 fn health() {}
 
@@ -64,8 +92,8 @@ fn openapi_json() {}
 /// Merge into a service's document: `doc.merge(OpsApi::openapi())`.
 #[derive(OpenApi)]
 #[openapi(
-    paths(health, ready, metrics, openapi_json),
-    components(schemas(ProblemDoc, FieldErrorDoc, StatusDoc)),
-    tags((name = "operations", description = "Health, readiness, metrics, this document"))
+    paths(live, health, ready, metrics, openapi_json),
+    components(schemas(ProblemDoc, FieldErrorDoc, StatusDoc, HealthDoc, DependencyDoc)),
+    tags((name = "operations", description = "Liveness, health, readiness, metrics, this document"))
 )]
 pub struct OpsApi;

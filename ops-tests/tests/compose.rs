@@ -82,7 +82,7 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
                 "{name} must wait for the topics"
             );
         }
-        if ["sink", "webhook"].contains(&name) {
+        if ["producer", "sink", "webhook"].contains(&name) {
             assert_eq!(svc["depends_on"]["postgres"]["condition"].as_str(), Some("service_healthy"), "{name}");
         }
         let port = service(name).port;
@@ -94,7 +94,7 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
             .collect::<Vec<_>>()
             .join(" ");
         assert!(
-            check.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && check.contains("GET /ready"),
+            check.contains(&format!("/dev/tcp/127.0.0.1/{port}")) && check.contains("GET /health"),
             "{name}: {check}"
         );
     }

@@ -193,6 +193,11 @@ impl IdempotencyStore {
         IdempotencyStore { pool, window, lease, metrics }
     }
 
+    /// The database the keys live in (for `/health`).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn window(&self) -> Duration {
         self.window
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use vigil_common::http::{ops_router, serve, ReadyCheck};
+use vigil_common::http::{ops_router, serve, Dependency, ReadyCheck};
 use vigil_common::metrics::{track_http, HttpMetrics, Metrics};
 use vigil_common::problem::{self, Problem};
 use vigil_schemas::{Codec, SchemaRegistry};
@@ -121,6 +121,13 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
         let p = publisher.clone();
         Box::pin(async move { p.ready().await })
     });
+    // /health: the broker (through the publishing client itself), the database of the
+    // idempotency keys, and the schema registry when one is configured.
+    let mut dependencies =
+        vec![Dependency::new("broker", ready.clone()), Dependency::database(state.idempotency.pool())];
+    if let Some(url) = &state.config.schema_registry_url {
+        dependencies.push(Dependency::schema_registry(url));
+    }
     let timeout = state.config.request_timeout;
     let ingest = Router::new()
         .route("/ingest/transaction", post(routes::ingest_one))
@@ -130,7 +137,7 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
     let doc = crate::openapi::document();
     Router::new()
         .merge(ingest)
-        .merge(ops_router(metrics.clone(), ready))
+        .merge(ops_router(metrics.clone(), ready, dependencies))
         .route("/openapi.json", axum::routing::get(move || async move { axum::Json(doc) }))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)

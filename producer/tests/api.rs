@@ -298,6 +298,7 @@ async fn the_openapi_document_covers_every_route_body_and_error() {
         "/ingest/transaction",
         "/ingest/transactions",
         "/transactions",
+        "/live",
         "/health",
         "/ready",
         "/metrics",
@@ -338,9 +339,9 @@ async fn metrics_count_requests_by_matched_route_and_events_by_outcome() {
 }
 
 #[tokio::test]
-async fn health_and_ready_answer_when_the_broker_is_up() {
+async fn live_health_and_ready_answer_when_the_broker_is_up() {
     let app = TestApp::spawn().await;
-    for p in ["/health", "/ready"] {
+    for p in ["/live", "/health", "/ready"] {
         let r = app.http.get(format!("{}{p}", app.url)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{p}");
     }

@@ -10,7 +10,7 @@ use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vigil_common::http::{ops_router, serve, ReadyCheck};
+use vigil_common::http::{ops_router, serve, Dependency, ReadyCheck};
 use vigil_common::metrics::Metrics;
 use vigil_schemas::{Codec, SchemaRegistry};
 
@@ -54,6 +54,16 @@ impl Application {
         &self.pool
     }
 
+    /// What /health checks: the database, the broker, the schema registry when configured.
+    fn dependencies(&self) -> Vec<Dependency> {
+        let mut deps =
+            vec![Dependency::database(&self.pool), Dependency::broker(&self.config.kafka, &self.config.minutes_topic)];
+        if let Some(url) = &self.config.schema_registry_url {
+            deps.push(Dependency::schema_registry(url));
+        }
+        deps
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let migrated = Arc::new(AtomicBool::new(false));
         let ready = {
@@ -80,9 +90,10 @@ impl Application {
             ready
         };
         let port = self.port();
+        let dependencies = self.dependencies();
         let server = tokio::spawn(serve(
             self.listener,
-            ops_router(self.metrics.clone(), ready).fallback(vigil_common::problem::not_found),
+            ops_router(self.metrics.clone(), ready, dependencies).fallback(vigil_common::problem::not_found),
             shutdown.clone(),
         ));
         tracing::info!(port, "Sink ops server started.");

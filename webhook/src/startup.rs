@@ -18,7 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use vigil_common::http::{ops_router, serve, ReadyCheck};
+use vigil_common::http::{ops_router, serve, Dependency, ReadyCheck};
 use vigil_common::metrics::{track_http, HttpMetrics, Metrics};
 use vigil_common::problem::{self, Problem};
 
@@ -150,6 +150,15 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
             }
         })
     });
+    // /health: the database; the broker and the schema registry only when the outbound
+    // forwarder consumes anomalies.
+    let mut dependencies = vec![Dependency::database(&state.pool)];
+    if state.config.outbound.is_some() {
+        dependencies.push(Dependency::broker(&state.config.kafka, &state.config.anomalies_topic));
+        if let Some(url) = &state.config.schema_registry_url {
+            dependencies.push(Dependency::schema_registry(url));
+        }
+    }
     let timeout = state.config.request_timeout;
     let (api, doc) = api_router().with_state(state).split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
@@ -162,7 +171,7 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()) }
             }),
         )
-        .merge(ops_router(metrics.clone(), ready))
+        .merge(ops_router(metrics.clone(), ready, dependencies))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(

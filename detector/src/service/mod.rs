@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vigil_common::http::{ops_router, serve, ReadyCheck};
+use vigil_common::http::{ops_router, serve, Dependency, ReadyCheck};
 use vigil_common::metrics::Metrics;
 use vigil_schemas::{Codec, SchemaRegistry};
 
@@ -167,7 +167,11 @@ impl Application {
                 }
             })
         });
-        let app = ops_router(self.metrics.clone(), ready).fallback(vigil_common::problem::not_found);
+        let mut dependencies = vec![Dependency::broker(&s.kafka, &s.transactions_topic)];
+        if let Some(url) = &s.schema_registry_url {
+            dependencies.push(Dependency::schema_registry(url));
+        }
+        let app = ops_router(self.metrics.clone(), ready, dependencies).fallback(vigil_common::problem::not_found);
         tracing::info!(port = self.port(), group = %s.consumer_group, "Detector running.");
         let server = tokio::spawn(serve(self.listener, app, shutdown.clone()));
 

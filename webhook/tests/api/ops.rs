@@ -5,7 +5,9 @@ use crate::helpers::{fixture, problem, spawn_app};
 #[tokio::test]
 async fn health_ready_and_metrics_answer_and_metrics_follow_the_naming_convention() {
     let app = spawn_app().await;
-    assert_eq!(app.get("/health", None).await.status(), 200);
+    let health: Value = app.get("/health", None).await.json().await.unwrap();
+    assert_eq!(health, serde_json::json!({"status": "ok", "dependencies": {"database": {"status": "ok"}}}));
+    assert_eq!(app.get("/live", None).await.status(), 200);
     let ready: Value = app.get("/ready", None).await.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
     app.post_grafana(fixture("grafana-firing-two-alerts.json")).await;
@@ -28,7 +30,7 @@ async fn health_ready_and_metrics_answer_and_metrics_follow_the_naming_conventio
 }
 
 #[tokio::test]
-async fn ready_reports_503_when_the_database_is_gone() {
+async fn ready_and_health_report_503_when_the_database_is_gone_and_live_stays_200() {
     let app = spawn_app().await;
     let admin = vigil_testkit::admin_url();
     let name = app.db.name.clone();
@@ -37,7 +39,10 @@ async fn ready_reports_503_when_the_database_is_gone() {
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
     let p = problem(app.get("/ready", None).await, 503).await;
     assert!(p["detail"].as_str().unwrap().contains("database"), "{p}");
-    assert_eq!(app.get("/health", None).await.status(), 200);
+    let p = problem(app.get("/health", None).await, 503).await;
+    assert_eq!(p["dependencies"]["database"]["status"], "down", "{p}");
+    assert!(p["detail"].as_str().unwrap().starts_with("database: "), "{p}");
+    assert_eq!(app.get("/live", None).await.status(), 200);
     let p = problem(app.post_grafana(fixture("grafana-firing-two-alerts.json")).await, 500).await;
     assert!(!p["detail"].as_str().unwrap().contains(&name), "internal details must not leak: {p}");
 }
@@ -61,6 +66,7 @@ async fn the_openapi_document_describes_every_route_body_and_error() {
         ("/alertmanager/webhook", "post"),
         ("/alerts", "get"),
         ("/grafana/alerts", "get"),
+        ("/live", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),
