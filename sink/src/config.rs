@@ -66,7 +66,8 @@ pub struct Args {
     /// Keep minute aggregates this long (event time); 0 keeps them forever.
     #[arg(long, env = "RETENTION_MINUTES_DATA", default_value = "90d")]
     pub retention_minutes: String,
-    /// Keep resolved anomalies this long after they resolved; 0 keeps them forever.
+    /// Keep resolved anomalies this long after they resolved, and amount anomalies (complete when
+    /// emitted, never resolved) this long after their transaction; 0 keeps them forever.
     #[arg(long, env = "RETENTION_RESOLVED_ANOMALIES", default_value = "365d")]
     pub retention_anomalies: String,
     /// How often retention runs.

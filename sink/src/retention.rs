@@ -1,6 +1,12 @@
-//! Retention: old minute aggregates and long-resolved anomalies are deleted in small batches
+//! Retention: old minute aggregates and finished anomalies are deleted in small batches
 //! (10 000 rows per statement, each its own short transaction), so no lock is held for long and
 //! Grafana's readers never wait. Runs every RETENTION_INTERVAL.
+//!
+//! An anomaly is finished when it resolved (the rate and volume rules), or at once for a rule
+//! judged per transaction (the amount rules): such an anomaly is complete when it is emitted,
+//! is never updated and never resolves, so it is measured from its transaction's time
+//! (`last_updated`, equal to `first_seen`). Both go after `RETENTION_RESOLVED_ANOMALIES`. An
+//! open rate or volume anomaly is kept whatever its age.
 
 use std::time::Duration;
 
@@ -11,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{SinkMetrics, TableLabels};
 
 const BATCH: i64 = 10_000;
+
+/// Rules whose anomalies are about one transaction, complete when emitted (the detector sends
+/// them once, `firing`, and never resolves them).
+pub const PER_TRANSACTION_RULES: [&str; 2] = ["amount_zscore", "amount_low_variance"];
 
 /// Minute tables and the column their retention is measured on.
 const MINUTE_TABLES: [&str; 6] = [
@@ -42,8 +52,14 @@ pub async fn run_once(
     }
     if let Some(age) = anomalies {
         let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
-        let sql = "DELETE FROM anomalies WHERE ctid = ANY(ARRAY(SELECT ctid FROM anomalies WHERE state = 'resolved' AND resolved_at < $1 LIMIT $2))";
-        report.push(("anomalies", delete_in_batches(pool, sql, cutoff).await?));
+        let resolved = "DELETE FROM anomalies WHERE ctid = ANY(ARRAY(SELECT ctid FROM anomalies WHERE state = 'resolved' AND resolved_at < $1 LIMIT $2))";
+        let rules = PER_TRANSACTION_RULES.map(|r| format!("'{r}'")).join(", ");
+        let per_transaction = format!(
+            "DELETE FROM anomalies WHERE ctid = ANY(ARRAY(SELECT ctid FROM anomalies WHERE rule IN ({rules}) AND last_updated < $1 LIMIT $2))"
+        );
+        let n = delete_in_batches(pool, resolved, cutoff).await?
+            + delete_in_batches(pool, &per_transaction, cutoff).await?;
+        report.push(("anomalies", n));
     }
     for (table, n) in &report {
         if *n > 0 {
