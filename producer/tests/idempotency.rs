@@ -219,3 +219,50 @@ async fn requests_without_a_key_never_touch_the_database_and_keep_working_withou
     assert_eq!(on_topic(&app.topic), 8);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_claim_left_by_a_dead_instance_is_taken_over_by_the_same_body_after_the_lease_but_not_by_another() {
+    // REQUEST_TIMEOUT (30 s) is the lease: a claim older than it has no live request behind it.
+    let app = TestApp::spawn_with(None, None, &["--produce-timeout=1s"]).await;
+    let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    let body = event();
+    let digest = vigil_producer::idempotency::Digest::of_json("ingest", &body);
+    // An instance claimed the key and died before answering.
+    sqlx::query("INSERT INTO idempotency_keys (scope, key, body_digest, claimed_at) VALUES ('transaction', 'order-dead', $1, now())")
+        .bind(&digest.0[..])
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Within the lease the claim is in flight: the request waits (PRODUCE_TIMEOUT + 1 s), then 409.
+    let r = post(&app, "/ingest/transaction", "order-dead", &body).await;
+    assert_eq!(r.status(), 409);
+    assert!(r.headers().contains_key("retry-after"));
+    sqlx::query("UPDATE idempotency_keys SET claimed_at = now() - interval '31 seconds' WHERE key = 'order-dead'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut other = body.clone();
+    other["amount_minor"] = json!(1);
+    assert_conflict(post(&app, "/ingest/transaction", "order-dead", &other).await).await;
+    let r = post(&app, "/ingest/transaction", "order-dead", &body).await;
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    assert_eq!(on_topic(&app.topic), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_that_is_not_final_is_not_kept_so_the_retry_publishes() {
+    // Nothing listens on the broker's port: every publish times out with 503.
+    let closed = format!("127.0.0.1:{}", vigil_testkit::free_port());
+    let app = TestApp::spawn_with(Some(&closed), Some("transactions"), &["--produce-timeout=1s"]).await;
+    let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    let r = post(&app, "/ingest/transaction", "order-retry", &event()).await;
+    assert_eq!(r.status(), 503);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 0, "a 503 must release its claim");
+    // A retry with another body is not a conflict either: nothing was accepted under the key.
+    let r = post(&app, "/ingest/transaction", "order-retry", &event()).await;
+    assert_eq!(r.status(), 503);
+    app.stop.cancel();
+}
