@@ -47,12 +47,19 @@ impl Drop for Running {
 pub async fn start_producer(topics: &Topics, extra: &[&str]) -> Running {
     // A database of its own for its idempotency keys.
     let db = vigil_testkit::fresh_database().await;
+    start_producer_on(topics, &db.url, extra).await
+}
+
+/// The producer on a given database: the pipeline's, where the sink stores the transactions its
+/// lookups read.
+pub async fn start_producer_on(topics: &Topics, database_url: &str, extra: &[&str]) -> Running {
     let mut args = vec![
         "producer".to_string(),
-        format!("--database-url={}", db.url),
+        format!("--database-url={database_url}"),
         "--bind=127.0.0.1:0".into(),
         format!("--kafka-brokers={}", vigil_testkit::brokers()),
         format!("--topic={}", topics.transactions),
+        format!("--verdicts-topic={}", topics.verdicts),
         "--max-event-age=30d".into(),
         // The scenarios send hours of history as fast as the producer takes it and expect only
         // 202s; rate limiting is tested in producer/tests/api.rs and chaos/tests/security.rs.
@@ -136,7 +143,7 @@ impl Pipeline {
         vigil_common::telemetry::init("e2e");
         let topics = Topics::fresh(transaction_partitions).await;
         let db = fresh_database().await;
-        let producer = start_producer(&topics, producer_args).await;
+        let producer = start_producer_on(&topics, &db.url, producer_args).await;
         let (detector_group, sink_group) = (unique("detector"), unique("sink"));
         let detector = start_detector(&topics, &detector_group, idle_timeout, detector_args).await;
         let sink = start_sink(&topics, &db, &sink_group, &[]).await;

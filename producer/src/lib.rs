@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use vigil_common::openapi::{FieldErrorDoc, OpsApi, ProblemDoc};
 
-use crate::routes::{Accepted, BatchResult, ItemResult};
+use crate::routes::{Accepted, BatchResult, Created, ItemResult, VerdictDoc};
 
 /// A transaction event. Unknown fields are rejected (422).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -86,10 +86,11 @@ impl Modify for Security {
                        acknowledged the event (acks=all, idempotent producer); anything else means it is \
                        not accepted and may be retried with the same id."
     ),
-    paths(crate::routes::ingest_one, crate::routes::ingest_batch, crate::routes::ingest_legacy),
-    components(schemas(TransactionDoc, LegacyTransactionDoc, Accepted, BatchResult, ItemResult, ProblemDoc, FieldErrorDoc)),
+    paths(crate::routes::ingest_one, crate::routes::ingest_batch, crate::routes::ingest_legacy, crate::lookup::get_transaction),
+    components(schemas(TransactionDoc, LegacyTransactionDoc, Accepted, Created, VerdictDoc, BatchResult, ItemResult, ProblemDoc, FieldErrorDoc,
+        crate::lookup::TransactionView, crate::lookup::StoredTransaction, crate::lookup::NamedAnomaly, crate::lookup::LookupVerdict)),
     modifiers(&Security),
-    tags((name = "ingest", description = "Transaction events in"))
+    tags((name = "ingest", description = "Transaction events in"), (name = "transactions", description = "Stored transactions and their verdicts"))
 )]
 pub struct ApiDoc;
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -19,7 +20,7 @@ use vigil_common::body::{malformed, parse_json, read_limited, require_media_type
 use vigil_common::openapi::ProblemDoc;
 use vigil_common::problem::{FieldError, Problem};
 use vigil_common::Secret;
-use vigil_schemas::Transaction;
+use vigil_schemas::{Transaction, TransactionVerdict};
 
 use crate::verdicts::Verdicts;
 use crate::idempotency::{Digest, IdempotencyStore, NotFinal, SCOPE_BATCH, SCOPE_TRANSACTION};
@@ -60,6 +61,39 @@ impl AppState {
     }
 }
 
+/// The detector's verdict on one transaction, exactly as it stored its anomalies.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VerdictDoc {
+    /// counted, late (counted for an already final minute), duplicate (an id seen before: see
+    /// the first one's verdict) or refused (dead-lettered).
+    pub decision: &'static str,
+    /// True when an anomaly names this transaction.
+    pub anomaly: bool,
+    /// The highest severity among `anomaly_ids`: medium, high or critical.
+    pub severity: Option<String>,
+    /// Ids of the anomalies naming this transaction, as in `GET /alerts`.
+    pub anomaly_ids: Vec<String>,
+}
+
+impl From<&TransactionVerdict> for VerdictDoc {
+    fn from(v: &TransactionVerdict) -> Self {
+        VerdictDoc {
+            decision: v.decision.as_str(),
+            anomaly: v.anomaly,
+            severity: v.severity.clone(),
+            anomaly_ids: v.anomaly_ids.clone(),
+        }
+    }
+}
+
+/// Answer for one accepted event with its verdict.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub transaction_id: String,
+    pub status: &'static str,
+    pub verdict: VerdictDoc,
+}
+
 /// Answer for one accepted event.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
@@ -90,7 +124,7 @@ pub struct BatchResult {
 }
 
 /// Who the caller is: its API key when keys are configured, else its IP address.
-fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<String, Problem> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<String, Problem> {
     if state.config.api_keys.is_empty() {
         return Ok(addr.ip().to_string());
     }
@@ -158,7 +192,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(s.to_owned()))
 }
 
-fn unprocessable(errors: Vec<FieldError>) -> Problem {
+pub(crate) fn unprocessable(errors: Vec<FieldError>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "The event is invalid").with_errors(errors)
 }
 
@@ -194,8 +228,13 @@ fn count_failure(metrics: &ProducerMetrics, e: &Error) {
     }
 }
 
-/// Publishes one validated event: 202 with its id once acknowledged.
-async fn publish_one(state: &AppState, tx: Transaction) -> Response {
+/// Publishes one validated event: 202 with its id once acknowledged; with a `wait`, asks the
+/// detector for its verdict and answers 201 with it, or 202 with a Location to poll when it is
+/// not there within the wait.
+async fn publish_one(state: &AppState, tx: Transaction, wait: Duration) -> Response {
+    if !wait.is_zero() {
+        return publish_asking(state, tx, wait).await;
+    }
     let result = state.publisher.publish(std::slice::from_ref(&tx)).await.pop();
     match result {
         Some(Ok(())) => {
@@ -211,15 +250,69 @@ async fn publish_one(state: &AppState, tx: Transaction) -> Response {
     }
 }
 
+/// The request-reply path (see `verdicts`): subscribe, publish with `vigil.reply-to`, wait.
+async fn publish_asking(state: &AppState, tx: Transaction, wait: Duration) -> Response {
+    let id = tx.transaction_id.clone();
+    let rx = state.verdicts.subscribe(&id);
+    if let Err(e) = state.publisher.publish_asking(&tx, state.verdicts.instance()).await {
+        state.verdicts.unsubscribe(&id);
+        count_failure(&state.metrics, &e);
+        return publish_problem(&e).into_response();
+    }
+    state.metrics.count("accepted", "ok", 1);
+    let location = format!("/transactions/{id}");
+    match state.verdicts.wait(&id, rx, wait).await {
+        Some(v) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            Json(Created { transaction_id: id, status: "accepted", verdict: VerdictDoc::from(&*v) }),
+        )
+            .into_response(),
+        None => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location), (header::RETRY_AFTER, "1".to_owned())],
+            Json(Accepted { transaction_id: id, status: "accepted" }),
+        )
+            .into_response(),
+    }
+}
+
+/// How long a request waits for its verdict: `Prefer: wait=N` (RFC 7240, seconds, at most
+/// VERDICT_MAX_WAIT), else `default`.
+fn verdict_wait(state: &AppState, headers: &HeaderMap, default: Duration) -> Result<Duration, Problem> {
+    let mut wait = default;
+    for value in headers.get_all("prefer") {
+        let bad = || unprocessable(vec![FieldError { field: "Prefer".into(), message: "wait must be a number of seconds, e.g. Prefer: wait=2".into() }]);
+        let s = value.to_str().map_err(|_| bad())?;
+        for pref in s.split(',') {
+            let mut kv = pref.split(';').next().unwrap_or_default().splitn(2, '=');
+            if kv.next().map(str::trim).is_some_and(|k| k.eq_ignore_ascii_case("wait")) {
+                let secs: f64 = kv.next().map(|v| v.trim().trim_matches('"')).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                if !secs.is_finite() || secs < 0.0 {
+                    return Err(bad());
+                }
+                wait = Duration::from_secs_f64(secs.min(86_400.0));
+            }
+        }
+    }
+    Ok(wait.min(state.config.verdict_max_wait))
+}
+
 /// Publishes one event, at most once per Idempotency-Key: a key used before with the same body
 /// gets the first answer again, with another body 422 (see `idempotency`). Without a key the
 /// database is not touched.
-async fn publish_keyed(state: &AppState, key: Option<String>, digest: Digest, tx: Transaction) -> Response {
+async fn publish_keyed(
+    state: &AppState,
+    key: Option<String>,
+    digest: Digest,
+    tx: Transaction,
+    verdict_wait: Duration,
+) -> Response {
     match key {
-        None => publish_one(state, tx).await,
+        None => publish_one(state, tx, verdict_wait).await,
         Some(key) => {
-            let wait = state.config.produce_timeout + std::time::Duration::from_secs(1);
-            state.idempotency.once(SCOPE_TRANSACTION, &key, digest, wait, || publish_one(state, tx)).await
+            let wait = state.config.produce_timeout + verdict_wait + Duration::from_secs(1);
+            state.idempotency.once(SCOPE_TRANSACTION, &key, digest, wait, || publish_one(state, tx, verdict_wait)).await
         }
     }
 }
@@ -227,10 +320,11 @@ async fn publish_keyed(state: &AppState, key: Option<String>, digest: Digest, tx
 /// `POST /ingest/transaction`: one event.
 #[utoipa::path(post, path = "/ingest/transaction", tag = "ingest",
     request_body(content = crate::openapi::TransactionDoc, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id. Remembered for IDEMPOTENCY_WINDOW (24 h) by every instance: the same key and body get the first answer again (header Idempotent-Replayed: true) without publishing again; the same key with another body is refused with 422.")),
+    params(("Prefer" = Option<String>, Header, description = "`wait=N`: publish, then wait up to N seconds (at most VERDICT_MAX_WAIT) for the detector's verdict and answer 201 with it, or 202 with a Location to poll."), ("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id. Remembered for IDEMPOTENCY_WINDOW (24 h) by every instance: the same key and body get the first answer again (header Idempotent-Replayed: true) without publishing again; the same key with another body is refused with 422.")),
     security((), ("api_key" = [])),
     responses(
-        (status = 202, description = "Acknowledged by the broker", body = Accepted),
+        (status = 201, description = "Acknowledged, and the detector's verdict came within the wait (Location: /transactions/{id})", body = Created),
+        (status = 202, description = "Acknowledged by the broker; when a verdict was asked for and did not come within the wait, Location names /transactions/{id} to poll", body = Accepted),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
@@ -257,16 +351,18 @@ pub async fn ingest_one(
                 unprocessable(errs)
             })?;
     rate_limit(&state, &client, 1)?;
-    Ok(publish_keyed(&state, key, Digest::of_json("ingest", &value), tx).await)
+    let wait = verdict_wait(&state, &headers, Duration::ZERO)?;
+    Ok(publish_keyed(&state, key, Digest::of_json("ingest", &value), tx, wait).await)
 }
 
 /// `POST /transactions`: the older clients' body.
 #[utoipa::path(post, path = "/transactions", tag = "ingest",
     request_body(content = crate::openapi::LegacyTransactionDoc, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id. Remembered for IDEMPOTENCY_WINDOW (24 h) by every instance: the same key and body get the first answer again (header Idempotent-Replayed: true) without publishing again; the same key with another body is refused with 422.")),
+    params(("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (at most VERDICT_MAX_WAIT) for the detector's verdict; default VERDICT_WAIT (2 s) on this route."), ("Idempotency-Key" = Option<String>, Header, description = "Any 1-255 visible ASCII characters; the same key always yields the same transaction_id. Remembered for IDEMPOTENCY_WINDOW (24 h) by every instance: the same key and body get the first answer again (header Idempotent-Replayed: true) without publishing again; the same key with another body is refused with 422.")),
     security((), ("api_key" = [])),
     responses(
-        (status = 202, description = "Acknowledged by the broker", body = Accepted),
+        (status = 201, description = "Acknowledged, and the detector's verdict came within the wait (Location: /transactions/{id})", body = Created),
+        (status = 202, description = "Acknowledged by the broker; when a verdict was asked for and did not come within the wait, Location names /transactions/{id} to poll", body = Accepted),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid API key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 408, description = "The request took longer than REQUEST_TIMEOUT", body = ProblemDoc, content_type = "application/problem+json"),
@@ -295,7 +391,8 @@ pub async fn ingest_legacy(
         validation::validate(&mapped, &state.config.rules, Utc::now(), key.as_deref().map(|k| id_from_key(k, None)))
             .map_err(reject)?;
     rate_limit(&state, &client, 1)?;
-    Ok(publish_keyed(&state, key, Digest::of_json("legacy", &value), tx).await)
+    let wait = verdict_wait(&state, &headers, state.config.verdict_wait)?;
+    Ok(publish_keyed(&state, key, Digest::of_json("legacy", &value), tx, wait).await)
 }
 
 /// `POST /ingest/transactions`: a JSON array or NDJSON; every item gets its own verdict.

@@ -133,6 +133,7 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
         .route("/ingest/transaction", post(routes::ingest_one))
         .route("/ingest/transactions", post(routes::ingest_batch))
         .route("/transactions", post(routes::ingest_legacy))
+        .route("/transactions/{id}", axum::routing::get(crate::lookup::get_transaction))
         .with_state(state);
     let doc = crate::openapi::document();
     Router::new()
