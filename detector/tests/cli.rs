@@ -111,12 +111,15 @@ fn check_config_names_every_bad_value_and_help_lists_every_variable() {
         .env("ALLOWED_LATENESS", "soon")
         .env("RATE_Z_THRESHOLD", "-1")
         .env("AMOUNT_MIN_SEVERITY", "urgent")
+        .env("METRICS_MAX_CATEGORIES", "lots")
         .env("KAFKA_BROKERS", "nohost")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    for var in ["ALLOWED_LATENESS", "RATE_Z_THRESHOLD", "AMOUNT_MIN_SEVERITY", "KAFKA_BROKERS"] {
+    for var in
+        ["ALLOWED_LATENESS", "RATE_Z_THRESHOLD", "AMOUNT_MIN_SEVERITY", "METRICS_MAX_CATEGORIES", "KAFKA_BROKERS"]
+    {
         assert!(err.contains(var), "{var} not named in:\n{err}");
     }
     let ok = detector().arg("--check-config").env("KAFKA_BROKERS", "127.0.0.1:1").output().unwrap();
@@ -132,6 +135,7 @@ fn check_config_names_every_bad_value_and_help_lists_every_variable() {
         "ANOMALY_STRICT_MODE",
         "CONSUMER_INSTANCE_ID",
         "KAFKA_SASL_PASSWORD",
+        "METRICS_MAX_CATEGORIES",
     ] {
         assert!(help.contains(var), "--help does not mention {var}");
     }

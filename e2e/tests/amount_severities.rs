@@ -1,6 +1,8 @@
 //! The amount tiers through the whole pipeline with the detector's default configuration:
 //! HTTP -> producer -> broker -> detector -> broker -> sink -> PostgreSQL. A medium amount
-//! anomaly (2.5σ to 3σ) is emitted and stored by default.
+//! anomaly (2.5σ to 3σ) is emitted and stored by default, and counted once by the detector's
+//! `vigil_detector_anomalies_opened_total`; each transaction once by
+//! `vigil_detector_transactions_total`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -79,5 +81,14 @@ async fn a_medium_amount_anomaly_is_stored_with_the_default_configuration() {
         assert_eq!(row.7, 2.5, "the firing bar is the medium tier's");
     }
 
+    // The detector counted each anomaly once, at its opening severity.
+    let text = p.http.get(format!("{}/metrics", p.detector.url())).send().await.unwrap().text().await.unwrap();
+    let value =
+        |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    assert_eq!(value("vigil_detector_anomalies_opened_total{rule=\"amount_zscore\",severity=\"medium\"}"), Some(2.0));
+    assert_eq!(value("vigil_detector_amount_scores_below_min_total{severity=\"medium\"}"), Some(0.0));
+    // And every transaction once, under its category and status.
+    let total = (NORMAL + 1) as f64;
+    assert_eq!(value("vigil_detector_transactions_total{category=\"food\",status=\"approved\"}"), Some(total));
     p.stop().await;
 }

@@ -222,6 +222,47 @@ async fn scrape_checks(p: &Pipeline, webhook: &Running) {
         last.0, last.1
     );
 
+    // The detector's counters under their exact names (the rules and the README's table for the
+    // older design's clients read them): every accepted event counted once under its category
+    // and status, and the anomaly counters scraped (each rule and severity present from the
+    // start, at 0 while nothing fired).
+    let counted = r#"sum by (status) (vigil_detector_transactions_total{job="detector",category="grocery"})"#;
+    let denied = (0..accepted).filter(|i| i % 5 == 0).count() as i64;
+    let want = [("approved", accepted - denied), ("denied", denied)];
+    let want: BTreeSet<(String, String)> = want.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let r = query(&http, &prom, counted).await;
+        let got: BTreeSet<(String, String)> = r["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| (s["metric"]["status"].as_str().unwrap_or("").into(), s["value"][1].as_str().unwrap_or("").into()))
+            .filter(|(_, v): &(String, String)| v != "0")
+            .collect();
+        if got == want {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{counted}: expected {want:?}, Prometheus answered {r}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for name in [
+        "vigil_detector_anomalies_opened_total",
+        "vigil_detector_anomaly_escalations_total",
+        "vigil_detector_amount_scores_below_min_total",
+    ] {
+        let r = query(&http, &prom, &format!(r#"count({name}{{job="detector"}})"#)).await;
+        let series = r["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<u32>().ok());
+        assert!(series.is_some_and(|n| n > 0), "{name} not scraped: {r}");
+    }
+    let r = query(
+        &http,
+        &prom,
+        r#"count(vigil_detector_anomalies_opened_total{job="detector",rule="volume_drop",severity="critical"})"#,
+    )
+    .await;
+    assert_eq!(r["data"]["result"][0]["value"][1], "1", "each rule and severity is one series: {r}");
+
     // Every metric the dashboard and the rules use is one a service exports: seen on its
     // /metrics, or registered in its code (a family shows on /metrics only once it has a
     // series, and errors or dead letters may have none yet).

@@ -38,7 +38,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = Metrics::new("detector");
-        let dm = DetectorMetrics::new(&metrics);
+        let dm = DetectorMetrics::new(&metrics).with_max_categories(config.service.metrics_max_categories);
         let codec = match &config.service.schema_registry_url {
             Some(url) => Codec::with_registry(SchemaRegistry::new(url))
                 .await

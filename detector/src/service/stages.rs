@@ -84,9 +84,13 @@ impl Stage for PartitionStage {
             out.verdict(&verdict_of(&tx, reply_to, &step))?;
         }
         match step.verdict {
-            Verdict::Counted => self.verdict("counted"),
+            Verdict::Counted => {
+                self.verdict("counted");
+                self.metrics.transaction_counted(&tx);
+            }
             Verdict::Late => {
                 self.verdict("late");
+                self.metrics.transaction_counted(&tx);
                 self.metrics.late_events.inc();
                 if !step.dedup_checked {
                     self.metrics.late_unchecked.inc();
@@ -102,6 +106,7 @@ impl Stage for PartitionStage {
                 return self.dead_letter(out, msg, label, r.reason());
             }
         }
+        self.metrics.amount_scores(&step.amount_scores);
         self.metrics.windows_closed.inc_by(step.windows_closed as u64);
         route_stage1(step.outputs, out, &self.metrics)
     }
