@@ -23,7 +23,7 @@ use vigil_schemas::{Codec, Decoded};
 
 use crate::config::Config;
 use crate::metrics::{KindLabels, LagLabels, SinkMetrics};
-use crate::writer::{write_batch_keeping, Row};
+use crate::writer::{write_batch_timed, Row};
 use crate::{retry, Error, Result};
 
 /// One consumed message awaiting its batch.
@@ -238,7 +238,7 @@ impl Loop {
         let mut paused = false;
         let result = loop {
             let start = Instant::now();
-            match write_batch_keeping(&self.pool, &rows, self.keep_from()).await {
+            match write_batch_timed(&self.pool, &rows, self.keep_from(), Some(&self.metrics.db)).await {
                 Ok(w) => {
                     self.metrics.batch_duration.observe(start.elapsed().as_secs_f64());
                     self.metrics.batch_messages.observe(rows.len() as f64);
@@ -286,7 +286,14 @@ impl Loop {
         for item in batch {
             let mut attempt = 0;
             loop {
-                match write_batch_keeping(&self.pool, std::slice::from_ref(&item.row), self.keep_from()).await {
+                match write_batch_timed(
+                    &self.pool,
+                    std::slice::from_ref(&item.row),
+                    self.keep_from(),
+                    Some(&self.metrics.db),
+                )
+                .await
+                {
                     Ok(w) => {
                         self.metrics.written(&w);
                         break;

@@ -14,7 +14,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{SinkMetrics, TableLabels};
+use crate::metrics::{DbQuery, SinkMetrics, TableLabels};
 
 const BATCH: i64 = 10_000;
 
@@ -46,7 +46,7 @@ pub async fn run_once(
             let sql = format!(
                 "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE minute < $1 LIMIT $2))"
             );
-            let n = delete_in_batches(pool, &sql, cutoff).await?;
+            let n = delete_in_batches(pool, &sql, cutoff, metrics, DbQuery::RetentionMinutesDelete).await?;
             report.push((table, n));
         }
     }
@@ -57,8 +57,9 @@ pub async fn run_once(
         let per_transaction = format!(
             "DELETE FROM anomalies WHERE ctid = ANY(ARRAY(SELECT ctid FROM anomalies WHERE rule IN ({rules}) AND last_updated < $1 LIMIT $2))"
         );
-        let n = delete_in_batches(pool, resolved, cutoff).await?
-            + delete_in_batches(pool, &per_transaction, cutoff).await?;
+        let q = DbQuery::RetentionAnomaliesDelete;
+        let n = delete_in_batches(pool, resolved, cutoff, metrics, q).await?
+            + delete_in_batches(pool, &per_transaction, cutoff, metrics, q).await?;
         report.push(("anomalies", n));
     }
     for (table, n) in &report {
@@ -70,10 +71,19 @@ pub async fn run_once(
     Ok(report)
 }
 
-async fn delete_in_batches(pool: &PgPool, sql: &str, cutoff: chrono::DateTime<Utc>) -> Result<u64, sqlx::Error> {
+/// Runs `sql` (one batch of deletes, timed under `query`) until a batch deletes fewer than
+/// `BATCH` rows.
+async fn delete_in_batches(
+    pool: &PgPool,
+    sql: &str,
+    cutoff: chrono::DateTime<Utc>,
+    metrics: &SinkMetrics,
+    query: DbQuery,
+) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let n = sqlx::query(sql).bind(cutoff).bind(BATCH).execute(pool).await?.rows_affected();
+        let delete = sqlx::query(sql).bind(cutoff).bind(BATCH);
+        let n = metrics.db.time(query, delete.execute(pool)).await?.rows_affected();
         total += n;
         if n < BATCH as u64 {
             return Ok(total);

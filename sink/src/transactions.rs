@@ -20,7 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction as DbTransaction};
 use tokio_util::sync::CancellationToken;
 use vigil_schemas::{Transaction, TransactionVerdict, VerdictDecision};
 
-use crate::metrics::{SinkMetrics, TableLabels};
+use crate::metrics::{timed, DbMetrics, DbQuery, SinkMetrics, TableLabels};
 
 const PARENT: &str = "transaction_records";
 const BATCH: i64 = 10_000;
@@ -44,25 +44,43 @@ pub fn first_kept_day(retention: Duration, now: DateTime<Utc>) -> NaiveDate {
 
 /// Creates the partitions of `days` that do not exist yet.
 pub async fn ensure_partitions(pool: &PgPool, days: &BTreeSet<NaiveDate>) -> Result<(), sqlx::Error> {
+    ensure_partitions_timed(pool, days, None).await
+}
+
+/// [`ensure_partitions`], the check and the creation timed in `db` when given.
+pub async fn ensure_partitions_timed(
+    pool: &PgPool,
+    days: &BTreeSet<NaiveDate>,
+    db: Option<&DbMetrics>,
+) -> Result<(), sqlx::Error> {
     for day in days {
         let name = partition_name(*day);
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT to_regclass($1)::text").bind(&name).fetch_one(pool).await?;
+        let exists: Option<String> = timed(
+            db,
+            DbQuery::PartitionCheck,
+            sqlx::query_scalar("SELECT to_regclass($1)::text").bind(&name).fetch_one(pool),
+        )
+        .await?;
         if exists.is_some() {
             continue;
         }
         let Some(next) = day.checked_add_days(Days::new(1)) else { continue };
-        let mut tx = pool.begin().await?;
-        // Serialises concurrent sinks creating the same day; the loser finds it made.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(&name).execute(&mut *tx).await?;
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {PARENT} FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')"
-        );
-        sqlx::query(&sql).execute(&mut *tx).await?;
-        tx.commit().await?;
+        timed(db, DbQuery::PartitionCreate, create_partition(pool, &name, *day, next)).await?;
         tracing::info!(partition = %name, "Created the day's partition of transaction_records.");
     }
     Ok(())
+}
+
+/// One short transaction: the advisory lock, CREATE TABLE, COMMIT.
+async fn create_partition(pool: &PgPool, name: &str, day: NaiveDate, next: NaiveDate) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Serialises concurrent sinks creating the same day; the loser finds it made.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(name).execute(&mut *tx).await?;
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {PARENT} FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')"
+    );
+    sqlx::query(&sql).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 /// The days a batch's transactions fall on (before the batch's own transaction begins: creating
@@ -71,12 +89,15 @@ pub fn days_of<'a>(txs: impl Iterator<Item = &'a Transaction>) -> BTreeSet<Naive
     txs.filter_map(|t| day_of(t.occurred_at)).collect()
 }
 
+/// The first columns of an insert, one array each: id, occurred_at, received_at, status, auth code.
+type HeadColumns<'a> = (Vec<&'a str>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>, Vec<&'a str>, Vec<&'a str>);
+
 /// Inserts transactions (their partitions must exist); returns rows inserted.
 pub async fn write_transactions(
     tx: &mut DbTransaction<'_, Postgres>,
     txs: &[&Transaction],
 ) -> Result<u64, sqlx::Error> {
-    let mut cols: (Vec<&str>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut cols: HeadColumns<'_> = Default::default();
     let mut more: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
     for t in txs {
         cols.0.push(&t.transaction_id);
@@ -157,12 +178,26 @@ pub async fn run_retention(
     retention: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<(&'static str, u64)>, sqlx::Error> {
+    run_retention_timed(pool, retention, now, None).await
+}
+
+/// [`run_retention`], each query timed in `db` when given.
+pub async fn run_retention_timed(
+    pool: &PgPool,
+    retention: Duration,
+    now: DateTime<Utc>,
+    db: Option<&DbMetrics>,
+) -> Result<Vec<(&'static str, u64)>, sqlx::Error> {
     let keep_from = first_kept_day(retention, now);
-    let parts: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'transaction_records'::regclass ORDER BY 1",
+    let parts: Vec<String> = timed(
+        db,
+        DbQuery::RetentionPartitionsList,
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'transaction_records'::regclass ORDER BY 1",
+        )
+        .fetch_all(pool),
     )
-    .fetch_all(pool)
     .await?;
     let mut dropped_rows = 0u64;
     for name in parts {
@@ -174,23 +209,23 @@ pub async fn run_retention(
         if day >= keep_from {
             continue;
         }
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {name}")).fetch_one(pool).await?;
-        sqlx::query(&format!("DROP TABLE IF EXISTS {name}")).execute(pool).await?;
+        let count = format!("SELECT count(*) FROM {name}");
+        let n: i64 = timed(db, DbQuery::RetentionPartitionCount, sqlx::query_scalar(&count).fetch_one(pool)).await?;
+        let drop = format!("DROP TABLE IF EXISTS {name}");
+        timed(db, DbQuery::RetentionPartitionDrop, sqlx::query(&drop).execute(pool)).await?;
         dropped_rows += n as u64;
         tracing::info!(partition = %name, rows = n, "Retention dropped a day of transaction_records.");
     }
     let cutoff = Utc.from_utc_datetime(&keep_from.and_hms_opt(0, 0, 0).unwrap_or_default());
     let mut verdicts = 0u64;
     loop {
-        let n = sqlx::query(
+        let delete = sqlx::query(
             "DELETE FROM transaction_verdicts WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM transaction_verdicts WHERE occurred_at < $1 LIMIT $2))",
         )
         .bind(cutoff)
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        .bind(BATCH);
+        let n = timed(db, DbQuery::RetentionVerdictsDelete, delete.execute(pool)).await?.rows_affected();
         verdicts += n;
         if n < BATCH as u64 {
             break;
@@ -212,7 +247,7 @@ pub async fn run_retention_periodically(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => match run_retention(&pool, retention, Utc::now()).await {
+            _ = tick.tick() => match run_retention_timed(&pool, retention, Utc::now(), Some(&metrics.db)).await {
                 Ok(report) => {
                     for (table, n) in report {
                         if n > 0 {

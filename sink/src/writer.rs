@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use vigil_schemas::{Anomaly, LateEvents, MerchantMinute, MinuteAggregate, TransactionStatus, TransactionVerdict};
 
+use crate::metrics::{timed, DbMetrics, DbQuery};
 use crate::transactions;
 
 /// One decoded message to write.
@@ -65,6 +66,17 @@ pub async fn write_batch_keeping(
     pool: &PgPool,
     rows: &[Row],
     keep_from: Option<NaiveDate>,
+) -> Result<Written, sqlx::Error> {
+    write_batch_timed(pool, rows, keep_from, None).await
+}
+
+/// [`write_batch_keeping`], each query timed in `db` (`vigil_sink_db_query_duration_seconds`)
+/// when given.
+pub async fn write_batch_timed(
+    pool: &PgPool,
+    rows: &[Row],
+    keep_from: Option<NaiveDate>,
+    db: Option<&DbMetrics>,
 ) -> Result<Written, sqlx::Error> {
     let mut txs: BTreeMap<(&str, i64), &vigil_schemas::Transaction> = BTreeMap::new();
     let mut verdicts: BTreeMap<&str, &TransactionVerdict> = BTreeMap::new();
@@ -116,38 +128,40 @@ pub async fn write_batch_keeping(
         }
     }
     if !txs.is_empty() {
-        transactions::ensure_partitions(pool, &transactions::days_of(txs.values().copied())).await?;
+        transactions::ensure_partitions_timed(pool, &transactions::days_of(txs.values().copied()), db).await?;
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = timed(db, DbQuery::BatchBegin, pool.begin()).await?;
     let mut w = Written { expired, ..Written::default() };
     if !txs.is_empty() {
         let list: Vec<&vigil_schemas::Transaction> = txs.into_values().collect();
-        w.transaction_records = transactions::write_transactions(&mut tx, &list).await?;
+        w.transaction_records =
+            timed(db, DbQuery::TransactionRecordsInsert, transactions::write_transactions(&mut tx, &list)).await?;
     }
     if !verdicts.is_empty() {
         let list: Vec<&TransactionVerdict> = verdicts.into_values().collect();
-        w.transaction_verdicts = transactions::write_verdicts(&mut tx, &list).await?;
+        w.transaction_verdicts =
+            timed(db, DbQuery::TransactionVerdictsUpsert, transactions::write_verdicts(&mut tx, &list)).await?;
     }
     if !minutes.is_empty() {
         let aggs: Vec<&MinuteAggregate> = minutes.into_values().collect();
-        w.transactions = write_statuses(&mut tx, &aggs).await?;
-        w.auth_codes = write_auth_codes(&mut tx, &aggs).await?;
-        w.categories = write_categories(&mut tx, &aggs).await?;
-        w.volume_minutes = write_volume(&mut tx, &aggs).await?;
+        w.transactions = timed(db, DbQuery::StatusesUpsert, write_statuses(&mut tx, &aggs)).await?;
+        w.auth_codes = timed(db, DbQuery::AuthCodesUpsert, write_auth_codes(&mut tx, &aggs)).await?;
+        w.categories = timed(db, DbQuery::CategoriesUpsert, write_categories(&mut tx, &aggs)).await?;
+        w.volume_minutes = timed(db, DbQuery::VolumeMinutesUpsert, write_volume(&mut tx, &aggs)).await?;
     }
     if !late.is_empty() {
-        w.late = write_late(&mut tx, &late).await?;
+        w.late = timed(db, DbQuery::LateUpsert, write_late(&mut tx, &late)).await?;
     }
     if !merchants.is_empty() {
         let list: Vec<&MerchantMinute> = merchants.into_values().collect();
-        w.merchant_minutes = write_merchant_minutes(&mut tx, &list).await?;
+        w.merchant_minutes = timed(db, DbQuery::MerchantMinutesUpsert, write_merchant_minutes(&mut tx, &list)).await?;
     }
     if !anomalies.is_empty() {
         let list: Vec<&Anomaly> = anomalies.into_values().collect();
         let openings: Vec<&Anomaly> = openings.into_values().collect();
-        w.anomalies = write_anomalies(&mut tx, &list, &openings).await?;
+        w.anomalies = write_anomalies(&mut tx, &list, &openings, db).await?;
     }
-    tx.commit().await?;
+    timed(db, DbQuery::BatchCommit, tx.commit()).await?;
     Ok(w)
 }
 
@@ -315,6 +329,7 @@ async fn write_anomalies(
     tx: &mut Transaction<'_, Postgres>,
     list: &[&Anomaly],
     openings: &[&Anomaly],
+    db: Option<&DbMetrics>,
 ) -> Result<u64, sqlx::Error> {
     let col = |f: fn(&Anomaly) -> String| list.iter().map(|a| f(a)).collect::<Vec<String>>();
     let i64s = |f: fn(&Anomaly) -> i64| list.iter().map(|a| f(a)).collect::<Vec<i64>>();
@@ -322,7 +337,7 @@ async fn write_anomalies(
     let opt_ts =
         |f: fn(&Anomaly) -> Option<i64>| list.iter().map(|a| f(a).map(ts)).collect::<Vec<Option<DateTime<Utc>>>>();
     let opt_s = |f: fn(&Anomaly) -> Option<String>| list.iter().map(|a| f(a)).collect::<Vec<Option<String>>>();
-    let r = sqlx::query(
+    let upsert = sqlx::query(
         "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, window_start, window_end,
             transaction_id, category, merchant_id, observed, observed_count, observed_total,
             baseline_mean, baseline_stddev, baseline_n, scored_on, score, p_value, threshold,
@@ -369,20 +384,18 @@ async fn write_anomalies(
     .bind(list.iter().map(|a| ts(a.last_updated)).collect::<Vec<_>>())
     .bind(opt_ts(|a| a.resolved_at))
     .bind(openings.iter().map(|a| a.sequence).collect::<Vec<i64>>())
-    .bind(openings.iter().map(|a| a.message.clone()).collect::<Vec<String>>())
-    .execute(&mut **tx)
-    .await?;
+    .bind(openings.iter().map(|a| a.message.clone()).collect::<Vec<String>>());
+    let r = timed(db, DbQuery::AnomaliesUpsert, upsert.execute(&mut **tx)).await?;
     // A row already stored from a later state (delivered first) takes an earlier one's opening.
-    sqlx::query(
+    let first_state = sqlx::query(
         "UPDATE anomalies a SET first_sequence = u.first_sequence, first_message = u.first_message
          FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS u(id, first_sequence, first_message)
          WHERE a.id = u.id AND (a.first_sequence IS NULL OR a.first_sequence > u.first_sequence)",
     )
     .bind(openings.iter().map(|a| a.id.clone()).collect::<Vec<String>>())
     .bind(openings.iter().map(|a| a.sequence).collect::<Vec<i64>>())
-    .bind(openings.iter().map(|a| a.message.clone()).collect::<Vec<String>>())
-    .execute(&mut **tx)
-    .await?;
+    .bind(openings.iter().map(|a| a.message.clone()).collect::<Vec<String>>());
+    timed(db, DbQuery::AnomaliesFirstState, first_state.execute(&mut **tx)).await?;
     Ok(r.rows_affected())
 }
 

@@ -2,7 +2,7 @@
 //! partition, whatever the redelivery; a verdict kept as the detector first gave it; retention
 //! dropping whole days, and not storing again what it dropped.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod support;
 
