@@ -2,7 +2,8 @@
 //! HTTP -> producer -> broker -> detector -> broker -> sink -> PostgreSQL. A medium amount
 //! anomaly (2.5σ to 3σ) is emitted and stored by default, and counted once by the detector's
 //! `vigil_detector_anomalies_opened_total`; each transaction once by
-//! `vigil_detector_transactions_total`.
+//! `vigil_detector_transactions_total`. With a minimum of high the same amount is counted in
+//! `vigil_detector_amount_scores_below_min_total` and not stored.
 
 #![allow(clippy::unwrap_used)]
 
@@ -36,9 +37,9 @@ async fn send(p: &Pipeline, at: DateTime<Utc>, amount: i64) -> String {
     v["transaction_id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_medium_amount_anomaly_is_stored_with_the_default_configuration() {
-    let p = Pipeline::start(1).await;
+/// Sends [`NORMAL`] normal amounts then one outlier at a prediction score of about 2.75;
+/// returns the outlier's transaction id and its expected score.
+async fn send_baseline_and_a_medium_outlier(p: &Pipeline) -> (String, f64) {
     // Normal amounts alternate between two values one spread either side of e^8 (about 30 EUR),
     // so the baseline's mean and spread are known exactly; the outlier is placed at a prediction
     // score of about 2.75, in the middle of the medium tier (2.5 to 3), far from both its edges.
@@ -53,9 +54,21 @@ async fn a_medium_amount_anomaly_is_stored_with_the_default_configuration() {
 
     let start = Utc::now().duration_trunc(ChronoDuration::minutes(1)).unwrap() - ChronoDuration::minutes(4);
     for (i, a) in amounts.iter().enumerate() {
-        send(&p, start + ChronoDuration::milliseconds(i as i64 * 250), *a).await;
+        send(p, start + ChronoDuration::milliseconds(i as i64 * 250), *a).await;
     }
-    let id = send(&p, start + ChronoDuration::seconds(50), outlier).await;
+    (send(p, start + ChronoDuration::seconds(50), outlier).await, expected)
+}
+
+/// The value of one series on the detector's /metrics.
+async fn detector_metric(p: &Pipeline, series: &str) -> Option<f64> {
+    let text = p.http.get(format!("{}/metrics", p.detector.url())).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_medium_amount_anomaly_is_stored_with_the_default_configuration() {
+    let p = Pipeline::start(1).await;
+    let (id, expected) = send_baseline_and_a_medium_outlier(&p).await;
 
     let pool = p.db.pool.clone();
     let rows: Vec<Row> = vigil_testkit::eventually(Duration::from_secs(60), || async {
@@ -82,13 +95,51 @@ async fn a_medium_amount_anomaly_is_stored_with_the_default_configuration() {
     }
 
     // The detector counted each anomaly once, at its opening severity.
-    let text = p.http.get(format!("{}/metrics", p.detector.url())).send().await.unwrap().text().await.unwrap();
-    let value =
-        |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-    assert_eq!(value("vigil_detector_anomalies_opened_total{rule=\"amount_zscore\",severity=\"medium\"}"), Some(2.0));
-    assert_eq!(value("vigil_detector_amount_scores_below_min_total{severity=\"medium\"}"), Some(0.0));
+    let value = |series: &'static str| detector_metric(&p, series);
+    assert_eq!(
+        value("vigil_detector_anomalies_opened_total{rule=\"amount_zscore\",severity=\"medium\"}").await,
+        Some(2.0)
+    );
+    assert_eq!(value("vigil_detector_amount_scores_below_min_total{severity=\"medium\"}").await, Some(0.0));
     // And every transaction once, under its category and status.
     let total = (NORMAL + 1) as f64;
-    assert_eq!(value("vigil_detector_transactions_total{category=\"food\",status=\"approved\"}"), Some(total));
+    assert_eq!(value("vigil_detector_transactions_total{category=\"food\",status=\"approved\"}").await, Some(total));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_minimum_of_high_a_medium_amount_is_counted_and_not_stored() {
+    let p = Pipeline::start_configured(1, "3s", &[], &["--amount-min-severity=high"]).await;
+    let (id, _) = send_baseline_and_a_medium_outlier(&p).await;
+    // Both baselines judged it medium; neither emitted it.
+    let below = r#"vigil_detector_amount_scores_below_min_total{severity="medium"}"#;
+    let counted = vigil_testkit::eventually(Duration::from_secs(60), || async {
+        (detector_metric(&p, below).await == Some(2.0)).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "{below} never reached 2: {:?}", detector_metric(&p, below).await);
+    assert_eq!(
+        detector_metric(&p, r#"vigil_detector_anomalies_opened_total{rule="amount_zscore",severity="medium"}"#).await,
+        Some(0.0)
+    );
+    // The minute closes after the outlier (the partition goes idle), so once the sink has stored
+    // it, an anomaly sent before would be stored too.
+    let pool = p.db.pool.clone();
+    let minute = vigil_testkit::eventually(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT coalesce(sum(count), 0)::bigint FROM transactions")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n == (NORMAL + 1) as i64).then_some(())
+    })
+    .await;
+    assert!(minute.is_some(), "the minute was never stored");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM anomalies WHERE transaction_id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "a medium amount is not stored with AMOUNT_MIN_SEVERITY=high");
     p.stop().await;
 }
