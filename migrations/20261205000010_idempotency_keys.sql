@@ -2,7 +2,8 @@
 -- restarts (producer/src/idempotency.rs).
 --
 -- One row per (scope, key): the SHA-256 digest of the request's canonical body, and once the
--- request is answered, the answer (status, content type, body) to give again to a retry.
+-- request is answered, the answer (status, content type, other headers such as Location as
+-- [name, value] pairs, body) to give again to a retry.
 -- A row with completed_at NULL is a claim in progress; claimed_at lets another instance take
 -- over a claim whose holder died (only for the same body). Rows older than the window
 -- (IDEMPOTENCY_WINDOW, 24 h by default) count as absent and are deleted by the producer.
@@ -15,6 +16,7 @@ CREATE TABLE idempotency_keys (
     completed_at timestamptz,
     status       smallint,
     content_type text,
+    headers      jsonb,
     response     bytea,
     PRIMARY KEY (scope, key),
     CHECK ((completed_at IS NULL) = (status IS NULL))

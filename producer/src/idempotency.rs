@@ -16,7 +16,8 @@
 //!      the work. One `INSERT ... ON CONFLICT DO UPDATE ... WHERE` decides, so of any number of
 //!      concurrent requests on any number of instances exactly one is `Claimed`.
 //!    * [`Claim::Replay`]: the key was used with the same body and answered: give that answer
-//!      again ([`StoredResponse`]), do nothing.
+//!      again ([`StoredResponse`]: status, content type, headers such as `Location`, body), do
+//!      nothing.
 //!    * [`Claim::Conflict`]: the key was used with another body: refuse (422, naming
 //!      `Idempotency-Key`).
 //!    * [`Claim::InFlight`]: the key is claimed with the same body by a request still running.
@@ -134,6 +135,10 @@ fn write_canonical(v: &Value, out: &mut String) {
 pub struct StoredResponse {
     pub status: u16,
     pub content_type: String,
+    /// Every other header of the answer (e.g. `Location`, `Retry-After`), in order, except the
+    /// ones that describe one transfer (`Content-Length`, `Date`, `Transfer-Encoding`,
+    /// `Connection`).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -142,6 +147,11 @@ impl StoredResponse {
     pub fn into_replay(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, Body::from(self.body)).into_response();
+        for (name, value) in &self.headers {
+            if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                resp.headers_mut().append(n, v);
+            }
+        }
         if let Ok(ct) = HeaderValue::from_str(&self.content_type) {
             resp.headers_mut().insert(header::CONTENT_TYPE, ct);
         }
@@ -174,8 +184,8 @@ pub fn is_final(status: StatusCode) -> bool {
     !(status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS)
 }
 
-/// `body_digest, status, content_type, response` of one key.
-type KeyRow = (Vec<u8>, Option<i16>, Option<String>, Option<Vec<u8>>);
+/// `body_digest, status, content_type, headers, response` of one key.
+type KeyRow = (Vec<u8>, Option<i16>, Option<String>, Option<sqlx::types::Json<Vec<(String, String)>>>, Option<Vec<u8>>);
 
 /// The PostgreSQL-backed store of idempotency keys (cheap to clone).
 #[derive(Clone)]
@@ -220,7 +230,7 @@ impl IdempotencyStore {
                 "INSERT INTO idempotency_keys AS k (scope, key, body_digest) VALUES ($1, $2, $3)
                  ON CONFLICT (scope, key) DO UPDATE
                  SET body_digest = EXCLUDED.body_digest, created_at = now(), claimed_at = now(),
-                     completed_at = NULL, status = NULL, content_type = NULL, response = NULL
+                     completed_at = NULL, status = NULL, content_type = NULL, headers = NULL, response = NULL
                  WHERE k.created_at < now() - make_interval(secs => $4)
                     OR (k.completed_at IS NULL AND k.body_digest = EXCLUDED.body_digest
                         AND k.claimed_at < now() - make_interval(secs => $5))
@@ -239,7 +249,7 @@ impl IdempotencyStore {
             }
             let start = Instant::now();
             let row: Option<KeyRow> = sqlx::query_as(
-                "SELECT body_digest, status, content_type, response FROM idempotency_keys
+                "SELECT body_digest, status, content_type, headers, response FROM idempotency_keys
                  WHERE scope = $1 AND key = $2",
             )
             .bind(scope)
@@ -247,7 +257,7 @@ impl IdempotencyStore {
             .fetch_optional(&self.pool)
             .await?;
             self.observe("idempotency_read", start);
-            let Some((stored_digest, status, content_type, response)) = row else { continue };
+            let Some((stored_digest, status, content_type, headers, response)) = row else { continue };
             if stored_digest != digest.0 {
                 return Ok(Claim::Conflict);
             }
@@ -255,6 +265,7 @@ impl IdempotencyStore {
                 Some(status) => Claim::Replay(StoredResponse {
                     status: u16::try_from(status).unwrap_or(500),
                     content_type: content_type.unwrap_or_default(),
+                    headers: headers.map(|h| h.0).unwrap_or_default(),
                     body: response.unwrap_or_default(),
                 }),
                 None => Claim::InFlight,
@@ -274,7 +285,8 @@ impl IdempotencyStore {
     ) -> Result<bool, sqlx::Error> {
         let start = Instant::now();
         let done = sqlx::query(
-            "UPDATE idempotency_keys SET completed_at = now(), status = $4, content_type = $5, response = $6
+            "UPDATE idempotency_keys
+             SET completed_at = now(), status = $4, content_type = $5, headers = $6, response = $7
              WHERE scope = $1 AND key = $2 AND body_digest = $3 AND completed_at IS NULL",
         )
         .bind(scope)
@@ -282,6 +294,7 @@ impl IdempotencyStore {
         .bind(&digest.0[..])
         .bind(i16::try_from(response.status).unwrap_or(500))
         .bind(&response.content_type)
+        .bind(sqlx::types::Json(&response.headers))
         .bind(&response.body)
         .execute(&self.pool)
         .await?;
@@ -408,7 +421,22 @@ impl IdempotencyStore {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
-        let stored = StoredResponse { status: status.as_u16(), content_type, body: bytes.to_vec() };
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                ![
+                    header::CONTENT_TYPE,
+                    header::CONTENT_LENGTH,
+                    header::DATE,
+                    header::TRANSFER_ENCODING,
+                    header::CONNECTION,
+                ]
+                .contains(n)
+            })
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let stored = StoredResponse { status: status.as_u16(), content_type, headers, body: bytes.to_vec() };
         guard.armed = false;
         if let Err(e) = self.complete(scope, key, &digest, &stored).await {
             // The work is done and the client gets its answer; a retry finds the claim in

@@ -266,3 +266,30 @@ async fn an_answer_that_is_not_final_is_not_kept_so_the_retry_publishes() {
     assert_eq!(r.status(), 503);
     app.stop.cancel();
 }
+
+#[tokio::test]
+async fn a_replay_carries_the_first_answers_headers_such_as_location() {
+    let app = TestApp::spawn().await;
+    let body = event();
+    // No detector runs here: the verdict does not come within the wait, so the answer is 202
+    // with a Location to poll.
+    let send = || {
+        app.http
+            .post(format!("{}/ingest/transaction", app.url))
+            .header("Idempotency-Key", "order-loc")
+            .header("Prefer", "wait=0.2")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 202);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/transactions/"), "{location}");
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(again.headers()["retry-after"], "1");
+    assert_eq!(on_topic(&app.topic), 1);
+    app.shutdown().await;
+}
