@@ -11,6 +11,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;
+pub mod reversal;
 pub mod routes;
 pub mod startup;
 pub mod validation;

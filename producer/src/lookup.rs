@@ -77,6 +77,21 @@ pub struct TransactionView {
     /// Null while nothing is known yet (a 202 says so instead).
     pub verdict: Option<LookupVerdict>,
     pub anomalies: Vec<NamedAnomaly>,
+    /// The reversals of this transaction, oldest first.
+    pub reversals: Vec<ReversalLink>,
+    /// When this transaction is a reversal: the one it reverses.
+    pub reversal_of: Option<ReversalLink>,
+}
+
+/// A reversal and the transaction it reverses.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ReversalLink {
+    pub reversal_id: String,
+    pub original_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub occurred_at: DateTime<Utc>,
+    pub reason: Option<String>,
 }
 
 /// A transaction, its verdict and the anomalies naming it.
@@ -111,6 +126,8 @@ pub async fn get_transaction(
     let m = &state.metrics;
     let transaction = timed(m, "transaction_lookup", fetch_transaction(pool, &id)).await.map_err(unavailable)?;
     let anomalies = timed(m, "transaction_anomalies", fetch_anomalies(pool, &id)).await.map_err(unavailable)?;
+    let (reversals, reversal_of) =
+        timed(m, "transaction_reversals", fetch_reversals(pool, &id)).await.map_err(unavailable)?;
     let local = state.verdicts.lookup(&id);
     let verdict = match &local {
         Lookup::Known(v) => Some(LookupVerdict { verdict: VerdictDoc::from(&**v), source: "detector" }),
@@ -123,11 +140,11 @@ pub async fn get_transaction(
         },
     };
     let pending = verdict.is_none() && local == Lookup::Pending;
-    let view = TransactionView { transaction_id: id, transaction, verdict, anomalies };
+    let view = TransactionView { transaction_id: id, transaction, verdict, anomalies, reversals, reversal_of };
     if pending {
         return Ok((StatusCode::ACCEPTED, [(header::RETRY_AFTER, "1")], Json(view)).into_response());
     }
-    if view.transaction.is_none() && view.verdict.is_none() {
+    if view.transaction.is_none() && view.verdict.is_none() && view.reversal_of.is_none() {
         return Err(Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
             .detail("No transaction, verdict or anomaly with this id (the sink may not have stored it yet)."));
     }
@@ -191,6 +208,18 @@ async fn fetch_anomalies(pool: &PgPool, id: &str) -> Result<Vec<NamedAnomaly>, s
     .bind(id)
     .fetch_all(pool)
     .await
+}
+
+async fn fetch_reversals(pool: &PgPool, id: &str) -> Result<(Vec<ReversalLink>, Option<ReversalLink>), sqlx::Error> {
+    let mut rows: Vec<ReversalLink> = sqlx::query_as(
+        "SELECT reversal_id, original_id, amount_minor, currency, occurred_at, reason FROM transaction_reversals
+         WHERE original_id = $1 OR reversal_id = $1 ORDER BY occurred_at, reversal_id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let of = rows.iter().position(|r| r.reversal_id == id).map(|i| rows.remove(i));
+    Ok((rows, of))
 }
 
 async fn fetch_verdict(pool: &PgPool, id: &str) -> Result<Option<VerdictDoc>, sqlx::Error> {

@@ -86,9 +86,10 @@ impl Modify for Security {
                        acknowledged the event (acks=all, idempotent producer); anything else means it is \
                        not accepted and may be retried with the same id."
     ),
-    paths(crate::routes::ingest_one, crate::routes::ingest_batch, crate::routes::ingest_legacy, crate::lookup::get_transaction),
+    paths(crate::routes::ingest_one, crate::routes::ingest_batch, crate::routes::ingest_legacy, crate::lookup::get_transaction, crate::reversal::reverse),
     components(schemas(TransactionDoc, LegacyTransactionDoc, Accepted, Created, VerdictDoc, BatchResult, ItemResult, ProblemDoc, FieldErrorDoc,
-        crate::lookup::TransactionView, crate::lookup::StoredTransaction, crate::lookup::NamedAnomaly, crate::lookup::LookupVerdict)),
+        crate::lookup::TransactionView, crate::lookup::StoredTransaction, crate::lookup::NamedAnomaly, crate::lookup::LookupVerdict, crate::lookup::ReversalLink,
+        crate::reversal::ReversalDoc, crate::reversal::ReversalAccepted)),
     modifiers(&Security),
     tags((name = "ingest", description = "Transaction events in"), (name = "transactions", description = "Stored transactions and their verdicts"))
 )]

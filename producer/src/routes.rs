@@ -160,7 +160,7 @@ fn fxhash(s: &str) -> u64 {
 }
 
 /// Takes `n` events from the client's token bucket, or answers 429 with Retry-After.
-fn rate_limit(state: &AppState, client: &str, n: usize) -> Result<(), Problem> {
+pub(crate) fn rate_limit(state: &AppState, client: &str, n: usize) -> Result<(), Problem> {
     let Some(limiter) = &state.limiter else { return Ok(()) };
     let Some(n32) = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)) else { return Ok(()) };
     let too_many = |secs: u64, detail: String| {
@@ -555,6 +555,16 @@ async fn publish_batch(
         resp.extensions_mut().insert(NotFinal);
     }
     resp
+}
+
+/// Like `read_json`, but an empty body (with or without a content type) is `{}`.
+pub(crate) async fn read_json_or_empty(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Problem> {
+    let bytes = read_limited(body, state.config.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    require_media_type(headers, &[JSON]).inspect_err(|_| state.metrics.count("rejected", "media_type", 1))?;
+    parse_json(&bytes).inspect_err(|_| state.metrics.count("rejected", "malformed", 1))
 }
 
 async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Problem> {

@@ -134,6 +134,7 @@ pub fn router(state: AppState, metrics: &Metrics) -> Router {
         .route("/ingest/transactions", post(routes::ingest_batch))
         .route("/transactions", post(routes::ingest_legacy))
         .route("/transactions/{id}", axum::routing::get(crate::lookup::get_transaction))
+        .route("/transactions/{id}/reversal", post(crate::reversal::reverse))
         .with_state(state);
     let doc = crate::openapi::document();
     Router::new()
