@@ -243,3 +243,39 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defaults plus `extra`, with a valid database URL (whatever the environment holds).
+    fn args(extra: &[&str]) -> Args {
+        let mut args = Args::parse_from(std::iter::once("producer").chain(extra.iter().copied()));
+        args.database_url = "postgres://u@127.0.0.1/vigil".into();
+        args
+    }
+
+    #[test]
+    fn rate_limiting_is_on_by_default_and_the_older_designs_limit_is_reachable() {
+        let c = Config::from_args(args(&[])).unwrap();
+        assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (10_000, 20_000));
+        let c = Config::from_args(args(&["--rate-limit-per-second=5", "--rate-limit-burst=10"])).unwrap();
+        assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (5, 10));
+        assert_eq!(Config::from_args(args(&["--rate-limit-per-second=0"])).unwrap().rate_limit_per_second, 0);
+    }
+
+    #[test]
+    fn the_database_is_required_and_the_idempotency_window_bounded() {
+        for url in ["", "mysql://x"] {
+            let mut a = args(&[]);
+            a.database_url = url.into();
+            let e = Config::from_args(a).unwrap_err().to_string();
+            assert!(e.contains("DATABASE_URL"), "{url:?}: {e}");
+        }
+        assert_eq!(Config::from_args(args(&[])).unwrap().idempotency_window, Duration::from_secs(86_400));
+        for bad in ["30s", "31d", "0s"] {
+            let e = Config::from_args(args(&[&format!("--idempotency-window={bad}")])).unwrap_err().to_string();
+            assert!(e.contains("IDEMPOTENCY_WINDOW"), "{bad}: {e}");
+        }
+    }
+}
