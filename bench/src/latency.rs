@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::report::publish;
 use crate::workload;
 
-async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<CancellationToken> {
+pub(crate) async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<CancellationToken> {
     let brokers = vigil_testkit::brokers();
     let mut stops = Vec::new();
     let producer = vigil_producer::Config::from_args(vigil_producer::Args::parse_from([
@@ -24,6 +24,7 @@ async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<
         format!("--database-url={db_url}"),
         format!("--kafka-brokers={brokers}"),
         format!("--topic={}", topics.transactions),
+        format!("--verdicts-topic={}", topics.verdicts),
         "--rate-limit-per-second=0".into(),
     ]))
     .unwrap();
@@ -53,7 +54,7 @@ async fn start_all(topics: &vigil_testkit::PipelineTopics, db_url: &str) -> Vec<
 /// Outlier transaction ids with the time their batch was acknowledged.
 type Acks = Vec<(String, DateTime<Utc>)>;
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

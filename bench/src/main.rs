@@ -8,6 +8,7 @@ mod latency;
 mod producer;
 mod report;
 mod sink;
+mod verdict;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,14 @@ enum Which {
         #[arg(long, default_value_t = 200)]
         seconds: u64,
     },
+    /// Verdict on create: single requests asking for their verdict (Prefer: wait=5) at a steady
+    /// rate; request -> verdict percentiles.
+    Verdict {
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Everything above.
     All,
 }
@@ -59,11 +68,13 @@ async fn main() -> anyhow::Result<()> {
         Which::Detector { events, memory_events } => detector::run(events, memory_events).await,
         Which::Sink { minutes } => sink::run(minutes).await,
         Which::Latency { rate, seconds } => latency::run(rate, seconds).await,
+        Which::Verdict { rate, seconds } => verdict::run(rate, seconds).await,
         Which::All => {
             producer::run(100_000).await?;
             detector::run(300_000, 5_000_000).await?;
             sink::run(20_000).await?;
-            latency::run(5000, 200).await
+            latency::run(5000, 200).await?;
+            verdict::run(500, 60).await
         }
     }
 }
