@@ -223,6 +223,7 @@ impl Stack {
         match kind {
             Kind::Producer => {
                 set(&mut env, "TRANSACTIONS_TOPIC", &t.transactions);
+                set(&mut env, "VERDICTS_TOPIC", &t.verdicts);
                 set(&mut env, "DATABASE_URL", &self.db_url);
             }
             Kind::Detector => {
@@ -233,6 +234,7 @@ impl Stack {
                 set(&mut env, "CHECKPOINT_TOPIC", &t.checkpoints);
                 set(&mut env, "MERGE_CHECKPOINT_TOPIC", &t.merge_checkpoints);
                 set(&mut env, "DEAD_LETTER_TOPIC", &t.dead_letter);
+                set(&mut env, "VERDICTS_TOPIC", &t.verdicts);
                 set(&mut env, "CONSUMER_GROUP", &self.detector_group);
                 set(&mut env, "IDLE_TIMEOUT", &self.opts.idle_timeout);
                 set(&mut env, "ALLOWED_LATENESS", &self.opts.allowed_lateness);
@@ -242,6 +244,8 @@ impl Stack {
                 set(&mut env, "MINUTES_TOPIC", &t.minutes);
                 set(&mut env, "ANOMALIES_TOPIC", &t.anomalies);
                 set(&mut env, "DEAD_LETTER_TOPIC", &t.dead_letter);
+                set(&mut env, "TRANSACTIONS_TOPIC", &t.transactions);
+                set(&mut env, "VERDICTS_TOPIC", &t.verdicts);
             }
             Kind::Webhook => {
                 set(&mut env, "DATABASE_URL", &self.db_url);

@@ -189,18 +189,27 @@ impl Verdicts {
             .consumer_config(&format!("vigil-producer-verdicts-{}", self.instance))
             .create()
             .context("Failed to create the verdicts consumer")?;
-        // Position at the current end of each partition, retrying while the broker is away.
+        // Position at the current end of each partition, retrying while the broker is away
+        // (blocking metadata and watermark requests: off the runtime's workers).
+        let consumer = Arc::new(consumer);
+        let mut attempt = 0u32;
         loop {
-            match position(&consumer, &topic) {
+            let (c, t) = (consumer.clone(), topic.clone());
+            let positioned = tokio::task::spawn_blocking(move || position(&c, &t))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the positioning task failed: {e}")));
+            match positioned {
                 Ok(tpl) => {
                     consumer.assign(&tpl).context("Failed to assign the verdicts topic")?;
                     break;
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), topic, "Verdicts topic not readable yet; retrying.");
+                    attempt += 1;
+                    let wait = Duration::from_secs(1 << attempt.min(5));
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                 }
             }
