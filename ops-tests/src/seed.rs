@@ -168,6 +168,22 @@ pub struct Seeded {
     pub spike_minutes: Vec<DateTime<Utc>>,
     pub stop_minutes: Vec<DateTime<Utc>>,
     pub total_transactions: i64,
+    /// The transactions stored in `transaction_records` (a sample: one per watched merchant
+    /// and minute, and the amount anomalies' own).
+    pub stored: Vec<StoredTransaction>,
+}
+
+/// One row of `transaction_records` as seeded, with its verdict if it asked for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTransaction {
+    pub id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub merchant: &'static str,
+    pub category: &'static str,
+    pub status: &'static str,
+    pub amount_minor: i64,
+    /// (decision, anomaly, severity, anomaly ids) as `transaction_verdicts` holds it.
+    pub verdict: Option<(&'static str, bool, Option<&'static str>, Vec<String>)>,
 }
 
 pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
@@ -312,6 +328,7 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
     if plan.dark_merchant {
         seed_dark_merchant_anomaly(pool, plan).await;
     }
+    let stored = seed_transaction_records(pool, plan).await;
     if plan.critical_amount_anomaly {
         let at = plan.end - Duration::minutes(3);
         insert_anomaly(
@@ -343,7 +360,111 @@ pub async fn seed(pool: &PgPool, plan: &Plan) -> Seeded {
         spike_minutes: plan.spike_minutes(),
         stop_minutes: plan.stop_minutes(),
         total_transactions,
+        stored,
     }
+}
+
+/// `transaction_records`' partition of `day`, named as the sink names it
+/// (`sink/src/transactions.rs`).
+pub async fn ensure_partition(pool: &PgPool, day: chrono::NaiveDate) {
+    let next = day.succ_opt().unwrap();
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS transaction_records_p{} PARTITION OF transaction_records
+         FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+        day.format("%Y%m%d")
+    );
+    sqlx::query(&sql).execute(pool).await.unwrap();
+}
+
+/// A sample of the stored transactions: one per watched merchant (its category) and minute while
+/// it trades, 7 + 11k seconds into the minute; m-42's denied during the spike. Every tenth
+/// minute's asked for a verdict (counted, not anomalous). The amount anomalies' transactions
+/// (tx-7f3a of m-42, tx-11 of m-7) are stored too, tx-7f3a with its anomalous verdict.
+async fn seed_transaction_records(pool: &PgPool, plan: &Plan) -> Vec<StoredTransaction> {
+    let mut out = Vec::new();
+    for i in 0..plan.minutes {
+        let m = plan.minute(i);
+        if plan.in_stop(m) {
+            continue;
+        }
+        for (k, (merchant, category, _)) in MERCHANTS.iter().enumerate() {
+            if plan.merchant_dark(merchant, m) {
+                continue;
+            }
+            let avg = CATEGORIES.iter().find(|c| c.0 == *category).map_or(1_000, |c| c.2);
+            let denied = plan.in_spike(m) && *merchant == "m-42";
+            out.push(StoredTransaction {
+                id: format!("tx-{i:03}-{k}"),
+                occurred_at: m + Duration::seconds(7 + 11 * k as i64),
+                merchant,
+                category,
+                status: if denied { "denied" } else { "approved" },
+                amount_minor: avg + (avg as f64 * 0.3 * noise(i, 40 + k as u64)).round() as i64,
+                verdict: (i % 10 == 0).then(|| ("counted", false, None, Vec::new())),
+            });
+        }
+    }
+    if plan.critical_amount_anomaly {
+        out.push(StoredTransaction {
+            id: "tx-7f3a".into(),
+            occurred_at: plan.end - Duration::minutes(3),
+            merchant: "m-42",
+            category: "electronics",
+            status: "approved",
+            amount_minor: 2_450_000,
+            verdict: Some(("counted", true, Some("critical"), vec!["amount_zscore:merchant:m-42:tx-7f3a".into()])),
+        });
+    }
+    if plan.anomalies {
+        out.push(StoredTransaction {
+            id: "tx-11".into(),
+            occurred_at: plan.end - Duration::minutes(120),
+            merchant: "m-7",
+            category: "fuel",
+            status: "approved",
+            amount_minor: 61_000,
+            verdict: None,
+        });
+    }
+    let days: std::collections::BTreeSet<chrono::NaiveDate> = out.iter().map(|t| t.occurred_at.date_naive()).collect();
+    for day in days {
+        ensure_partition(pool, day).await;
+    }
+    let col = |f: fn(&StoredTransaction) -> String| out.iter().map(f).collect::<Vec<String>>();
+    sqlx::query(
+        "INSERT INTO transaction_records (transaction_id, occurred_at, received_at, status, auth_code, amount_minor,
+                                          currency, category, merchant_id)
+         SELECT id, at, at + interval '40 milliseconds', status, CASE status WHEN 'denied' THEN '05' ELSE '00' END,
+                amount, 'EUR', category, merchant
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::int8[], $5::text[], $6::text[])
+              AS u(id, at, status, amount, category, merchant)",
+    )
+    .bind(col(|t| t.id.clone()))
+    .bind(out.iter().map(|t| t.occurred_at).collect::<Vec<_>>())
+    .bind(col(|t| t.status.to_owned()))
+    .bind(out.iter().map(|t| t.amount_minor).collect::<Vec<i64>>())
+    .bind(col(|t| t.category.to_owned()))
+    .bind(col(|t| t.merchant.to_owned()))
+    .execute(pool)
+    .await
+    .unwrap();
+    for t in &out {
+        let Some((decision, anomaly, severity, ids)) = &t.verdict else { continue };
+        sqlx::query(
+            "INSERT INTO transaction_verdicts (transaction_id, occurred_at, decision, anomaly, severity, anomaly_ids)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&t.id)
+        .bind(t.occurred_at)
+        .bind(decision)
+        .bind(anomaly)
+        .bind(severity)
+        .bind(ids)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    out
 }
 
 struct Anomaly {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::Duration as ChronoDuration;
+use chrono::{Duration as ChronoDuration, DurationRound};
 use serde_json::Value;
 use sqlx::PgPool;
 use vigil_ops_tests::constants::{GRAFANA_BUILTIN_UIDS, PG_DATASOURCE_UID};
@@ -281,7 +281,9 @@ async fn every_postgresql_query_returns_what_its_panel_needs_with_chosen_categor
     // The critical amount anomaly is about electronics at merchant m-42.
     let chosen = |name: &str| match name {
         "category" => Selection::Many(vec!["electronics".into(), "fuel".into()]),
-        "merchant" => Selection::One("m-42".into()),
+        "merchant" | "merchant_id" => Selection::One("m-42".into()),
+        // Empty: the merchant's transactions, not one by id.
+        "transaction_id" => Selection::All,
         other => panic!("unexpected variable {other}"),
     };
     let problems = run_all(&db.pool, range, Duration::from_secs(60), &chosen, true).await;
@@ -291,7 +293,11 @@ async fn every_postgresql_query_returns_what_its_panel_needs_with_chosen_categor
 #[tokio::test]
 async fn a_quote_in_a_variable_value_cannot_break_a_query() {
     let (db, range) = seeded(&Plan::with_incident(seed::fixed_end())).await;
-    let hostile = |_: &str| Selection::Many(vec!["o'brien".into(), "x') OR true --".into()]);
+    // A text box holds one value; a multi-value variable several.
+    let hostile = |name: &str| match name {
+        "merchant_id" | "transaction_id" => Selection::One("x') OR true --".into()),
+        _ => Selection::Many(vec!["o'brien".into(), "x') OR true --".into()]),
+    };
     let problems = run_all(&db.pool, range, Duration::from_secs(60), &hostile, false).await;
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
@@ -512,4 +518,317 @@ async fn the_merchant_drill_down_lists_a_merchant_going_dark_with_its_expected_c
     .await
     .unwrap();
     assert_eq!(dark, 0);
+}
+
+// ---- The transaction drill-down and the links to it -------------------------------------------
+
+/// The dashboard file whose uid is `uid`.
+fn dashboard_by_uid(uid: &str) -> (String, Value) {
+    repo::dashboards().into_iter().find(|(_, d)| d["uid"] == uid).unwrap_or_else(|| panic!("no dashboard {uid}"))
+}
+
+/// The dashboard's variables set by `selection(name)`, each query variable's options from its
+/// own query over `range`, as Grafana fills them.
+async fn variables_over(
+    pool: &PgPool,
+    dash: &Value,
+    range: TimeRange,
+    selection: &dyn Fn(&str) -> Selection,
+) -> Vec<macros::Variable> {
+    let mut variables = grafana::variables(dash);
+    for v in &mut variables {
+        let vq =
+            grafana::dashboard_queries("", dash).into_iter().find(|x| x.place == Place::Variable && x.title == v.name);
+        if let Some(vq) = vq {
+            let ctx = QueryContext { range, interval: Duration::from_secs(60), variables: Vec::new() };
+            let f = frames::query(pool, &macros::expand_panel_query(&vq.text, &ctx).unwrap()).await.unwrap();
+            v.options = f.rows.iter().filter_map(|r| r[0].clone()).collect();
+        }
+        v.selection = selection(&v.name);
+    }
+    variables
+}
+
+/// Panel `id` of the dashboard `uid` run over `range` with the variables `selection` gives.
+async fn run_panel(
+    pool: &PgPool,
+    uid: &str,
+    id: i64,
+    range: TimeRange,
+    selection: &dyn Fn(&str) -> Selection,
+) -> frames::Frame {
+    let (_, dash) = dashboard_by_uid(uid);
+    let panel = grafana::all_panels(&dash).into_iter().find(|p| p["id"] == id).unwrap();
+    let variables = variables_over(pool, &dash, range, selection).await;
+    let ctx = QueryContext { range, interval: Duration::from_secs(60), variables };
+    let sql = macros::expand_panel_query(panel["targets"][0]["rawSql"].as_str().unwrap(), &ctx).unwrap();
+    frames::query(pool, &sql).await.unwrap_or_else(|e| panic!("{uid} panel {id}: {e}\n{sql}"))
+}
+
+/// The values of column `name`, row by row.
+fn column(f: &frames::Frame, name: &str) -> Vec<Option<String>> {
+    let (i, _) = f.column(name).unwrap_or_else(|| panic!("no column {name}: {}", f.describe()));
+    f.rows.iter().map(|r| r[i].clone()).collect()
+}
+
+const DRILL_DOWN: &str = "vigil-transaction-list";
+
+fn textboxes(transaction_id: &str, merchant_id: &str, category: Selection) -> impl Fn(&str) -> Selection {
+    let (t, m) = (transaction_id.to_owned(), merchant_id.to_owned());
+    move |name: &str| match name {
+        "transaction_id" => Selection::One(t.clone()),
+        "merchant_id" => Selection::One(m.clone()),
+        "category" => category.clone(),
+        other => panic!("unexpected variable {other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_transaction_drill_down_lists_stored_transactions_newest_first_with_verdicts_and_anomalies() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, &plan).await;
+    let range = TimeRange { from: s.first_minute, to: plan.end };
+    let newest = |keep: &dyn Fn(&seed::StoredTransaction) -> bool| {
+        let mut v: Vec<&seed::StoredTransaction> = s.stored.iter().filter(|t| keep(t)).collect();
+        v.sort_by(|a, b| b.occurred_at.cmp(&a.occurred_at).then(a.id.cmp(&b.id)));
+        v.into_iter().take(100).map(|t| Some(t.id.clone())).collect::<Vec<_>>()
+    };
+
+    // Nothing chosen: the newest 100 of every category, newest first.
+    let f = run_panel(&db.pool, DRILL_DOWN, 1, range, &textboxes("", "", Selection::All)).await;
+    assert_eq!(column(&f, "transaction"), newest(&|_| true));
+    assert!(s.stored.len() > 500, "more stored than the panel shows: {}", s.stored.len());
+
+    // One merchant: its own, among them the critical amount anomaly's transaction, with its
+    // verdict and the anomaly that names it.
+    let f = run_panel(&db.pool, DRILL_DOWN, 1, range, &textboxes("", "m-42", Selection::All)).await;
+    assert_eq!(column(&f, "transaction"), newest(&|t| t.merchant == "m-42"));
+    let (id, _) = f.column("transaction").unwrap();
+    let row = f.rows.iter().find(|r| r[id].as_deref() == Some("tx-7f3a")).unwrap();
+    let cell = |name: &str| row[f.column(name).unwrap().0].clone();
+    assert_eq!(cell("amount (minor units)").as_deref(), Some("2450000"));
+    assert_eq!(
+        (cell("verdict"), cell("verdict severity"), cell("anomalous")),
+        (Some("counted".into()), Some("critical".into()), Some("t".into()))
+    );
+    assert_eq!(cell("anomalies").as_deref(), Some("critical amount_zscore (amount_zscore:merchant:m-42:tx-7f3a)"));
+    // The spike's denied transactions of m-42 are there as denied; the rest are not anomalous.
+    let statuses = column(&f, "status");
+    assert_eq!(statuses.iter().filter(|s| s.as_deref() == Some("denied")).count(), plan.spike_minutes().len());
+    assert_eq!(column(&f, "anomalous").iter().filter(|a| a.as_deref() == Some("t")).count(), 1);
+    // A verdict every tenth minute, not anomalous (of the 100 shown).
+    let shown = column(&f, "transaction");
+    let with_verdict: Vec<Option<String>> = shown
+        .iter()
+        .filter(|id| s.stored.iter().any(|t| Some(&t.id) == id.as_ref() && t.verdict.is_some()))
+        .cloned()
+        .collect();
+    let verdicts = column(&f, "verdict");
+    let got: Vec<Option<String>> =
+        shown.iter().zip(&verdicts).filter(|(_, v)| v.is_some()).map(|(id, _)| id.clone()).collect();
+    assert!(with_verdict.len() > 5, "{with_verdict:?}");
+    assert_eq!(got, with_verdict);
+    // A merchant in one of its two categories.
+    let f = run_panel(&db.pool, DRILL_DOWN, 1, range, &textboxes("", "m-3", Selection::One("food".into()))).await;
+    assert_eq!(column(&f, "transaction"), newest(&|t| t.merchant == "m-3" && t.category == "food"));
+    assert!(column(&f, "category").iter().all(|c| c.as_deref() == Some("food")));
+
+    // Categories without a merchant.
+    let fuel_travel = Selection::Many(vec!["fuel".into(), "travel".into()]);
+    let f = run_panel(&db.pool, DRILL_DOWN, 1, range, &textboxes("", "", fuel_travel)).await;
+    assert_eq!(column(&f, "transaction"), newest(&|t| t.category == "fuel"));
+
+    // One transaction by id, outside the time range: the amount anomaly's, which asked for no
+    // verdict and is anomalous because an anomaly names it.
+    let last_minutes = TimeRange { from: plan.end - ChronoDuration::minutes(10), to: plan.end };
+    let f = run_panel(&db.pool, DRILL_DOWN, 1, last_minutes, &textboxes("tx-11", "m-42", Selection::All)).await;
+    assert_eq!(f.rows.len(), 1, "{:?}", f.rows);
+    assert_eq!(
+        (column(&f, "transaction")[0].clone(), column(&f, "verdict")[0].clone(), column(&f, "anomalous")[0].clone()),
+        (Some("tx-11".into()), None, Some("t".into()))
+    );
+    assert_eq!(
+        column(&f, "anomalies")[0].as_deref(),
+        Some("medium amount_low_variance (amount_low_variance:category:fuel:tx-11)")
+    );
+    // An unknown id or merchant: nothing.
+    for (t, m) in [("tx-none", ""), ("", "m-none")] {
+        let f = run_panel(&db.pool, DRILL_DOWN, 1, range, &textboxes(t, m, Selection::All)).await;
+        assert!(f.rows.is_empty(), "{t} {m}: {:?}", f.rows);
+    }
+}
+
+/// Every data link of a panel (field defaults and overrides).
+fn data_links(panel: &Value) -> Vec<&Value> {
+    let fc = &panel["fieldConfig"];
+    let mut out: Vec<&Value> = fc["defaults"]["links"].as_array().into_iter().flatten().collect();
+    for o in fc["overrides"].as_array().into_iter().flatten() {
+        for p in o["properties"].as_array().into_iter().flatten() {
+            if p["id"] == "links" {
+                out.extend(p["value"].as_array().into_iter().flatten());
+            }
+        }
+    }
+    out
+}
+
+/// Where a data link leads from one row: the dashboard uid, its time range and its variables.
+fn follow(
+    url: &str,
+    row: &BTreeMap<String, Option<String>>,
+    current: TimeRange,
+) -> (String, TimeRange, Vec<(String, String)>) {
+    let fields = regex::Regex::new(r"\$\{__data\.fields\.([A-Za-z0-9_]+)\}").unwrap();
+    let url = url.replace(
+        "${__url_time_range}",
+        &format!("from={}&to={}", current.from.timestamp_millis(), current.to.timestamp_millis()),
+    );
+    let url = fields.replace_all(&url, |c: &regex::Captures<'_>| {
+        row.get(&c[1]).unwrap_or_else(|| panic!("{url}: no field {} in {row:?}", &c[1])).clone().unwrap_or_default()
+    });
+    let (path, query) = url.split_once('?').unwrap();
+    let uid = path.strip_prefix("/d/").unwrap().split('/').next().unwrap().to_owned();
+    let (mut from, mut to) = (None, None);
+    let mut vars = Vec::new();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let ms = || chrono::DateTime::from_timestamp_millis(v.parse().unwrap()).unwrap();
+        match k {
+            "from" => from = Some(ms()),
+            "to" => to = Some(ms()),
+            _ => vars.push((
+                k.strip_prefix("var-").unwrap_or_else(|| panic!("{url}: parameter {k}")).to_owned(),
+                v.to_owned(),
+            )),
+        }
+    }
+    (uid, TimeRange { from: from.unwrap(), to: to.unwrap() }, vars)
+}
+
+/// The rows of `f` as name -> value.
+fn rows_by_name(f: &frames::Frame) -> Vec<BTreeMap<String, Option<String>>> {
+    f.rows.iter().map(|r| f.columns.iter().map(|c| c.name.clone()).zip(r.iter().cloned()).collect()).collect()
+}
+
+/// Follows `link` from `row` and runs the drill-down's Transactions panel where it leads.
+async fn open_link(
+    pool: &PgPool,
+    link: &Value,
+    row: &BTreeMap<String, Option<String>>,
+    current: TimeRange,
+) -> (TimeRange, frames::Frame) {
+    let (uid, range, vars) = follow(link["url"].as_str().unwrap(), row, current);
+    assert_eq!(uid, DRILL_DOWN);
+    let selection = move |name: &str| match vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()) {
+        None | Some("$__all") => Selection::All,
+        Some(v) => Selection::One(v.to_owned()),
+    };
+    (range, run_panel(pool, &uid, 1, range, &selection).await)
+}
+
+#[tokio::test]
+async fn every_data_link_opens_a_dashboard_with_its_variables_from_fields_its_panel_returns() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let (db, range) = seeded(&plan).await;
+    let dashboards = repo::dashboards();
+    let mut checked = 0;
+    for (file, dash) in &dashboards {
+        for panel in grafana::all_panels(dash) {
+            let links = data_links(panel);
+            if links.is_empty() {
+                continue;
+            }
+            let f = run_panel(&db.pool, dash["uid"].as_str().unwrap(), panel["id"].as_i64().unwrap(), range, &|_| {
+                Selection::All
+            })
+            .await;
+            let rows = rows_by_name(&f);
+            assert!(!rows.is_empty(), "{file} panel {}: no rows to follow a link from", panel["id"]);
+            for link in links {
+                let url = link["url"].as_str().unwrap();
+                let (uid, _, vars) = follow(url, &rows[0], range);
+                let (_, target) = dashboard_by_uid(&uid);
+                let names: Vec<String> = grafana::variables(&target).into_iter().map(|v| v.name).collect();
+                for (k, _) in &vars {
+                    assert!(names.contains(k), "{file} panel {}: {url} sets {k}, not a variable of {uid}", panel["id"]);
+                }
+                // Every row's link works: the drill-down runs.
+                for row in rows.iter().take(20) {
+                    open_link(&db.pool, link, row, range).await;
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 7, "{checked} links");
+}
+
+#[tokio::test]
+async fn an_anomaly_links_to_its_transaction_or_to_its_merchants_transactions_around_it() {
+    let plan = Plan::with_incident(seed::fixed_end());
+    let db = vigil_testkit::fresh_database().await;
+    let s = seed::seed(&db.pool, &plan).await;
+    let (range, s_stored) = (TimeRange { from: s.first_minute, to: plan.end }, s.stored);
+    let link_of = |uid: &str, id: i64| {
+        let (_, dash) = dashboard_by_uid(uid);
+        let panel = grafana::all_panels(&dash).into_iter().find(|p| p["id"] == id).unwrap().clone();
+        data_links(&panel)[0].clone()
+    };
+
+    // The Recent alerts table: the critical amount anomaly leads to its transaction alone.
+    let f = run_panel(&db.pool, "vigil-transactions", 8, range, &|_| Selection::All).await;
+    let rows = rows_by_name(&f);
+    let amount = rows.iter().find(|r| r["name"].as_deref() == Some("amount_zscore")).unwrap();
+    let (_, t) = open_link(&db.pool, &link_of("vigil-transactions", 8), amount, range).await;
+    assert_eq!(column(&t, "transaction"), vec![Some("tx-7f3a".to_owned())]);
+    // The stop of all traffic: every category's transactions from 15 minutes before it began to
+    // 5 after it resolved, none during the stop.
+    let stop = rows
+        .iter()
+        .find(|r| r["name"].as_deref() == Some("volume_drop") && r["subject"].as_deref() == Some("global all"))
+        .unwrap();
+    let (window, t) = open_link(&db.pool, &link_of("vigil-transactions", 8), stop, range).await;
+    let stop_minutes = plan.stop_minutes();
+    assert_eq!(window.from, stop_minutes[0] - ChronoDuration::minutes(15));
+    let times: Vec<_> =
+        column(&t, "time").into_iter().map(|v| frames::parse_pg_timestamp(&v.unwrap()).unwrap()).collect();
+    assert!(!times.is_empty());
+    assert!(times.iter().all(|at| *at >= window.from && *at <= window.to), "{times:?} outside {window:?}");
+    assert!(
+        times.iter().all(|at| !stop_minutes.contains(&at.duration_trunc(ChronoDuration::minutes(1)).unwrap())),
+        "a transaction during the stop"
+    );
+    let expected = s_stored.iter().filter(|x| x.occurred_at >= window.from && x.occurred_at <= window.to).count();
+    assert_eq!(times.len(), expected.min(100));
+
+    // The merchant drill-down: m-7 going dark leads to m-7's transactions around it.
+    let m7 = |name: &str| if name == "merchant" { Selection::One("m-7".into()) } else { Selection::All };
+    let f = run_panel(&db.pool, "vigil-merchant", 4, range, &m7).await;
+    let rows = rows_by_name(&f);
+    let (window, t) = open_link(&db.pool, &link_of("vigil-merchant", 4), &rows[0], range).await;
+    let expected: Vec<Option<String>> = {
+        let mut v: Vec<_> = s_stored
+            .iter()
+            .filter(|x| x.merchant == "m-7" && x.occurred_at >= window.from && x.occurred_at <= window.to)
+            .collect();
+        v.sort_by(|a, b| b.occurred_at.cmp(&a.occurred_at).then(a.id.cmp(&b.id)));
+        v.into_iter().map(|x| Some(x.id.clone())).collect()
+    };
+    assert!(expected.len() > 10, "{expected:?}");
+    assert_eq!(column(&t, "transaction"), expected);
+
+    // A merchant's bar: that merchant's transactions in the dashboard's range.
+    let f = run_panel(&db.pool, "vigil-transactions", 10, range, &|_| Selection::All).await;
+    let rows = rows_by_name(&f);
+    let m42 = rows.iter().find(|r| r["merchant"].as_deref() == Some("m-42")).unwrap();
+    let (window, t) = open_link(&db.pool, &link_of("vigil-transactions", 10), m42, range).await;
+    assert_eq!(window, range);
+    assert!(!t.rows.is_empty() && column(&t, "merchant").iter().all(|m| m.as_deref() == Some("m-42")));
+    // A category's bar: that category's.
+    let f = run_panel(&db.pool, "vigil-transactions", 9, range, &|_| Selection::All).await;
+    let rows = rows_by_name(&f);
+    let fuel = rows.iter().find(|r| r["category"].as_deref() == Some("fuel")).unwrap();
+    let (_, t) = open_link(&db.pool, &link_of("vigil-transactions", 9), fuel, range).await;
+    assert!(!t.rows.is_empty() && column(&t, "category").iter().all(|c| c.as_deref() == Some("fuel")));
 }
