@@ -75,7 +75,9 @@ async fn a_batch_times_each_of_its_queries_under_its_fixed_name_and_no_other() {
     send(&topics, &messages(5, 1)).await;
     let codec = Codec::single_object();
     let now = Utc::now().timestamp_millis();
-    let txs: Vec<Transaction> = (0..4).map(|i| tx(i, now - i * 1000)).collect();
+    // All on today (UTC), so on one partition.
+    let today = now - now.rem_euclid(86_400_000);
+    let txs: Vec<Transaction> = (0..4).map(|i| tx(i, (now - i * 1000).max(today))).collect();
     for t in &txs {
         send_on(&own[0], &t.category, codec.encode(t).unwrap()).await;
     }
