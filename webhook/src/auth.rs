@@ -30,6 +30,8 @@ pub struct AuthConfig {
     pub hmac_timestamp_header: HeaderName,
     pub require_timestamp: bool,
     pub max_clock_skew: Duration,
+    /// Triage users and their tokens (TRIAGE_USERS).
+    pub users: Vec<(String, Secret)>,
 }
 
 /// What the caller wants to do.
@@ -37,6 +39,14 @@ pub struct AuthConfig {
 pub enum Access {
     Write,
     Read,
+}
+
+/// Who is triaging, as far as the token tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriageCaller {
+    User(String),
+    /// A write token: the user is named by the `X-Vigil-User` header.
+    WriteToken,
 }
 
 /// Why a request was refused (401).
@@ -133,18 +143,43 @@ pub fn verify_grafana_signature(secrets: &[Secret], signature_hex: &str, timesta
 impl AuthConfig {
     /// Checks the bearer token for `access`.
     pub fn check_bearer(&self, headers: &HeaderMap, access: Access) -> Result<(), AuthFailure> {
-        let tokens_configured =
-            !self.write_tokens.is_empty() || (access == Access::Read && !self.read_tokens.is_empty());
+        let tokens_configured = !self.write_tokens.is_empty()
+            || (access == Access::Read && !(self.read_tokens.is_empty() && self.users.is_empty()));
         if !tokens_configured {
             return Err(AuthFailure::NoTokenConfigured);
         }
         let presented = bearer(headers).ok_or(AuthFailure::MissingToken)?;
+        let user_tokens: Vec<Secret> = self.users.iter().map(|(_, t)| t.clone()).collect();
         let ok = token_matches(presented, &self.write_tokens)
-            | (access == Access::Read && token_matches(presented, &self.read_tokens));
+            | (access == Access::Read
+                && (token_matches(presented, &self.read_tokens) | token_matches(presented, &user_tokens)));
         if ok {
             Ok(())
         } else {
             Err(AuthFailure::WrongToken)
+        }
+    }
+
+    /// Who may triage: a TRIAGE_USERS token names its user; a write token is an integration
+    /// that must name the user itself (`X-Vigil-User`). Every user token is compared, in
+    /// constant time, whichever matches.
+    pub fn check_triage(&self, headers: &HeaderMap) -> Result<TriageCaller, AuthFailure> {
+        if self.write_tokens.is_empty() && self.users.is_empty() {
+            return Err(AuthFailure::NoTokenConfigured);
+        }
+        let presented = bearer(headers).ok_or(AuthFailure::MissingToken)?;
+        let p = Sha256::digest(presented.as_bytes());
+        let mut user = None;
+        for (name, t) in &self.users {
+            if bool::from(Sha256::digest(t.expose().as_bytes()).ct_eq(&p)) {
+                user = Some(name.clone());
+            }
+        }
+        let write = token_matches(presented, &self.write_tokens);
+        match (user, write) {
+            (Some(u), _) => Ok(TriageCaller::User(u)),
+            (None, true) => Ok(TriageCaller::WriteToken),
+            (None, false) => Err(AuthFailure::WrongToken),
         }
     }
 
@@ -210,6 +245,7 @@ mod tests {
             hmac_timestamp_header: HeaderName::from_static("x-grafana-alerting-signature-timestamp"),
             require_timestamp: false,
             max_clock_skew: Duration::from_secs(300),
+            users: vec![],
         }
     }
 

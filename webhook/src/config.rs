@@ -44,6 +44,11 @@ pub struct Args {
     /// One more accepted bearer token (the single-token form of WEBHOOK_TOKENS).
     #[arg(long, env = "WEBHOOK_TOKEN", default_value = "", hide_env_values = true)]
     pub token: String,
+    /// Comma-separated `user:token` pairs: people who triage anomalies (POST /alerts/{id}/triage),
+    /// each token naming its user in the audit trail (users 1 to 64 letters, digits, . _ - @).
+    /// These tokens may also read.
+    #[arg(long, env = "TRIAGE_USERS", default_value = "", hide_env_values = true)]
+    pub triage_users: String,
     /// Comma-separated bearer tokens that may only read (GET /alerts, GET /grafana/alerts).
     #[arg(long, env = "WEBHOOK_READ_TOKENS", default_value = "", hide_env_values = true)]
     pub read_tokens: String,
@@ -194,6 +199,21 @@ impl Config {
         write_tokens.extend(single);
         let read_tokens = secrets(&a.read_tokens);
         check_secrets(&mut v, "WEBHOOK_READ_TOKENS", &read_tokens);
+        let mut users = Vec::new();
+        for pair in a.triage_users.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match pair.split_once(':') {
+                Some((user, token))
+                    if !user.is_empty()
+                        && user.len() <= 64
+                        && user.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')) =>
+                {
+                    users.push((user.to_owned(), Secret::new(token.to_owned())));
+                }
+                _ => v.error("TRIAGE_USERS", "each entry is user:token, the user 1 to 64 letters, digits or . _ - @"),
+            }
+        }
+        let user_tokens: Vec<Secret> = users.iter().map(|(_, t)| t.clone()).collect();
+        check_secrets(&mut v, "TRIAGE_USERS", &user_tokens);
         let hmac_secrets = secrets(&a.hmac_secrets);
         check_secrets(&mut v, "WEBHOOK_HMAC_SECRETS", &hmac_secrets);
         v.check(
@@ -265,6 +285,7 @@ impl Config {
                 hmac_timestamp_header,
                 require_timestamp,
                 max_clock_skew,
+                users,
             },
             max_body_bytes,
             request_timeout,

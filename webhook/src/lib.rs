@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod outbound;
 pub mod startup;
 pub mod state;
+pub mod triage;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};

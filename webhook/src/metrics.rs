@@ -37,10 +37,14 @@ pub enum DbQuery {
     OutboundMarkFailed,
     /// `/ready`: whether every migration is applied.
     ReadyMigrations,
+    /// Triage: reading an anomaly's triage and audit trail; applying an action (each statement
+    /// of its transaction).
+    TriageRead,
+    TriageWrite,
 }
 
 impl DbQuery {
-    pub const ALL: [DbQuery; 15] = [
+    pub const ALL: [DbQuery; 17] = [
         DbQuery::AlertsList,
         DbQuery::GrafanaAlertsList,
         DbQuery::NotificationBegin,
@@ -56,6 +60,8 @@ impl DbQuery {
         DbQuery::OutboundMarkRetry,
         DbQuery::OutboundMarkFailed,
         DbQuery::ReadyMigrations,
+        DbQuery::TriageRead,
+        DbQuery::TriageWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +81,8 @@ impl DbQuery {
             DbQuery::OutboundMarkRetry => "outbound_mark_retry",
             DbQuery::OutboundMarkFailed => "outbound_mark_failed",
             DbQuery::ReadyMigrations => "ready_migrations",
+            DbQuery::TriageRead => "triage_read",
+            DbQuery::TriageWrite => "triage_write",
         }
     }
 }

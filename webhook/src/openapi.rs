@@ -47,6 +47,7 @@ impl Modify for SecuritySchemes {
     tags(
         (name = "inbound", description = "Notifications from Grafana and Alertmanager"),
         (name = "alerts", description = "Lists, newest first, with keyset pagination"),
+        (name = "triage", description = "Acknowledge, assign, close and re-open anomalies, with an audit trail"),
     )
 )]
 pub struct ApiDoc;

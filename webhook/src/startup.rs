@@ -25,7 +25,7 @@ use vigil_common::problem::{self, Problem};
 use crate::metrics::{DbQuery, WebhookMetrics};
 use crate::outbound::Outbound;
 use crate::state::AppState;
-use crate::{listing, notifications, Config};
+use crate::{listing, notifications, triage, Config};
 
 pub struct Application {
     listener: TcpListener,
@@ -128,6 +128,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(notifications::routes::alertmanager))
         .routes(routes!(listing::list_anomalies))
         .routes(routes!(listing::list_received))
+        .routes(routes!(triage::get_triage, triage::post_triage))
 }
 
 /// The OpenAPI document alone (tools and tests).

@@ -11,7 +11,7 @@ use super::err;
 use super::store::AnomalyFilter;
 
 /// The query parameters `GET /alerts` takes, filters and pagination.
-pub const PARAMETERS: [&str; 11] = [
+pub const PARAMETERS: [&str; 13] = [
     "limit",
     "cursor",
     "transaction_id",
@@ -23,6 +23,8 @@ pub const PARAMETERS: [&str; 11] = [
     "since",
     "from",
     "to",
+    "triage_state",
+    "assignee",
 ];
 
 /// Longest `transaction_id` accepted: the producer's longest (an Idempotency-Key's).
@@ -140,6 +142,8 @@ pub fn anomaly_filter(params: &HashMap<&'static str, String>, errors: &mut Vec<F
         since: time(params, "since", errors),
         from,
         to,
+        triage_states: one_of(params, "triage_state", &["open", "acknowledged", "closed"], errors),
+        assignee: exact(params, "assignee", 64, errors),
     }
 }
 
@@ -181,6 +185,9 @@ mod tests {
         assert_eq!(parse(&[("rule", "denied")]).1, ["rule"]);
         assert_eq!(parse(&[("state", "open")]).1, ["state"]);
         assert_eq!(parse(&[("severity", "high,")]).1, ["severity"]);
+        let (f, _) = parse(&[("triage_state", "open,closed")]);
+        assert_eq!(f.triage_states.unwrap(), ["open", "closed"]);
+        assert_eq!(parse(&[("triage_state", "firing")]).1, ["triage_state"]);
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub struct AnomalyListParams {
     /// Only anomalies stored before this RFC 3339 time (exclusive); not before `from`.
     #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
+    /// Only anomalies whose triage is one of these, comma-separated: open (never triaged),
+    /// acknowledged, closed.
+    triage_state: Option<String>,
+    /// Only anomalies assigned to this user, exactly as assigned.
+    #[param(min_length = 1, max_length = 64)]
+    assignee: Option<String>,
 }
 
 /// Query of `GET /grafana/alerts`.

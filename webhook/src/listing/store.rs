@@ -46,6 +46,10 @@ pub struct AnomalyItem {
     pub resolved_at: Option<DateTime<Utc>>,
     /// When the sink first stored it; the list's order.
     pub created_at: DateTime<Utc>,
+    /// Its triage: open (nothing done yet), acknowledged or closed (see POST /alerts/{id}/triage).
+    pub triage_state: String,
+    /// Who it is assigned to, if anyone.
+    pub assignee: Option<String>,
 }
 
 impl AnomalyItem {
@@ -110,6 +114,10 @@ pub struct AnomalyFilter {
     pub from: Option<DateTime<Utc>>,
     /// `created_at < to` (exclusive).
     pub to: Option<DateTime<Utc>>,
+    /// Any of these triage states (open when never triaged).
+    pub triage_states: Option<Vec<String>>,
+    /// Exact.
+    pub assignee: Option<String>,
 }
 
 pub struct ReceivedFilter {
@@ -139,7 +147,10 @@ pub async fn anomalies(
     let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT id, row_id, rule, dimension, dimension_value, transaction_id, window_start, window_end, \
          category, merchant_id, score, threshold, severity, state, message, first_seen, last_updated, \
-         resolved_at, created_at FROM anomalies WHERE true",
+         resolved_at, created_at, \
+         COALESCE((SELECT t.state FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id), 'open') AS triage_state, \
+         (SELECT t.assignee FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id) AS assignee \
+         FROM anomalies WHERE true",
     );
     // Each filter is a bound parameter, never spliced SQL. Every column filtered on has an index
     // that leads with it and ends in the list's order (migration 20261205000021), so a page of a
@@ -154,6 +165,19 @@ pub async fn anomalies(
         if let Some(values) = values {
             any_of(&mut q, column, values);
         }
+    }
+    // Triage: one primary-key probe of anomaly_triage per candidate row.
+    if let Some(states) = &filter.triage_states {
+        q.push(
+            " AND COALESCE((SELECT t.state FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id), 'open') = ANY(",
+        )
+        .push_bind(states.clone())
+        .push(")");
+    }
+    if let Some(who) = &filter.assignee {
+        q.push(" AND EXISTS (SELECT 1 FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id AND t.assignee = ")
+            .push_bind(who.clone())
+            .push(")");
     }
     for from in [filter.since, filter.from].into_iter().flatten() {
         q.push(" AND created_at >= ").push_bind(from);

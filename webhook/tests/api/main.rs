@@ -13,3 +13,4 @@ mod listing;
 mod ops;
 mod outbound;
 mod schemathesis;
+mod triage;
