@@ -49,6 +49,13 @@ pub struct Args {
     /// These tokens may also read.
     #[arg(long, env = "TRIAGE_USERS", default_value = "", hide_env_values = true)]
     pub triage_users: String,
+    /// How long a critical anomaly may wait for an acknowledgement before it counts in
+    /// vigil_webhook_overdue_critical_anomalies (and the VigilCriticalAnomalyUnacknowledged alert).
+    #[arg(long, env = "TRIAGE_ACK_DEADLINE", default_value = "15m")]
+    pub triage_ack_deadline: String,
+    /// How far back the triage queue's gauges look (first seen within it).
+    #[arg(long, env = "TRIAGE_QUEUE_WINDOW", default_value = "7d")]
+    pub triage_queue_window: String,
     /// Comma-separated bearer tokens that may only read (GET /alerts, GET /grafana/alerts).
     #[arg(long, env = "WEBHOOK_READ_TOKENS", default_value = "", hide_env_values = true)]
     pub read_tokens: String,
@@ -141,6 +148,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub triage_ack_deadline: Duration,
+    pub triage_queue_window: Duration,
     pub kafka: KafkaConfig,
     pub anomalies_topic: String,
     pub consumer_group: String,
@@ -227,6 +236,13 @@ impl Config {
         let max_clock_skew = v.parse_positive_duration("WEBHOOK_MAX_CLOCK_SKEW", &a.max_clock_skew);
         let max_body_bytes = v.parse_in("WEBHOOK_MAX_BODY_BYTES", &a.max_body_bytes, 1024usize, 1 << 30);
         let request_timeout = v.parse_positive_duration("REQUEST_TIMEOUT", &a.request_timeout);
+        let triage_ack_deadline = v.parse_positive_duration("TRIAGE_ACK_DEADLINE", &a.triage_ack_deadline);
+        let triage_queue_window = v.parse_positive_duration("TRIAGE_QUEUE_WINDOW", &a.triage_queue_window);
+        v.check(
+            triage_ack_deadline < triage_queue_window,
+            "TRIAGE_ACK_DEADLINE",
+            "must be shorter than TRIAGE_QUEUE_WINDOW",
+        );
 
         let kafka = a.kafka.validate(&mut v);
         let anomalies_topic = v.required("ANOMALIES_TOPIC", &a.anomalies_topic);
@@ -289,6 +305,8 @@ impl Config {
             },
             max_body_bytes,
             request_timeout,
+            triage_ack_deadline,
+            triage_queue_window,
             kafka,
             anomalies_topic,
             consumer_group,

@@ -41,10 +41,12 @@ pub enum DbQuery {
     /// of its transaction).
     TriageRead,
     TriageWrite,
+    /// The triage queue's gauges (every 30 s).
+    TriageQueue,
 }
 
 impl DbQuery {
-    pub const ALL: [DbQuery; 17] = [
+    pub const ALL: [DbQuery; 18] = [
         DbQuery::AlertsList,
         DbQuery::GrafanaAlertsList,
         DbQuery::NotificationBegin,
@@ -62,6 +64,7 @@ impl DbQuery {
         DbQuery::ReadyMigrations,
         DbQuery::TriageRead,
         DbQuery::TriageWrite,
+        DbQuery::TriageQueue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl DbQuery {
             DbQuery::ReadyMigrations => "ready_migrations",
             DbQuery::TriageRead => "triage_read",
             DbQuery::TriageWrite => "triage_write",
+            DbQuery::TriageQueue => "triage_queue",
         }
     }
 }
@@ -166,6 +170,7 @@ pub struct WebhookMetrics {
     deliveries: Family<OutcomeLabels, Counter>,
     pub delivery_duration: Histogram,
     pub db: DbMetrics,
+    pub triage_queue: crate::triage::queue::QueueGauges,
 }
 
 impl WebhookMetrics {
@@ -182,6 +187,7 @@ impl WebhookMetrics {
             deliveries: Family::default(),
             delivery_duration: latency_histogram(),
             db: DbMetrics::new(),
+            triage_queue: Default::default(),
         };
         m.register(
             "notifications",
@@ -220,6 +226,16 @@ impl WebhookMetrics {
             "outbound_delivery_duration_seconds",
             "Time of one outbound delivery attempt",
             s.delivery_duration.clone(),
+        );
+        m.register(
+            "unacknowledged_critical_anomalies",
+            "Critical anomalies first seen within TRIAGE_QUEUE_WINDOW whose triage is still open",
+            s.triage_queue.unacknowledged.clone(),
+        );
+        m.register(
+            "overdue_critical_anomalies",
+            "Unacknowledged critical anomalies older than TRIAGE_ACK_DEADLINE",
+            s.triage_queue.overdue.clone(),
         );
         m.register(
             "db_query_duration_seconds",

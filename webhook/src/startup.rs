@@ -79,6 +79,12 @@ impl Application {
             Some(out) => out.spawn(&mut tasks, &stop),
             None => tracing::info!("No OUTBOUND_WEBHOOK_URLS: the anomaly forwarder is not started."),
         }
+        {
+            let (pool, db, gauges) =
+                (self.state.pool.clone(), self.state.metrics.db.clone(), self.state.metrics.triage_queue.clone());
+            let (deadline, window, stop) = (config.triage_ack_deadline, config.triage_queue_window, stop.clone());
+            tasks.spawn(crate::triage::queue::run(pool, db, gauges, deadline, window, stop));
+        }
         tracing::info!(port, "Webhook service listening.");
         let mut server = tokio::spawn(serve(self.listener, self.router, stop.clone()));
         let mut failure: Option<anyhow::Error> = None;

@@ -12,6 +12,7 @@
 //!   not closed; `close` with a disposition from open or acknowledged; `reopen` from closed (back
 //!   to acknowledged). Anything else is 409 naming the current state.
 
+pub mod queue;
 pub mod store;
 
 use axum::extract::{Path, State as AxumState};

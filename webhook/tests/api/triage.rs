@@ -202,3 +202,75 @@ async fn alerts_filter_by_triage_state_and_assignee() {
     assert_eq!(fields(&p), ["triage_state"]);
     app.stop().await;
 }
+
+/// An anomaly of `rule` and `severity`, first seen `minutes_ago`.
+async fn insert_judged(pool: &PgPool, id: &str, rule: &str, severity: &str, minutes_ago: i32) {
+    sqlx::query(
+        "INSERT INTO anomalies (id, sequence, rule, dimension, dimension_value, observed, observed_count,
+             observed_total, baseline_mean, baseline_stddev, baseline_n, scored_on, score, threshold, severity,
+             state, message, first_seen, last_updated)
+         VALUES ($1, 0, $2, 'global', 'all', 0.5, 50, 100, 0.1, 0.01, 60, 'rate', 9.5, 4, $3, 'firing', 'm',
+             now() - make_interval(mins => $4), now())",
+    )
+    .bind(id)
+    .bind(rule)
+    .bind(severity)
+    .bind(minutes_ago)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn precision_and_the_unacknowledged_critical_queue_follow_the_dispositions() {
+    let app = app().await;
+    let pool = app.db.pool.clone();
+    // denied_rate critical: 3 true positives, 1 false positive, 1 duplicate, 1 never looked at.
+    for (i, d) in ["true_positive", "true_positive", "true_positive", "false_positive", "duplicate"].iter().enumerate()
+    {
+        let id = format!("d-{i}");
+        insert_judged(&pool, &id, "denied_rate", "critical", 60).await;
+        assert_eq!(act(&app, &id, ALICE, json!({"action": "acknowledge"}), None).await.status(), 200);
+        assert_eq!(act(&app, &id, ALICE, json!({"action": "close", "disposition": d}), None).await.status(), 200);
+    }
+    insert_judged(&pool, "d-open-old", "denied_rate", "critical", 30).await;
+    insert_judged(&pool, "d-open-new", "denied_rate", "critical", 1).await;
+    // volume_drop high: one benign.
+    insert_judged(&pool, "v-0", "volume_drop", "high", 5).await;
+    assert_eq!(act(&app, "v-0", BOB, json!({"action": "close", "disposition": "benign"}), None).await.status(), 200);
+
+    type Row = (String, String, i64, i64, i64, i64, Option<f64>, Option<f64>, Option<f64>, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT rule, severity, anomalies, closed, true_positives, judged, precision, median_seconds_to_acknowledge,
+                median_seconds_to_close, unacknowledged
+         FROM v_triage_precision ORDER BY rule, severity",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    let d = &rows[0];
+    assert_eq!((d.0.as_str(), d.1.as_str(), d.2, d.3, d.4, d.5), ("denied_rate", "critical", 7, 5, 3, 4));
+    assert_eq!(d.6, Some(0.75), "3 true positives of 4 judged (the duplicate is not a judgement)");
+    // Acknowledged and closed about an hour after first seen.
+    for median in [d.7.unwrap(), d.8.unwrap()] {
+        assert!((3590.0..3700.0).contains(&median), "{median}");
+    }
+    assert_eq!(d.9, 2, "two never acknowledged");
+    let v = &rows[1];
+    assert_eq!((v.0.as_str(), v.3, v.4, v.5, v.6), ("volume_drop", 1, 0, 1, Some(0.0)));
+    assert!((290.0..400.0).contains(&v.7.unwrap()), "closing an open anomaly acknowledges it: {:?}", v.7);
+
+    // The queue's gauges, read at start: two unacknowledged critical, one older than 10 minutes.
+    let db = app.stop().await;
+    let app = crate::helpers::spawn_app_on(db, &["--triage-ack-deadline=10m".to_owned()]).await;
+    let metrics = vigil_testkit::eventually(std::time::Duration::from_secs(10), || async {
+        let text = app.get("/metrics", None).await.text().await.ok()?;
+        (vigil_testkit::metric_sum(&text, "vigil_webhook_unacknowledged_critical_anomalies", &[]) == 2.0)
+            .then_some(text)
+    })
+    .await
+    .expect("the queue gauge reads 2");
+    assert_eq!(vigil_testkit::metric_sum(&metrics, "vigil_webhook_overdue_critical_anomalies", &[]), 1.0);
+    app.stop().await;
+}
