@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use vigil_common::Secret;
 
-use super::retry::{decide, Attempt, Decision, RetryPolicy};
+use super::retry::{decide, parse_retry_after, Attempt, Decision, RetryPolicy};
 use super::signature::{self, ANOMALY_ID_HEADER, DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::store::{self, Claimed};
 use crate::metrics::WebhookMetrics;
@@ -121,10 +121,19 @@ impl Worker {
             .send()
             .await;
         self.metrics.delivery_duration.observe(started.elapsed().as_secs_f64());
-        let attempt = match result {
-            Ok(resp) => Attempt::Status(resp.status().as_u16()),
+        let (attempt, retry_after) = match result {
+            Ok(resp) => {
+                // A Retry-After that is not text or does not parse is ignored (decide() uses it only
+                // on 429 and 503).
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, Utc::now()));
+                (Attempt::Status(resp.status().as_u16()), retry_after)
+            }
             // without_url: the URL may carry a secret in its path or query.
-            Err(e) => Attempt::Transport(chain(&e.without_url())),
+            Err(e) => (Attempt::Transport(chain(&e.without_url())), None),
         };
         let attempts = u32::try_from(d.attempts).unwrap_or(0).saturating_add(1);
         let age = (Utc::now() - d.created_at).to_std().unwrap_or(Duration::ZERO);
@@ -133,7 +142,7 @@ impl Worker {
             Attempt::Status(s) => (Some(*s), format!("HTTP {s}")),
             Attempt::Transport(e) => (None, e.clone()),
         };
-        let decision = decide(&attempt, attempts, age, &self.policy, jitter);
+        let decision = decide(&attempt, attempts, age, retry_after, &self.policy, jitter);
         let recorded = match decision {
             Decision::Delivered => {
                 self.metrics.delivery("delivered");

@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
@@ -24,25 +25,53 @@ struct Received {
     headers: HeaderMap,
     body: Vec<u8>,
     answered: u16,
+    at: Instant,
 }
 
-/// A local webhook receiver that answers 503 to its first `fail_first` requests, then 200.
+/// The `Retry-After` a failing receiver sends with its failure.
+#[derive(Debug, Clone, Copy)]
+enum RetryAfter {
+    None,
+    Seconds(u64),
+    /// An IMF-fixdate this long after the answer.
+    DateIn(Duration),
+}
+
+/// A local webhook receiver that answers `failure` (503 unless set) to its first `fail_first`
+/// requests, then 200.
 #[derive(Clone)]
 struct Receiver {
     url: String,
     fail_first: usize,
+    failure: (StatusCode, RetryAfter),
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
     async fn start_on(listener: TcpListener, fail_first: usize) -> Self {
+        Self::failing_with(listener, fail_first, StatusCode::SERVICE_UNAVAILABLE, RetryAfter::None).await
+    }
+
+    async fn failing_with(listener: TcpListener, fail_first: usize, status: StatusCode, after: RetryAfter) -> Self {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let r = Receiver { url, fail_first, got: Arc::default() };
-        async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+        let r = Receiver { url, fail_first, failure: (status, after), got: Arc::default() };
+        async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
             let mut got = r.got.lock().unwrap();
-            let status = if got.len() < r.fail_first { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-            got.push(Received { headers, body: body.to_vec(), answered: status.as_u16() });
-            status
+            let failing = got.len() < r.fail_first;
+            let status = if failing { r.failure.0 } else { StatusCode::OK };
+            got.push(Received { headers, body: body.to_vec(), answered: status.as_u16(), at: Instant::now() });
+            let retry_after = match r.failure.1 {
+                RetryAfter::Seconds(s) if failing => Some(s.to_string()),
+                RetryAfter::DateIn(d) if failing => {
+                    let at = chrono::Utc::now() + d;
+                    Some(at.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+                }
+                _ => None,
+            };
+            match retry_after {
+                Some(v) => (status, [(header::RETRY_AFTER, v)]).into_response(),
+                None => status.into_response(),
+            }
         }
         let app = Router::new().route("/hook", post(hook)).with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -378,5 +407,72 @@ async fn with_the_minimum_at_high_an_anomaly_is_pushed_at_high_then_at_critical_
     assert_eq!(pushes_of(&receiver, "an-medium"), []);
     assert_eq!(delivery_severities(&app, "an-high").await, ["high", "critical"]);
     assert_eq!(delivery_severities(&app, "an-critical").await, ["critical"]);
+    app.stop().await;
+}
+
+/// The receiver's answers and the time from each request to the next.
+fn answers_and_gaps(r: &Receiver) -> (Vec<u16>, Vec<Duration>) {
+    let got = r.requests();
+    (got.iter().map(|g| g.answered).collect(), got.windows(2).map(|w| w[1].at - w[0].at).collect())
+}
+
+#[tokio::test]
+async fn a_receivers_retry_after_on_429_and_503_delays_the_next_attempt_up_to_the_maximum_backoff() {
+    let topic = vigil_testkit::fresh_topics(&[("anomalies", 1)]).await.remove(0);
+    let bind = || TcpListener::bind("127.0.0.1:0");
+    // The backoff alone would retry after 50 to 100 ms.
+    let seconds =
+        Receiver::failing_with(bind().await.unwrap(), 1, StatusCode::TOO_MANY_REQUESTS, RetryAfter::Seconds(2)).await;
+    // An HTTP-date 4 s ahead, at whole seconds: a wait of more than 3 s.
+    let date = Receiver::failing_with(
+        bind().await.unwrap(),
+        1,
+        StatusCode::SERVICE_UNAVAILABLE,
+        RetryAfter::DateIn(Duration::from_secs(4)),
+    )
+    .await;
+    // An hour: capped at OUTBOUND_RETRY_MAX (5 s).
+    let hour =
+        Receiver::failing_with(bind().await.unwrap(), 1, StatusCode::TOO_MANY_REQUESTS, RetryAfter::Seconds(3600))
+            .await;
+    // On a 500 Retry-After is not honoured: the backoff applies.
+    let other =
+        Receiver::failing_with(bind().await.unwrap(), 1, StatusCode::INTERNAL_SERVER_ERROR, RetryAfter::Seconds(3600))
+            .await;
+    let receivers = [&seconds, &date, &hour, &other];
+    let mut args = forwarder_args(&topic, &receivers.map(|r| r.url.clone()));
+    for a in &mut args {
+        if a.starts_with("--outbound-retry-max=") {
+            *a = "--outbound-retry-max=5s".to_owned();
+        }
+    }
+    let app = spawn_app_with(&args).await;
+    produce(&topic, &[anomaly("an-retry-after", Severity::Critical, AnomalyState::Firing)]).await;
+    for r in receivers {
+        let got = vigil_testkit::eventually(Duration::from_secs(30), || {
+            let r = r.clone();
+            async move { r.delivered().first().cloned() }
+        })
+        .await;
+        assert!(got.is_some(), "{} never got the anomaly: {:?}", r.url, answers_and_gaps(r));
+    }
+
+    let (answers, gaps) = answers_and_gaps(&seconds);
+    assert_eq!(answers, [429, 200]);
+    assert!(gaps[0] >= Duration::from_secs(2), "Retry-After: 2 but retried after {:?}", gaps[0]);
+    assert!(gaps[0] < Duration::from_secs(10), "Retry-After: 2 but retried only after {:?}", gaps[0]);
+    let (answers, gaps) = answers_and_gaps(&date);
+    assert_eq!(answers, [503, 200]);
+    assert!(gaps[0] >= Duration::from_secs(3), "Retry-After a date 3 to 4 s ahead but retried after {:?}", gaps[0]);
+    let (answers, gaps) = answers_and_gaps(&hour);
+    assert_eq!(answers, [429, 200]);
+    assert!(
+        gaps[0] >= Duration::from_secs(5) && gaps[0] < Duration::from_secs(15),
+        "Retry-After: 3600 with a 5 s maximum backoff but retried after {:?}",
+        gaps[0]
+    );
+    let (answers, gaps) = answers_and_gaps(&other);
+    assert_eq!(answers, [500, 200]);
+    assert!(gaps[0] < Duration::from_secs(2), "a 500's Retry-After was honoured: retried after {:?}", gaps[0]);
     app.stop().await;
 }
