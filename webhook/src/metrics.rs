@@ -43,10 +43,14 @@ pub enum DbQuery {
     TriageWrite,
     /// The triage queue's gauges (every 30 s).
     TriageQueue,
+    /// Silences: reading, creating or expiring one, and the forwarder's "is this one silenced?".
+    SilenceRead,
+    SilenceWrite,
+    SilenceMatch,
 }
 
 impl DbQuery {
-    pub const ALL: [DbQuery; 18] = [
+    pub const ALL: [DbQuery; 21] = [
         DbQuery::AlertsList,
         DbQuery::GrafanaAlertsList,
         DbQuery::NotificationBegin,
@@ -65,6 +69,9 @@ impl DbQuery {
         DbQuery::TriageRead,
         DbQuery::TriageWrite,
         DbQuery::TriageQueue,
+        DbQuery::SilenceRead,
+        DbQuery::SilenceWrite,
+        DbQuery::SilenceMatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +94,9 @@ impl DbQuery {
             DbQuery::TriageRead => "triage_read",
             DbQuery::TriageWrite => "triage_write",
             DbQuery::TriageQueue => "triage_queue",
+            DbQuery::SilenceRead => "silence_read",
+            DbQuery::SilenceWrite => "silence_write",
+            DbQuery::SilenceMatch => "silence_match",
         }
     }
 }

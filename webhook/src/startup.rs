@@ -25,7 +25,7 @@ use vigil_common::problem::{self, Problem};
 use crate::metrics::{DbQuery, WebhookMetrics};
 use crate::outbound::Outbound;
 use crate::state::AppState;
-use crate::{listing, notifications, triage, Config};
+use crate::{listing, notifications, silences, triage, Config};
 
 pub struct Application {
     listener: TcpListener,
@@ -135,6 +135,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(listing::list_anomalies))
         .routes(routes!(listing::list_received))
         .routes(routes!(triage::get_triage, triage::post_triage))
+        .routes(routes!(silences::create, silences::list))
+        .routes(routes!(silences::get_one))
+        .routes(routes!(silences::expire))
 }
 
 /// The OpenAPI document alone (tools and tests).

@@ -11,7 +11,7 @@ use super::err;
 use super::store::AnomalyFilter;
 
 /// The query parameters `GET /alerts` takes, filters and pagination.
-pub const PARAMETERS: [&str; 13] = [
+pub const PARAMETERS: [&str; 14] = [
     "limit",
     "cursor",
     "transaction_id",
@@ -25,6 +25,7 @@ pub const PARAMETERS: [&str; 13] = [
     "to",
     "triage_state",
     "assignee",
+    "silenced",
 ];
 
 /// Longest `transaction_id` accepted: the producer's longest (an Idempotency-Key's).
@@ -144,6 +145,15 @@ pub fn anomaly_filter(params: &HashMap<&'static str, String>, errors: &mut Vec<F
         to,
         triage_states: one_of(params, "triage_state", &["open", "acknowledged", "closed"], errors),
         assignee: exact(params, "assignee", 64, errors),
+        silenced: one_of(params, "silenced", &["true", "false"], errors).and_then(|v| match v.as_slice() {
+            [one] => Some(one == "true"),
+            // An unknown value is already reported by one_of.
+            [] => None,
+            _ => {
+                errors.push(err("silenced", "one of true or false, not both"));
+                None
+            }
+        }),
     }
 }
 

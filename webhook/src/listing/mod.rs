@@ -72,6 +72,9 @@ pub struct AnomalyListParams {
     /// Only anomalies assigned to this user, exactly as assigned.
     #[param(min_length = 1, max_length = 64)]
     assignee: Option<String>,
+    /// true: only anomalies a silence matches; false: only those none matches.
+    #[param(pattern = "^(true|false)$")]
+    silenced: Option<String>,
 }
 
 /// Query of `GET /grafana/alerts`.

@@ -50,6 +50,8 @@ pub struct AnomalyItem {
     pub triage_state: String,
     /// Who it is assigned to, if anyone.
     pub assignee: Option<String>,
+    /// True when a silence matches it (see POST /silences): stored, but not pushed outbound.
+    pub silenced: bool,
 }
 
 impl AnomalyItem {
@@ -118,6 +120,8 @@ pub struct AnomalyFilter {
     pub triage_states: Option<Vec<String>>,
     /// Exact.
     pub assignee: Option<String>,
+    /// Whether a silence matches it.
+    pub silenced: Option<bool>,
 }
 
 pub struct ReceivedFilter {
@@ -149,7 +153,9 @@ pub async fn anomalies(
          category, merchant_id, score, threshold, severity, state, message, first_seen, last_updated, \
          resolved_at, created_at, \
          COALESCE((SELECT t.state FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id), 'open') AS triage_state, \
-         (SELECT t.assignee FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id) AS assignee \
+         (SELECT t.assignee FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id) AS assignee, \
+         EXISTS (SELECT 1 FROM matching_silences(rule, dimension, dimension_value, merchant_id, category, severity, \
+                 first_seen)) AS silenced \
          FROM anomalies WHERE true",
     );
     // Each filter is a bound parameter, never spliced SQL. Every column filtered on has an index
@@ -178,6 +184,12 @@ pub async fn anomalies(
         q.push(" AND EXISTS (SELECT 1 FROM anomaly_triage t WHERE t.anomaly_id = anomalies.id AND t.assignee = ")
             .push_bind(who.clone())
             .push(")");
+    }
+    if let Some(silenced) = filter.silenced {
+        q.push(if silenced { " AND " } else { " AND NOT " }).push(
+            "EXISTS (SELECT 1 FROM matching_silences(rule, dimension, dimension_value, merchant_id, category, \
+             severity, first_seen))",
+        );
     }
     for from in [filter.since, filter.from].into_iter().flatten() {
         q.push(" AND created_at >= ").push_bind(from);

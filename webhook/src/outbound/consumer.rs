@@ -132,6 +132,40 @@ impl AnomalyConsumer {
             self.metrics.consumed("filtered");
             return Handled::Done;
         }
+        // A silenced anomaly is stored by the sink but never pushed. Asked of the database (the
+        // sink may not have stored it yet), retried like the insert below.
+        let mut silence_wait = Duration::from_millis(100);
+        loop {
+            let at = chrono::DateTime::from_timestamp_millis(anomaly.first_seen).unwrap_or_default();
+            match crate::silences::store::is_silenced(
+                &self.pool,
+                &self.metrics.db,
+                anomaly.rule.as_str(),
+                anomaly.dimension.as_str(),
+                &anomaly.dimension_value,
+                anomaly.merchant_id.as_deref(),
+                anomaly.category.as_deref(),
+                anomaly.severity.as_str(),
+                at,
+            )
+            .await
+            {
+                Ok(true) => {
+                    tracing::info!(anomaly_id = %anomaly.id, "Silenced anomaly not pushed.");
+                    self.metrics.consumed("silenced");
+                    return Handled::Done;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot ask the database whether the anomaly is silenced; retrying.");
+                    pause(stop, silence_wait).await;
+                    if stop.is_cancelled() {
+                        return Handled::Stopped;
+                    }
+                    silence_wait = (silence_wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
         let payload = match serde_json::to_value(OutboundAnomaly::from(&anomaly)) {
             Ok(p) => p,
             Err(e) => {

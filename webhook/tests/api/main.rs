@@ -13,4 +13,5 @@ mod listing;
 mod ops;
 mod outbound;
 mod schemathesis;
+mod silences;
 mod triage;

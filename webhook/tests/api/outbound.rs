@@ -410,6 +410,43 @@ async fn with_the_minimum_at_high_an_anomaly_is_pushed_at_high_then_at_critical_
     app.stop().await;
 }
 
+#[tokio::test]
+async fn an_anomaly_a_silence_matches_is_not_pushed_and_one_it_does_not_match_is() {
+    let topic = vigil_testkit::fresh_topics(&[("anomalies", 1)]).await.remove(0);
+    let receiver = Receiver::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), 0).await;
+    let mut args = forwarder_args(&topic, std::slice::from_ref(&receiver.url));
+    args.push("--triage-users=ops:ops-triage-token-00001".to_owned());
+    let app = spawn_app_with(&args).await;
+    // A maintenance window of merchant m-quiet covering the anomalies' first_seen (2026-11-18).
+    let r = app
+        .client
+        .post(format!("{}/silences", app.address))
+        .bearer_auth("ops-triage-token-00001")
+        .json(&serde_json::json!({
+            "merchant_id": "m-quiet",
+            "starts_at": "2026-11-18T00:00:00Z",
+            "ends_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+            "comment": "planned maintenance of m-quiet"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let quiet = Anomaly {
+        merchant_id: Some("m-quiet".into()),
+        dimension_value: "m-quiet".into(),
+        ..anomaly("an-quiet", Severity::Critical, AnomalyState::Firing)
+    };
+    produce(&topic, &[quiet, anomaly("an-loud", Severity::Critical, AnomalyState::Firing)]).await;
+    wait_for(&receiver, "an-loud").await;
+    assert!(pushes_of(&receiver, "an-quiet").is_empty(), "a silenced anomaly was pushed");
+    assert!(delivery_severities(&app, "an-quiet").await.is_empty());
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains(r#"vigil_webhook_anomalies_consumed_total{outcome="silenced"} 1"#), "{metrics}");
+    app.stop().await;
+}
+
 /// The receiver's answers and the time from each request to the next.
 fn answers_and_gaps(r: &Receiver) -> (Vec<u16>, Vec<Duration>) {
     let got = r.requests();
