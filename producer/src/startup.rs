@@ -39,9 +39,16 @@ impl Application {
         let metrics = Metrics::new("producer");
         let pm = ProducerMetrics::new(&metrics);
         let codec = match &config.schema_registry_url {
-            Some(url) => Codec::with_registry(SchemaRegistry::new(url))
-                .await
-                .with_context(|| format!("Failed to register the schemas with {url}"))?,
+            Some(url) => {
+                use vigil_schemas::{TopicBindings, Transaction, TransactionVerdict};
+                // Subjects follow the topics (vigil_schemas::subjects): what it writes and reads.
+                let bindings = TopicBindings::new()
+                    .bind::<Transaction>(&config.topic)
+                    .bind::<TransactionVerdict>(&config.verdicts_topic);
+                Codec::with_registry_for(SchemaRegistry::new(url), &bindings)
+                    .await
+                    .with_context(|| format!("Failed to register the schemas with {url}"))?
+            }
             None => Codec::single_object(),
         };
         let codec = Arc::new(codec);

@@ -83,6 +83,7 @@ async fn health_reports_the_schema_registry_when_one_is_configured_and_503_when_
     let failing = Arc::new(AtomicBool::new(false));
     let router = axum::Router::new()
         .route("/subjects/{subject}/versions", post(|| async { axum::Json(json!({"id": 1})) }))
+        .route("/config/{subject}", axum::routing::put(|| async { axum::Json(json!({"compatibility": "BACKWARD"})) }))
         .route(
             "/subjects",
             route_get(|State(f): State<Arc<AtomicBool>>| async move {

@@ -122,6 +122,7 @@ async fn fastavro_decodes_confluent_frames_with_schemas_fetched_by_id() {
     let router = Router::new()
         .route("/subjects/{subject}/versions", post(register))
         .route("/schemas/ids/{id}", get(by_id))
+        .route("/config/{subject}", axum::routing::put(|Json(b): Json<Value>| async move { Json(b) }))
         .with_state(reg.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry_url = format!("http://{}", listener.local_addr().unwrap());
@@ -129,7 +130,8 @@ async fn fastavro_decodes_confluent_frames_with_schemas_fetched_by_id() {
 
     let app = TestApp::spawn_with(None, None, &[&format!("--schema-registry-url={registry_url}")]).await;
     let subjects: BTreeSet<String> = reg.lock().unwrap().schemas.iter().map(|(_, s)| s.clone()).collect();
-    assert!(subjects.contains("io.vigil.v1.Transaction"), "the producer registered {subjects:?}");
+    // TopicNameStrategy: `<topic>-value`.
+    assert!(subjects.contains(&format!("{}-value", app.topic)), "the producer registered {subjects:?}");
     let sent = post_some(&app, 12).await;
     let topic = app.topic.clone();
     let decoded =

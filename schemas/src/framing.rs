@@ -14,6 +14,7 @@ use crate::events::{
     Anomaly, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, Transaction, TransactionVerdict,
 };
 use crate::registry::SchemaRegistry;
+use crate::subjects::{TopicBindings, COMPATIBILITY};
 use crate::{avsc, Error, Result};
 
 /// Avro single-object encoding marker (Avro specification, "Single-object encoding").
@@ -204,17 +205,32 @@ impl Codec {
         Codec { registry: Some(registry), ..Codec::single_object() }
     }
 
-    /// Registers every schema with the registry and frames in the Confluent wire format.
+    /// Registers every schema on its default topic ([`TopicBindings::defaults`]) and frames in
+    /// the Confluent wire format. Services pass the topics they are configured with to
+    /// [`Codec::with_registry_for`] instead.
     pub async fn with_registry(registry: SchemaRegistry) -> Result<Self> {
+        Self::with_registry_for(registry, &TopicBindings::defaults()).await
+    }
+
+    /// Registers the schema of each record type in `bindings` under its topic's subject
+    /// ([`crate::subjects`]: `<topic>-value`, or `<topic>-<record>` on a topic carrying several
+    /// types), after setting that subject's compatibility to [`COMPATIBILITY`], and frames in
+    /// the Confluent wire format. A service binds what it writes and what it reads (registering
+    /// a schema that is already there only returns its id), so it encodes and decodes those
+    /// types without asking the registry again; other ids are learnt with
+    /// [`Codec::learn_schema_id`].
+    pub async fn with_registry_for(registry: SchemaRegistry, bindings: &TopicBindings) -> Result<Self> {
         let codec = Codec {
             framing: Framing::Confluent,
             ids: RwLock::default(),
             own_ids: RwLock::default(),
             registry: Some(registry),
         };
-        for k in known() {
-            let registry = codec.registry.as_ref().unwrap_or_else(|| unreachable!());
-            let id = registry.register(k.name, k.source).await?;
+        let registry = codec.registry.as_ref().unwrap_or_else(|| unreachable!());
+        for (subject, record) in bindings.subjects() {
+            let k = known_by_name(record).unwrap_or_else(|| unreachable!("{record} is embedded"));
+            registry.set_compatibility(&subject, COMPATIBILITY).await?;
+            let id = registry.register(&subject, k.source).await?;
             codec.own_ids.write().unwrap_or_else(|e| e.into_inner()).insert(k.name, id);
             codec.ids.write().unwrap_or_else(|e| e.into_inner()).insert(id, (k.name.to_owned(), k.schema.clone()));
         }

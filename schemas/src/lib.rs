@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod framing;
 mod registry;
+pub mod subjects;
 
 pub use error::{Error, Result};
 pub use events::{
@@ -23,6 +24,7 @@ pub use events::{
 };
 pub use framing::{canonical_form, Codec, Decoded, Framing, WireEvent};
 pub use registry::SchemaRegistry;
+pub use subjects::TopicBindings;
 
 /// The embedded schema sources, by event type.
 pub mod avsc {
@@ -34,8 +36,8 @@ pub mod avsc {
     pub const MERCHANT_MINUTE: &str = include_str!("../merchant_minute.avsc");
     pub const TRANSACTION_VERDICT: &str = include_str!("../transaction_verdict.avsc");
 
-    /// Every schema with the registry subject it is registered under (TopicRecordNameStrategy
-    /// would also do; we use the record's full name so one topic may carry several types).
+    /// Every schema by its record's full name. The registry subjects they are registered under
+    /// follow the topics they are written to: see [`crate::subjects`].
     pub const ALL: [(&str, &str); 7] = [
         ("io.vigil.v1.Transaction", TRANSACTION),
         ("io.vigil.v1.MinutePartial", MINUTE_PARTIAL),

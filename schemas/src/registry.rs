@@ -1,6 +1,5 @@
 //! A minimal Confluent-compatible schema registry client (Redpanda has one built in).
-//! Subjects use the record-name strategy (subject = record full name) because one topic
-//! (`tx-minute`) carries two record types.
+//! Which subject each schema goes under is [`crate::subjects`]' business.
 
 use serde::Deserialize;
 
@@ -48,6 +47,26 @@ impl SchemaRegistry {
         }
         let parsed: IdResponse = resp.json().await.map_err(|e| Error::Registry(format!("POST {url}: {e}")))?;
         Ok(parsed.id)
+    }
+
+    /// Sets `subject`'s compatibility mode (`PUT /config/{subject}`), e.g. `BACKWARD`; the
+    /// registry then refuses a new version under it that breaks that rule.
+    pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<()> {
+        let url = format!("{}/config/{}", self.base, subject);
+        let resp = self
+            .http
+            .put(&url)
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .json(&serde_json::json!({ "compatibility": level }))
+            .send()
+            .await
+            .map_err(|e| Error::Registry(format!("PUT {url}: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(Error::Registry(format!("PUT {url}: {status}: {text}")));
+        }
+        Ok(())
     }
 
     /// Fetches the schema text registered under `id`.

@@ -147,9 +147,24 @@ impl Application {
             shutdown.clone(),
         ));
         let codec = match &self.config.schema_registry_url {
-            Some(url) => Codec::with_registry(SchemaRegistry::new(url))
-                .await
-                .with_context(|| format!("Failed to reach the schema registry at {url}"))?,
+            Some(url) => {
+                use vigil_schemas::{
+                    Anomaly, LateEvents, MerchantMinute, MinuteAggregate, TopicBindings, Transaction,
+                    TransactionVerdict,
+                };
+                let c = &self.config;
+                // Subjects follow the topics (vigil_schemas::subjects): the ones it reads.
+                let bindings = TopicBindings::new()
+                    .bind::<MinuteAggregate>(&c.minutes_topic)
+                    .bind::<LateEvents>(&c.minutes_topic)
+                    .bind::<MerchantMinute>(&c.minutes_topic)
+                    .bind::<Anomaly>(&c.anomalies_topic)
+                    .bind::<Transaction>(&c.transactions_topic)
+                    .bind::<TransactionVerdict>(&c.verdicts_topic);
+                Codec::with_registry_for(SchemaRegistry::new(url), &bindings)
+                    .await
+                    .with_context(|| format!("Failed to reach the schema registry at {url}"))?
+            }
             None => Codec::single_object(),
         };
         let watermarks = self.config.kafka.watermark_client().context("Failed to create the watermark client")?;

@@ -40,9 +40,25 @@ impl Application {
         let metrics = Metrics::new("detector");
         let dm = DetectorMetrics::new(&metrics).with_max_categories(config.service.metrics_max_categories);
         let codec = match &config.service.schema_registry_url {
-            Some(url) => Codec::with_registry(SchemaRegistry::new(url))
-                .await
-                .with_context(|| format!("Failed to register schemas with {url}"))?,
+            Some(url) => {
+                use vigil_schemas::{
+                    Anomaly, LateEvents, MerchantMinute, MinuteAggregate, MinutePartial, TopicBindings, Transaction,
+                    TransactionVerdict,
+                };
+                let s = &config.service;
+                // Subjects follow the topics (vigil_schemas::subjects): what it writes and reads.
+                let bindings = TopicBindings::new()
+                    .bind::<Transaction>(&s.transactions_topic)
+                    .bind::<MinutePartial>(&s.partials_topic)
+                    .bind::<MinuteAggregate>(&s.minutes_topic)
+                    .bind::<LateEvents>(&s.minutes_topic)
+                    .bind::<MerchantMinute>(&s.minutes_topic)
+                    .bind::<Anomaly>(&s.anomalies_topic)
+                    .bind::<TransactionVerdict>(&s.verdicts_topic);
+                Codec::with_registry_for(SchemaRegistry::new(url), &bindings)
+                    .await
+                    .with_context(|| format!("Failed to register schemas with {url}"))?
+            }
             None => Codec::single_object(),
         };
         let listener = TcpListener::bind(config.service.bind)
