@@ -29,6 +29,13 @@ stack-status: ## Show whether they are up (both profiles).
 	@VIGIL_PROFILE=run scripts/stack.sh status | sed 's/^/run:  /'
 	@VIGIL_PROFILE=test scripts/stack.sh status | sed 's/^/test: /'
 
+.PHONY: deploy-up deploy-down
+deploy-up: ## The whole stack in Docker: docker compose -f deploy/docker-compose.yml up -d --build (needs Docker).
+	scripts/deploy.sh up $(ARGS)
+
+deploy-down: ## Stop the Docker stack (docker compose ... down; ARGS=-v also removes its volumes).
+	scripts/deploy.sh down $(ARGS)
+
 clean: stack-down ## Stop everything, then remove the project's state (.vigil/, its PostgreSQL clusters); not target/ or the nisshi build cache.
 	scripts/clean.sh
 

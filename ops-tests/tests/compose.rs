@@ -32,6 +32,7 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
         "alertmanager",
         "grafana",
         "simulator",
+        "alert-receiver",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -75,13 +76,11 @@ fn the_compose_file_defines_the_whole_stack_with_health_checks_and_start_order()
         assert_eq!(repo::ystr(svc, &["build", "context"]), "..", "{name}");
         assert_eq!(repo::ystr(svc, &["build", "dockerfile"]), "deploy/Dockerfile", "{name}");
         assert_eq!(svc["command"][0].as_str(), Some(name), "{name}: the image runs the binary named by command");
-        if name != "webhook" {
-            assert_eq!(
-                svc["depends_on"]["redpanda-init"]["condition"].as_str(),
-                Some("service_completed_successfully"),
-                "{name} must wait for the topics"
-            );
-        }
+        assert_eq!(
+            svc["depends_on"]["redpanda-init"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{name} must wait for the topics"
+        );
         if ["producer", "sink", "webhook"].contains(&name) {
             assert_eq!(svc["depends_on"]["postgres"]["condition"].as_str(), Some("service_healthy"), "{name}");
         }
@@ -138,12 +137,14 @@ fn a_token_set_in_the_environment_reaches_the_webhook_service_grafana_and_alertm
     }
 }
 
-/// `[env: VAR=...] [default: X]` pairs of a binary's `--help`.
+/// `[env: VAR=...] [default: X]` pairs of a binary's `--help` (an empty default as "").
 fn help_defaults(bin: &str) -> BTreeMap<String, String> {
     let out = tools::run_ok(Command::new(tools::service_binary(bin)).env_clear().arg("--help"));
     let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
     let re = Regex::new(r"\[env: ([A-Z0-9_]+)=?[^\]]*\] \[default: ([^\]]*)\]").unwrap();
-    re.captures_iter(&flat).map(|c| (c[1].to_owned(), c[2].to_owned())).collect()
+    re.captures_iter(&flat)
+        .map(|c| (c[1].to_owned(), if &c[2] == "\"\"" { String::new() } else { c[2].to_owned() }))
+        .collect()
 }
 
 #[test]
@@ -191,9 +192,7 @@ fn ports_brokers_and_topics_in_compose_agree_with_redpanda_yml_and_the_constants
     for name in VIGIL_SERVICES {
         let env = compose::environment(&c, name);
         assert_eq!(env["KAFKA_BROKERS"], KAFKA_BROKERS, "{name}");
-        if name != "webhook" {
-            assert_eq!(env["SCHEMA_REGISTRY_URL"], SCHEMA_REGISTRY_URL, "{name}");
-        }
+        assert_eq!(env["SCHEMA_REGISTRY_URL"], SCHEMA_REGISTRY_URL, "{name}");
         for (var, topic) in TOPIC_VARS {
             if let Some(v) = env.get(var) {
                 assert_eq!(v, topic, "{name}: {var}");
@@ -457,4 +456,218 @@ fn the_readme_quotes_the_stacks_ports_topics_and_credentials() {
             "README's topic table lacks {topic} with {partitions} partitions"
         );
     }
+}
+
+/// How a topic's messages are encoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Payload {
+    /// Avro through vigil-schemas: Confluent-framed when the writer has SCHEMA_REGISTRY_URL,
+    /// single-object otherwise. Every reader decodes single-object frames with its embedded
+    /// schemas; a Confluent frame only with the registry the writer registered in.
+    Avro,
+    /// The detector's own checkpoint encoding, written and read by the detector only.
+    Checkpoint,
+    /// Copies of refused messages as they came, for operators; no service reads them.
+    DeadLetter,
+}
+
+/// Who writes and who reads each topic, by the variable that names it in each service's config.
+/// Checked against the binaries' `--help` below, so a service that starts reading or writing
+/// another topic must be added here.
+const FLOWS: [(&str, &[&str], &[&str], Payload); 8] = [
+    ("TRANSACTIONS_TOPIC", &["producer"], &["detector", "sink"], Payload::Avro),
+    ("PARTIALS_TOPIC", &["detector"], &["detector"], Payload::Avro),
+    ("MINUTES_TOPIC", &["detector"], &["sink"], Payload::Avro),
+    // The webhook reads anomalies for the outbound push (when OUTBOUND_WEBHOOK_URLS is set).
+    ("ANOMALIES_TOPIC", &["detector"], &["sink", "webhook"], Payload::Avro),
+    ("VERDICTS_TOPIC", &["detector"], &["producer", "sink"], Payload::Avro),
+    ("CHECKPOINT_TOPIC", &["detector"], &["detector"], Payload::Checkpoint),
+    ("MERGE_CHECKPOINT_TOPIC", &["detector"], &["detector"], Payload::Checkpoint),
+    ("DEAD_LETTER_TOPIC", &["detector", "sink"], &[], Payload::DeadLetter),
+];
+
+/// Each service's effective environment: its binary's defaults, overridden by `env`.
+fn effective(
+    defaults: &BTreeMap<String, BTreeMap<String, String>>,
+    name: &str,
+    env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut e = defaults[name].clone();
+    e.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    e
+}
+
+/// Every way a reader in `envs` (service -> effective environment) could fail to decode what a
+/// writer of the same topic writes, or read another topic than the one written.
+fn decode_problems(envs: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (var, writers, readers, payload) in FLOWS {
+        let get = |svc: &str, v: &str| envs[svc].get(v).cloned().unwrap_or_default();
+        // The webhook only reads anomalies when its forwarder runs.
+        let active_readers: Vec<&str> = readers
+            .iter()
+            .copied()
+            .filter(|r| *r != "webhook" || !get("webhook", "OUTBOUND_WEBHOOK_URLS").trim().is_empty())
+            .collect();
+        let topic = get(writers[0], var);
+        for svc in writers.iter().chain(&active_readers) {
+            if get(svc, var) != topic {
+                problems.push(format!("{svc}'s {var} is {:?}, {}'s is {topic:?}", get(svc, var), writers[0]));
+            }
+        }
+        if payload != Payload::Avro {
+            continue;
+        }
+        for w in writers {
+            let registry = get(w, "SCHEMA_REGISTRY_URL");
+            if registry.trim().is_empty() {
+                // Single-object frames: every reader decodes them with its embedded schemas.
+                continue;
+            }
+            for r in &active_readers {
+                let theirs = get(r, "SCHEMA_REGISTRY_URL");
+                if theirs != registry {
+                    problems.push(format!(
+                        "{r} reads {topic} ({var}), which {w} writes Confluent-framed with ids of the registry \
+                         {registry}, but {r}'s SCHEMA_REGISTRY_URL is {theirs:?}: it cannot decode them"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_consumer_in_compose_is_configured_to_decode_what_the_producers_of_its_topic_write() {
+    let defaults: BTreeMap<String, BTreeMap<String, String>> =
+        VIGIL_SERVICES.iter().map(|s| ((*s).to_owned(), help_defaults(s))).collect();
+    // The table is the binaries' own: each topic variable a service reads is in it for that
+    // service, and each service it names for a variable reads that variable.
+    for svc in VIGIL_SERVICES {
+        let vars: BTreeSet<&str> = defaults[svc].keys().map(String::as_str).filter(|v| v.ends_with("_TOPIC")).collect();
+        let listed: BTreeSet<&str> =
+            FLOWS.iter().filter(|(_, w, r, _)| w.contains(&svc) || r.contains(&svc)).map(|(v, _, _, _)| *v).collect();
+        assert_eq!(vars, listed, "{svc}: the topics its --help names vs the FLOWS table");
+    }
+    assert_eq!(FLOWS.len(), TOPIC_VARS.len(), "every topic has its writers and readers");
+
+    let c = compose::load_defaults();
+    let envs: BTreeMap<String, BTreeMap<String, String>> = VIGIL_SERVICES
+        .iter()
+        .map(|s| ((*s).to_owned(), effective(&defaults, s, &compose::environment(&c, s))))
+        .collect();
+    // Compose turns the outbound push on (so the webhook is one of the anomalies' readers) and
+    // every writer of Avro uses the registry.
+    assert!(!envs["webhook"]["OUTBOUND_WEBHOOK_URLS"].is_empty(), "outbound push is on in compose");
+    for (_, writers, _, payload) in FLOWS {
+        if payload == Payload::Avro {
+            for w in writers {
+                assert_eq!(envs[*w]["SCHEMA_REGISTRY_URL"], SCHEMA_REGISTRY_URL, "{w} writes through the registry");
+            }
+        }
+    }
+    let problems = decode_problems(&envs);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // The check finds the fault this test was written for: a forwarder without the registry
+    // would skip every anomaly as undecodable.
+    let mut broken = envs.clone();
+    broken.get_mut("webhook").unwrap().remove("SCHEMA_REGISTRY_URL");
+    let problems = decode_problems(&broken);
+    assert!(problems.len() == 1 && problems[0].starts_with("webhook reads anomalies"), "{problems:#?}");
+    // ... and a reader on another topic than the writer's.
+    let mut broken = envs.clone();
+    broken.get_mut("sink").unwrap().insert("MINUTES_TOPIC".into(), "tx-minutes".into());
+    let problems = decode_problems(&broken);
+    assert!(problems.iter().any(|p| p.starts_with("sink's MINUTES_TOPIC")), "{problems:#?}");
+    // Without the forwarder the webhook reads nothing, and needs no registry.
+    let mut off = broken.clone();
+    off.get_mut("sink").unwrap().insert("MINUTES_TOPIC".into(), "tx-minute".into());
+    off.get_mut("webhook").unwrap().insert("OUTBOUND_WEBHOOK_URLS".into(), String::new());
+    off.get_mut("webhook").unwrap().remove("SCHEMA_REGISTRY_URL");
+    assert!(decode_problems(&off).is_empty());
+    // Single-object frames (no registry anywhere) decode everywhere.
+    let mut plain = envs.clone();
+    for e in plain.values_mut() {
+        e.insert("SCHEMA_REGISTRY_URL".into(), String::new());
+    }
+    assert!(decode_problems(&plain).is_empty());
+}
+
+#[test]
+fn the_outbound_push_reaches_the_sample_receiver_which_checks_the_signature() {
+    let c = compose::load_defaults();
+    let webhook = compose::environment(&c, "webhook");
+    let receiver = compose::environment(&c, "alert-receiver");
+    let url = reqwest::Url::parse(&webhook["OUTBOUND_WEBHOOK_URLS"]).unwrap();
+    assert_eq!(url.host_str(), Some("alert-receiver"), "{url}");
+    assert_eq!(url.port(), receiver["RECEIVER_BIND"].rsplit(':').next().unwrap().parse().ok());
+    assert_eq!(webhook["OUTBOUND_HMAC_SECRET"], receiver["OUTBOUND_HMAC_SECRET"]);
+    assert_eq!(
+        compose::service(&c, "webhook")["depends_on"]["alert-receiver"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    // An operator's secret reaches both.
+    let env: BTreeMap<String, String> =
+        [("OUTBOUND_HMAC_SECRET".to_owned(), "operator-secret-123456".to_owned())].into();
+    let custom = compose::load(&env);
+    for name in ["webhook", "alert-receiver"] {
+        assert_eq!(compose::environment(&custom, name)["OUTBOUND_HMAC_SECRET"], "operator-secret-123456", "{name}");
+    }
+    let svc = compose::service(&c, "alert-receiver");
+    let mount = svc["volumes"][0].as_str().unwrap();
+    assert_eq!(mount, "./alert-receiver/receiver.py:/opt/vigil/receiver.py:ro");
+
+    // The receiver itself, run here as compose runs it (python3, standard library only), on a
+    // free port: a delivery signed as the webhook signs it is accepted and printed, a wrong
+    // signature and a stale timestamp are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new("python3")
+        .arg(repo::path("deploy/alert-receiver/receiver.py"))
+        .env_clear()
+        .env("OUTBOUND_HMAC_SECRET", &receiver["OUTBOUND_HMAC_SECRET"])
+        .env("RECEIVER_BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let result = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..100 {
+            if http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(up, "the receiver did not start");
+        let secret = receiver["OUTBOUND_HMAC_SECRET"].as_bytes();
+        let body = br#"{"id":"amount:merchant:m-7:1","severity":"critical"}"#;
+        let post = |ts: i64, sig: String| {
+            http.post(format!("{base}/vigil/anomalies"))
+                .header("X-Vigil-Timestamp", ts.to_string())
+                .header("X-Vigil-Signature", sig)
+                .header("X-Vigil-Anomaly-Id", "amount:merchant:m-7:1")
+                .body(body.to_vec())
+                .send()
+        };
+        let now = chrono::Utc::now().timestamp();
+        let sign = vigil_webhook::outbound::signature::sign;
+        let ok = post(now, sign(secret, now, body)).await.unwrap().status();
+        let wrong = post(now, sign(b"another-secret", now, body)).await.unwrap().status();
+        let stale = post(now - 3600, sign(secret, now - 3600, body)).await.unwrap().status();
+        (ok, wrong, stale)
+    });
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((result.0.as_u16(), result.1.as_u16(), result.2.as_u16()), (200, 401, 401));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = printed.lines().filter(|l| l.contains("\"received\"")).collect();
+    assert_eq!(lines.len(), 1, "{printed}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["body"]["severity"], "critical");
+    assert_eq!(v["anomaly_id"], "amount:merchant:m-7:1");
 }
