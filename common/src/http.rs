@@ -55,8 +55,8 @@ impl Dependency {
     /// The broker answers a metadata request for `topic` (and knows the topic). One client,
     /// created once and reused by every check.
     pub fn broker(kafka: &KafkaConfig, topic: &str) -> Self {
-        let client: Result<Arc<rdkafka::consumer::BaseConsumer>, String> =
-            kafka.client_config().create().map(Arc::new).map_err(|e| format!("cannot create a Kafka client: {e}"));
+        // Its context keeps librdkafka's last error, so "unreachable" names the cause (TLS, SASL).
+        let client = kafka.diagnosing_client().map(Arc::new).map_err(|e| format!("cannot create a Kafka client: {e}"));
         let topic: Arc<str> = topic.into();
         Dependency::new(
             "broker",
@@ -66,7 +66,12 @@ impl Dependency {
                     let client = client?;
                     tokio::task::spawn_blocking(move || {
                         let md = rdkafka::consumer::Consumer::fetch_metadata(&*client, Some(&topic), CHECK_TIMEOUT)
-                            .map_err(|e| format!("broker unreachable: {e}"))?;
+                            .map_err(|e| {
+                                format!(
+                                    "broker unreachable: {}",
+                                    crate::kafka::explain(&e, rdkafka::consumer::Consumer::context(&*client))
+                                )
+                            })?;
                         match md.topics().iter().find(|t| t.name() == &*topic) {
                             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
                             _ => Err(format!("topic {topic} unknown to the broker")),

@@ -3,13 +3,14 @@
 //! Every client (producer, consumers, admin) is built from one [`KafkaConfig`], so SASL and TLS
 //! settings given once reach all of them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
 use crate::config::{Secret, Validator};
 
@@ -19,26 +20,29 @@ pub struct KafkaArgs {
     /// Comma-separated bootstrap servers (host:port).
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
-    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl (TLS: ssl and sasl_ssl, e.g. Confluent Cloud, MSK, Aiven).
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
     pub kafka_security_protocol: String,
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a sasl_* protocol).
     #[arg(long, env = "KAFKA_SASL_MECHANISM", default_value = "")]
     pub kafka_sasl_mechanism: String,
+    /// SASL user name (with a sasl_* protocol).
     #[arg(long, env = "KAFKA_SASL_USERNAME", default_value = "")]
     pub kafka_sasl_username: String,
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", default_value = "", hide_env_values = true)]
+    /// SASL password (with a sasl_* protocol); never printed.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", default_value = "", hide_env_values = true, hide_default_value = true)]
     pub kafka_sasl_password: String,
-    /// CA bundle to verify the brokers' certificates (ssl, sasl_ssl).
+    /// CA bundle (PEM) to verify the brokers' certificates (ssl, sasl_ssl); empty: the system's CAs.
     #[arg(long, env = "KAFKA_SSL_CA_LOCATION", default_value = "")]
     pub kafka_ssl_ca_location: String,
-    /// Client certificate for mutual TLS.
+    /// Client certificate (PEM) for mutual TLS.
     #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION", default_value = "")]
     pub kafka_ssl_certificate_location: String,
-    /// Client private key for mutual TLS.
+    /// Client private key (PEM) for mutual TLS.
     #[arg(long, env = "KAFKA_SSL_KEY_LOCATION", default_value = "")]
     pub kafka_ssl_key_location: String,
-    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", default_value = "", hide_env_values = true)]
+    /// Password of an encrypted client private key; never printed.
+    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", default_value = "", hide_env_values = true, hide_default_value = true)]
     pub kafka_ssl_key_password: String,
 }
 
@@ -118,11 +122,25 @@ impl KafkaArgs {
                     security.push((prop, Secret::new(value.as_str())));
                 }
             }
+            let (cert, key) = (&self.kafka_ssl_certificate_location, &self.kafka_ssl_key_location);
+            v.check(
+                cert.is_empty() == key.is_empty(),
+                if cert.is_empty() { "KAFKA_SSL_CERTIFICATE_LOCATION" } else { "KAFKA_SSL_KEY_LOCATION" },
+                "is required with the other (mutual TLS takes a client certificate and its key)",
+            );
             if !self.kafka_ssl_key_password.is_empty() {
                 security.push(("ssl.key.password", Secret::new(&self.kafka_ssl_key_password)));
             }
         }
         KafkaConfig { brokers, security }
+    }
+}
+
+/// A failed request's error with the cause librdkafka reported before it, if any.
+pub fn explain(error: &KafkaError, context: &DiagnosingContext) -> String {
+    match context.last_error() {
+        Some(cause) => format!("{error} (last broker error: {cause})"),
+        None => error.to_string(),
     }
 }
 
@@ -134,6 +152,55 @@ pub fn builtin_features() -> Vec<String> {
         .map(|f| f.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
         .unwrap_or_default()
 }
+
+/// A client context that keeps the last error librdkafka reported (a TLS handshake refused, an
+/// authentication failed), so a failed request can say why instead of librdkafka's generic
+/// "broker transport failure". Errors are logged as rdkafka's default context logs them.
+#[derive(Clone, Default)]
+pub struct DiagnosingContext {
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl DiagnosingContext {
+    /// The last error reported, e.g. `SSL handshake failed: ... certificate verify failed`.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl DiagnosingContext {
+    fn remember(&self, what: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(what.to_owned());
+        }
+    }
+}
+
+impl ClientContext for DiagnosingContext {
+    // librdkafka logs a failed connection (`FAIL`: TLS handshake, SASL authentication) from its
+    // own threads as it happens; error events reach `error` only when the client is polled,
+    // which a metadata-only client never is.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                self.remember(message);
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(error = %error, "librdkafka: {reason}");
+        self.remember(reason);
+    }
+}
+
+impl ConsumerContext for DiagnosingContext {}
 
 impl KafkaConfig {
     /// Plaintext settings for a broker address (tests and tools).
@@ -204,6 +271,18 @@ impl KafkaConfig {
         self.client_config().create()
     }
 
+    /// A metadata-only client whose context keeps librdkafka's last error (health checks).
+    pub fn diagnosing_client(&self) -> KafkaResult<BaseConsumer<DiagnosingContext>> {
+        self.client_config().create_with_context(DiagnosingContext::default())
+    }
+
+    /// Asks the brokers for metadata once; the error names the cause librdkafka reported (TLS
+    /// verification, SASL authentication, connection refused) beside the request's own.
+    pub fn check_reachable(&self, timeout: Duration) -> Result<(), String> {
+        let client = self.diagnosing_client().map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+        client.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| explain(&e, client.context()))
+    }
+
     /// Creates each topic with its partition count; existing topics are left alone.
     pub async fn ensure_topics(&self, topics: &[(&str, i32)]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
@@ -233,7 +312,6 @@ mod tests {
 
     #[test]
     fn sasl_settings_reach_the_client_config_and_never_debug_print() {
-        // SASL/PLAIN over plaintext: what this build of librdkafka supports (no TLS, no SCRAM).
         let cli = Cli::parse_from([
             "x",
             "--kafka-brokers=b1:9093,b2:9093",
@@ -265,28 +343,57 @@ mod tests {
     }
 
     #[test]
-    fn settings_this_build_cannot_honour_are_refused_by_variable_without_their_values() {
+    fn this_build_of_librdkafka_has_tls_and_every_sasl_mechanism_vigil_offers() {
         let features = builtin_features();
-        assert!(features.iter().any(|f| f == "sasl_plain"), "{features:?}");
+        for f in ["ssl", "sasl_plain", "sasl_scram"] {
+            assert!(features.iter().any(|x| x == f), "librdkafka lacks {f}: {features:?}");
+        }
+    }
+
+    #[test]
+    fn scram_over_tls_reaches_the_client_config_and_librdkafka_accepts_it() {
+        // Any PEM bundle: librdkafka loads it when the client is created.
+        let ca = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
         let cli = Cli::parse_from([
-            "x",
-            "--kafka-security-protocol=sasl_ssl",
-            "--kafka-sasl-mechanism=SCRAM-SHA-512",
-            "--kafka-sasl-username=vigil",
-            "--kafka-sasl-password=s3cret-password",
-            "--kafka-ssl-key-password=s3cret-key-password",
+            "x".to_owned(),
+            "--kafka-security-protocol=SASL_SSL".to_owned(),
+            "--kafka-sasl-mechanism=scram-sha-512".to_owned(),
+            "--kafka-sasl-username=vigil".to_owned(),
+            "--kafka-sasl-password=s3cret-password".to_owned(),
+            format!("--kafka-ssl-ca-location={}", ca.display()),
+            "--kafka-ssl-key-password=s3cret-key-password".to_owned(),
         ]);
         let mut v = Validator::new();
         let cfg = cli.kafka.validate(&mut v);
-        let result = v.finish();
-        if features.iter().any(|f| f == "ssl") && features.iter().any(|f| f == "sasl_scram") {
-            result.unwrap();
-            assert_eq!(cfg.client_config().get("ssl.key.password"), Some("s3cret-key-password"));
-        } else {
-            let err = result.unwrap_err().to_string();
-            assert!(err.contains("KAFKA_SECURITY_PROTOCOL") || err.contains("KAFKA_SASL_MECHANISM"), "{err}");
-            assert!(!err.contains("s3cret"), "{err}");
-        }
+        v.finish().unwrap();
+        let c = cfg.client_config();
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("ssl.ca.location"), Some(ca.to_str().unwrap()));
+        assert_eq!(c.get("ssl.key.password"), Some("s3cret-key-password"));
+        // librdkafka validates the whole configuration when a client is created.
+        let _: BaseConsumer = cfg.consumer_config("g").create().unwrap();
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn a_client_certificate_without_its_key_is_refused_by_variable() {
+        let cert = std::env::current_exe().unwrap();
+        let cli = Cli::parse_from([
+            "x".to_owned(),
+            "--kafka-security-protocol=ssl".to_owned(),
+            format!("--kafka-ssl-certificate-location={}", cert.display()),
+        ]);
+        let mut v = Validator::new();
+        cli.kafka.validate(&mut v);
+        let err = v.finish().unwrap_err().to_string();
+        assert!(err.contains("KAFKA_SSL_KEY_LOCATION"), "{err}");
+        let cli = Cli::parse_from(["x", "--kafka-security-protocol=sasl_ssl", "--kafka-sasl-mechanism=GSSAPI"]);
+        let mut v = Validator::new();
+        cli.kafka.validate(&mut v);
+        let err = v.finish().unwrap_err().to_string();
+        assert!(err.contains("KAFKA_SASL_MECHANISM") && err.contains("\"GSSAPI\" is not one of"), "{err}");
     }
 
     #[test]
