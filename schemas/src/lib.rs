@@ -23,7 +23,7 @@ pub use events::{
     MinutePartial, PartialKind, Severity, Transaction, TransactionStatus, TransactionVerdict, VerdictDecision,
 };
 pub use framing::{canonical_form, Codec, Decoded, Framing, WireEvent};
-pub use registry::SchemaRegistry;
+pub use registry::{RegistryOptions, SchemaRegistry};
 pub use subjects::TopicBindings;
 
 /// The embedded schema sources, by event type.

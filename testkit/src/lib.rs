@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod schemathesis;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
