@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 
 # Topics and partition counts (the broker does not auto-create topics).
-TOPICS=("transactions:6" "tx-partials:1" "tx-minute:3" "anomalies:3" "detector-checkpoints:6" "detector-merge-checkpoints:1" "vigil-dead-letter:1" "transaction-verdicts:3")
+TOPICS=("transactions:6" "tx-partials:1" "tx-minute:3" "anomalies:3" "detector-checkpoints:6" "detector-merge-checkpoints:1" "vigil-dead-letter:1" "transaction-verdicts:3" "detector-settings:1")
 
 pg_up() {
   if port_open "$PG_PORT"; then

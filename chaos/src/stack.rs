@@ -235,6 +235,7 @@ impl Stack {
                 set(&mut env, "MERGE_CHECKPOINT_TOPIC", &t.merge_checkpoints);
                 set(&mut env, "DEAD_LETTER_TOPIC", &t.dead_letter);
                 set(&mut env, "VERDICTS_TOPIC", &t.verdicts);
+                set(&mut env, "SETTINGS_TOPIC", &t.settings);
                 set(&mut env, "CONSUMER_GROUP", &self.detector_group);
                 set(&mut env, "IDLE_TIMEOUT", &self.opts.idle_timeout);
                 set(&mut env, "ALLOWED_LATENESS", &self.opts.allowed_lateness);

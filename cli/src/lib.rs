@@ -92,6 +92,42 @@ pub enum Command {
     /// Silences and maintenance windows.
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// The detector's rule settings, changed without a restart.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SettingsCommand {
+    /// Published settings records, newest first.
+    List {
+        /// global, category:<category> or merchant:<merchant_id>.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Publish a record: the amount rule's overrides for a scope from a minute on (none given:
+    /// back to the defaults).
+    Set {
+        /// global, category:<category> or merchant:<merchant_id>.
+        #[arg(long)]
+        scope: String,
+        /// RFC 3339 minute; default the earliest allowed (SETTINGS_LEAD after now).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        z_medium: Option<f64>,
+        #[arg(long)]
+        z_high: Option<f64>,
+        #[arg(long)]
+        z_critical: Option<f64>,
+        /// medium, high or critical.
+        #[arg(long)]
+        min_severity: Option<String>,
+        #[arg(long)]
+        min_samples: Option<u64>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -286,6 +322,39 @@ pub async fn run(cli: &Cli, target: &Target) -> Result<String> {
             let q: Vec<(&str, String)> = state.iter().map(|s| ("state", s.clone())).collect();
             (client.get("/silences", &q).await?, silences_table)
         }
+        Command::Settings(SettingsCommand::List { scope }) => {
+            let q: Vec<(&str, String)> = scope.iter().map(|s| ("scope", s.clone())).collect();
+            (client.get("/settings", &q).await?, settings_table)
+        }
+        Command::Settings(SettingsCommand::Set {
+            scope,
+            from,
+            z_medium,
+            z_high,
+            z_critical,
+            min_severity,
+            min_samples,
+            comment,
+        }) => {
+            let mut amount = serde_json::Map::new();
+            for (k, v) in [("z_medium", z_medium), ("z_high", z_high), ("z_critical", z_critical)] {
+                if let Some(v) = v {
+                    amount.insert(k.into(), json!(v));
+                }
+            }
+            if let Some(s) = min_severity {
+                amount.insert("min_severity".into(), json!(s));
+            }
+            if let Some(n) = min_samples {
+                amount.insert("min_samples".into(), json!(n));
+            }
+            let mut body = json!({"scope": scope, "amount": amount, "comment": comment});
+            if let Some(f) = from {
+                body["effective_from"] = json!(f);
+            }
+            let published = client.post("/settings", &body).await?;
+            (json!({"items": [published]}), settings_table)
+        }
         Command::Silence(SilenceCommand::Expire { id }) => {
             (client.post(&format!("/silences/{}/expire", encode(id)), &json!({})).await?, silence_table)
         }
@@ -439,6 +508,24 @@ fn show_table(v: &Value) -> String {
     }
     out.push_str(&t.to_string());
     out
+}
+
+fn settings_table(v: &Value) -> String {
+    let mut t = table();
+    t.set_header(["scope", "from", "amount overrides", "by", "at", "comment"]);
+    for x in v["items"].as_array().into_iter().flatten() {
+        let amount: Vec<String> =
+            x["record"]["amount"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", s(v))).collect();
+        t.add_row([
+            s(&x["scope"]),
+            s(&x["effective_from"]),
+            if amount.is_empty() { "defaults".to_owned() } else { amount.join(" ") },
+            s(&x["actor"]),
+            s(&x["at"]),
+            s(&x["record"]["comment"]),
+        ]);
+    }
+    t.to_string()
 }
 
 fn silence_row(x: &Value) -> Vec<String> {

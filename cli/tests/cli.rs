@@ -22,6 +22,7 @@ struct Service {
 
 async fn start() -> Service {
     let db = vigil_testkit::fresh_database().await;
+    let settings_topic = vigil_testkit::fresh_topics(&[("detector-settings", 1)]).await.remove(0);
     let args = vigil_webhook::Args::parse_from([
         "webhook".to_owned(),
         "--bind=127.0.0.1:0".to_owned(),
@@ -30,6 +31,7 @@ async fn start() -> Service {
         format!("--read-tokens={READ}"),
         format!("--triage-users=alice:{ALICE}"),
         format!("--kafka-brokers={}", vigil_testkit::brokers()),
+        format!("--settings-topic={}", settings_topic),
     ]);
     let app = vigil_webhook::Application::build(vigil_webhook::Config::from_args(args).unwrap()).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
@@ -128,6 +130,14 @@ async fn a_person_lists_triages_and_silences_from_the_command_line() {
     assert_eq!(code, 0);
     assert!(table.contains(&sid) && table.contains("merchant_id=m-1"), "{table}");
     assert_eq!(json(&s, ALICE, &["silence", "expire", &sid])["state"], "expired");
+
+    // The detector's settings: a noisier merchant gets a higher bar, listed with who set it.
+    let set =
+        json(&s, ALICE, &["settings", "set", "--scope", "merchant:m-1", "--z-critical", "6", "--comment", "noisy"]);
+    assert_eq!(set["items"][0]["record"]["amount"]["z_critical"], 6.0);
+    let (code, table, _) = vigil(&s, READ, &["settings", "list"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("merchant:m-1") && table.contains("z_critical=6") && table.contains("alice"), "{table}");
 
     // Without a URL anywhere it says where to put one.
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))

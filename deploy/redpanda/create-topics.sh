@@ -12,9 +12,10 @@ RPK=${RPK:-rpk}
 BROKERS=${KAFKA_BROKERS:-redpanda:9092}
 ADMIN=${REDPANDA_ADMIN:-redpanda:9644}
 
-TOPICS=("transactions:6" "tx-partials:1" "tx-minute:3" "anomalies:3" "detector-checkpoints:6" "detector-merge-checkpoints:1" "vigil-dead-letter:1" "transaction-verdicts:3")
-# State snapshots: only the newest record per key matters, so the broker may compact the rest.
-COMPACTED=("detector-checkpoints" "detector-merge-checkpoints")
+TOPICS=("transactions:6" "tx-partials:1" "tx-minute:3" "anomalies:3" "detector-checkpoints:6" "detector-merge-checkpoints:1" "vigil-dead-letter:1" "transaction-verdicts:3" "detector-settings:1")
+# State snapshots, and rule settings keyed by scope and minute: only the newest record per key
+# matters, so the broker may compact the rest.
+COMPACTED=("detector-checkpoints" "detector-merge-checkpoints" "detector-settings")
 
 rpk_() { "$RPK" "$@" -X "brokers=$BROKERS" -X "admin.hosts=$ADMIN"; }
 

@@ -55,6 +55,10 @@ pub struct ReplayArgs {
     /// does not depend on it.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Rule settings records (the `detector-settings` topic's JSON, one per line): each minute
+    /// is judged with the settings in force then, as the service did.
+    #[arg(long)]
+    pub settings: Option<String>,
 }
 
 /// Thresholds and windows of the rules.
@@ -214,6 +218,10 @@ pub struct ServiceArgs {
     /// Verdicts on the transactions whose record asks for one (header `vigil.reply-to`).
     #[arg(long, env = "VERDICTS_TOPIC", default_value = "transaction-verdicts")]
     pub verdicts_topic: String,
+    /// Rule settings changed at run time (one partition, compacted; written by the webhook's
+    /// POST /settings), read whole at start-up and followed.
+    #[arg(long, env = "SETTINGS_TOPIC", default_value = "detector-settings")]
+    pub settings_topic: String,
     /// Stage 1 checkpoints; needs at least as many partitions as the transactions topic.
     #[arg(long, env = "CHECKPOINT_TOPIC", default_value = "detector-checkpoints")]
     pub checkpoint_topic: String,
@@ -264,6 +272,7 @@ pub struct ServiceConfig {
     pub minutes_topic: String,
     pub anomalies_topic: String,
     pub verdicts_topic: String,
+    pub settings_topic: String,
     pub checkpoint_topic: String,
     pub merge_checkpoint_topic: String,
     pub dead_letter_topic: String,
@@ -439,6 +448,7 @@ impl RuleArgs {
             rate,
             amount,
             volume,
+            settings: Default::default(),
         }
     }
 }
@@ -455,6 +465,7 @@ impl ServiceArgs {
             minutes_topic: topic(v, "MINUTES_TOPIC", &self.minutes_topic),
             anomalies_topic: topic(v, "ANOMALIES_TOPIC", &self.anomalies_topic),
             verdicts_topic: topic(v, "VERDICTS_TOPIC", &self.verdicts_topic),
+            settings_topic: topic(v, "SETTINGS_TOPIC", &self.settings_topic),
             checkpoint_topic: topic(v, "CHECKPOINT_TOPIC", &self.checkpoint_topic),
             merge_checkpoint_topic: topic(v, "MERGE_CHECKPOINT_TOPIC", &self.merge_checkpoint_topic),
             dead_letter_topic: topic(v, "DEAD_LETTER_TOPIC", &self.dead_letter_topic),
@@ -476,6 +487,7 @@ impl ServiceArgs {
             &c.minutes_topic,
             &c.anomalies_topic,
             &c.verdicts_topic,
+            &c.settings_topic,
             &c.checkpoint_topic,
             &c.merge_checkpoint_topic,
         ];

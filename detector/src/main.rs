@@ -5,10 +5,13 @@ use vigil_detector::{replay, Application, Args, Command, Config};
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::Replay(r)) = &args.command {
-        let core = Config::rules_from_args(&args).unwrap_or_else(|e| {
+        let mut core = Config::rules_from_args(&args).unwrap_or_else(|e| {
             eprint!("{e}");
             std::process::exit(2)
         });
+        if let Some(path) = &r.settings {
+            core.settings = replay::settings(path)?;
+        }
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         return match (&r.series, &r.file) {
             (Some(series), _) => replay::series(series, &mut out),

@@ -33,6 +33,24 @@ fn open(path: &str) -> anyhow::Result<Box<dyn BufRead>> {
     })
 }
 
+/// Rule settings records, one JSON object per line (what `detector-settings` holds).
+pub fn settings(path: &str) -> anyhow::Result<crate::core::settings::Settings> {
+    let mut records = Vec::new();
+    for (i, line) in open(path)?.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: vigil_schemas::settings::RuleSettings =
+            serde_json::from_str(&line).with_context(|| format!("{path} line {}: not a settings record", i + 1))?;
+        if let Some((field, why)) = r.problems().into_iter().next() {
+            anyhow::bail!("{path} line {}: {field}: {why}", i + 1);
+        }
+        records.push(r);
+    }
+    Ok(crate::core::settings::Settings::from_records(&records))
+}
+
 /// Replays NDJSON transactions and writes every output as one JSON line.
 pub fn transactions(
     path: &str,

@@ -140,3 +140,68 @@ fn check_config_names_every_bad_value_and_help_lists_every_variable() {
         assert!(help.contains(var), "--help does not mention {var}");
     }
 }
+
+/// Replays `lines` (with a settings file when given) and returns the amount anomalies' event
+/// times.
+fn amount_anomaly_times(lines: &[String], settings: Option<&std::path::Path>) -> Vec<String> {
+    let mut cmd = detector();
+    cmd.args(["replay", "-"]);
+    if let Some(p) = settings {
+        cmd.arg("--settings").arg(p);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "anomaly" && v["value"]["rule"] == "amount_zscore")
+        .map(|v| v["value"]["transaction_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn replay_judges_each_minute_with_the_settings_records_in_force_then() {
+    // 15 minutes of ordinary amounts, an outlier in minute 5 and one in minute 12.
+    let mut lines = Vec::new();
+    let mut outliers = Vec::new();
+    let mut i = 0;
+    for minute in 0..15 {
+        for _ in 0..60 {
+            i += 1;
+            lines.push(ndjson_line(i, minute, "approved"));
+        }
+        if minute == 5 || minute == 12 {
+            i += 1;
+            let mut v: serde_json::Value = serde_json::from_str(&ndjson_line(i, minute, "approved")).unwrap();
+            v["amount_minor"] = serde_json::json!(900_000);
+            outliers.push(v["transaction_id"].as_str().unwrap().to_owned());
+            lines.push(v.to_string());
+        }
+    }
+    let all = amount_anomaly_times(&lines, None);
+    for o in &outliers {
+        assert!(all.contains(o), "{o} flagged without settings: {all:?}");
+    }
+    // From minute 10: the amount rule needs 10 000 000 samples, so it judges nothing.
+    let dir = std::env::temp_dir().join(format!("vigil-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("settings.ndjson");
+    let from = 1_765_713_600_000_i64 + 10 * 60_000;
+    std::fs::write(
+        &path,
+        format!(r#"{{"scope":"global","effective_from":{from},"amount":{{"min_samples":10000000}},"actor":"test","comment":""}}"#),
+    )
+    .unwrap();
+    let with = amount_anomaly_times(&lines, Some(&path));
+    assert!(with.contains(&outliers[0]), "minute 5 is before the settings: {with:?}");
+    assert!(!with.contains(&outliers[1]), "minute 12 is judged with them: {with:?}");
+    // A bad record is refused naming its field.
+    std::fs::write(&path, r#"{"scope":"shop","effective_from":0,"actor":"t"}"#).unwrap();
+    let out = detector().args(["replay", "-", "--settings"]).arg(&path).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scope"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(dir).unwrap();
+}

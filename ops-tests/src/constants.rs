@@ -50,7 +50,7 @@ pub const GRAFANA_WEBHOOK_PATH: &str = "/grafana/webhook";
 pub const ALERTMANAGER_WEBHOOK_PATH: &str = "/alertmanager/webhook";
 
 /// Every topic and its partition count (scripts/stack.sh TOPICS, deploy/redpanda/create-topics.sh).
-pub const TOPICS: [(&str, i32); 8] = [
+pub const TOPICS: [(&str, i32); 9] = [
     ("transactions", 6),
     ("tx-partials", 1),
     ("tx-minute", 3),
@@ -59,12 +59,13 @@ pub const TOPICS: [(&str, i32); 8] = [
     ("detector-merge-checkpoints", 1),
     ("vigil-dead-letter", 1),
     ("transaction-verdicts", 3),
+    ("detector-settings", 1),
 ];
 /// Topics Redpanda compacts (state snapshots keyed by partition).
-pub const COMPACTED_TOPICS: [&str; 2] = ["detector-checkpoints", "detector-merge-checkpoints"];
+pub const COMPACTED_TOPICS: [&str; 3] = ["detector-checkpoints", "detector-merge-checkpoints", "detector-settings"];
 
 /// Which topic each service variable names (the services' defaults must agree).
-pub const TOPIC_VARS: [(&str, &str); 8] = [
+pub const TOPIC_VARS: [(&str, &str); 9] = [
     ("TRANSACTIONS_TOPIC", "transactions"),
     ("PARTIALS_TOPIC", "tx-partials"),
     ("MINUTES_TOPIC", "tx-minute"),
@@ -73,6 +74,7 @@ pub const TOPIC_VARS: [(&str, &str); 8] = [
     ("MERGE_CHECKPOINT_TOPIC", "detector-merge-checkpoints"),
     ("DEAD_LETTER_TOPIC", "vigil-dead-letter"),
     ("VERDICTS_TOPIC", "transaction-verdicts"),
+    ("SETTINGS_TOPIC", "detector-settings"),
 ];
 
 /// Grafana data source UIDs, referenced by the dashboards and alert rules.

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod framing;
 mod registry;
+pub mod settings;
 pub mod subjects;
 
 pub use error::{Error, Result};
@@ -59,4 +60,6 @@ pub mod topics {
     pub const DEAD_LETTER: &str = "vigil-dead-letter";
     /// The detector's verdicts on transactions whose producer asked for one.
     pub const VERDICTS: &str = "transaction-verdicts";
+    /// The detector's rule settings changed at run time (JSON, compacted; see `settings`).
+    pub const SETTINGS: &str = "detector-settings";
 }

@@ -405,6 +405,8 @@ pub struct PipelineTopics {
     pub dead_letter: String,
     /// The detector's verdicts on transactions whose producer asked for one.
     pub verdicts: String,
+    /// The detector's rule settings changed at run time.
+    pub settings: String,
 }
 
 impl PipelineTopics {
@@ -429,6 +431,7 @@ impl PipelineTopics {
             merge_checkpoints: format!("detector-merge-checkpoints-{suffix}"),
             dead_letter: format!("vigil-dead-letter-{suffix}"),
             verdicts: format!("transaction-verdicts-{suffix}"),
+            settings: format!("detector-settings-{suffix}"),
         }
     }
 
@@ -444,6 +447,7 @@ impl PipelineTopics {
             (self.merge_checkpoints.as_str(), 1),
             (self.dead_letter.as_str(), 1),
             (self.verdicts.as_str(), 3),
+            (self.settings.as_str(), 1),
         ]
     }
 
@@ -459,6 +463,7 @@ impl PipelineTopics {
             format!("--merge-checkpoint-topic={}", self.merge_checkpoints),
             format!("--dead-letter-topic={}", self.dead_letter),
             format!("--verdicts-topic={}", self.verdicts),
+            format!("--settings-topic={}", self.settings),
         ]
     }
 

@@ -91,6 +91,14 @@ pub struct Args {
     /// Topic the detector publishes Avro anomalies to.
     #[arg(long, env = "ANOMALIES_TOPIC", default_value = "anomalies")]
     pub anomalies_topic: String,
+    /// Where POST /settings publishes the detector's rule settings (one partition, compacted).
+    #[arg(long, env = "SETTINGS_TOPIC", default_value = "detector-settings")]
+    pub settings_topic: String,
+    /// How far after the wall clock a settings record may take effect at the earliest: more than
+    /// the producer's MAX_FUTURE_SKEW (5m), so every detector has read it before any transaction
+    /// of its first minute can reach it.
+    #[arg(long, env = "SETTINGS_LEAD", default_value = "6m")]
+    pub settings_lead: String,
     /// Consumer group of the outbound forwarder (its own, so it sees every anomaly).
     #[arg(long, env = "WEBHOOK_CONSUMER_GROUP", default_value = "vigil-webhook")]
     pub consumer_group: String,
@@ -152,6 +160,8 @@ pub struct Config {
     pub triage_queue_window: Duration,
     pub kafka: KafkaConfig,
     pub anomalies_topic: String,
+    pub settings_topic: String,
+    pub settings_lead: Duration,
     pub consumer_group: String,
     /// `None` when no URL is configured: the forwarder does not run.
     pub outbound: Option<OutboundConfig>,
@@ -246,6 +256,8 @@ impl Config {
 
         let kafka = a.kafka.validate(&mut v);
         let anomalies_topic = v.required("ANOMALIES_TOPIC", &a.anomalies_topic);
+        let settings_topic = v.required("SETTINGS_TOPIC", &a.settings_topic);
+        let settings_lead = v.parse_positive_duration("SETTINGS_LEAD", &a.settings_lead);
         let consumer_group = v.required("WEBHOOK_CONSUMER_GROUP", &a.consumer_group);
 
         let mut urls = Vec::new();
@@ -309,6 +321,8 @@ impl Config {
             triage_queue_window,
             kafka,
             anomalies_topic,
+            settings_topic,
+            settings_lead,
             consumer_group,
             outbound,
             schema_registry_url: Some(a.schema_registry_url.trim().to_owned()).filter(|u| !u.is_empty()),

@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod outbound;
 pub mod startup;
+pub mod settings;
 pub mod silences;
 pub mod state;
 pub mod triage;

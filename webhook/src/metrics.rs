@@ -47,10 +47,13 @@ pub enum DbQuery {
     SilenceRead,
     SilenceWrite,
     SilenceMatch,
+    /// Rule settings: listing the published records; recording one (its transaction).
+    SettingsRead,
+    SettingsWrite,
 }
 
 impl DbQuery {
-    pub const ALL: [DbQuery; 21] = [
+    pub const ALL: [DbQuery; 23] = [
         DbQuery::AlertsList,
         DbQuery::GrafanaAlertsList,
         DbQuery::NotificationBegin,
@@ -72,6 +75,8 @@ impl DbQuery {
         DbQuery::SilenceRead,
         DbQuery::SilenceWrite,
         DbQuery::SilenceMatch,
+        DbQuery::SettingsRead,
+        DbQuery::SettingsWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +102,8 @@ impl DbQuery {
             DbQuery::SilenceRead => "silence_read",
             DbQuery::SilenceWrite => "silence_write",
             DbQuery::SilenceMatch => "silence_match",
+            DbQuery::SettingsRead => "settings_read",
+            DbQuery::SettingsWrite => "settings_write",
         }
     }
 }

@@ -48,6 +48,7 @@ impl Modify for SecuritySchemes {
         (name = "inbound", description = "Notifications from Grafana and Alertmanager"),
         (name = "alerts", description = "Lists, newest first, with keyset pagination"),
         (name = "triage", description = "Acknowledge, assign, close and re-open anomalies, with an audit trail"),
+        (name = "settings", description = "The detector's rule settings changed at run time, applied from a minute of event time"),
         (name = "silences", description = "Silences and maintenance windows: matching anomalies are stored, marked silenced and not pushed"),
     )
 )]

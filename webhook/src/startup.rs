@@ -25,7 +25,7 @@ use vigil_common::problem::{self, Problem};
 use crate::metrics::{DbQuery, WebhookMetrics};
 use crate::outbound::Outbound;
 use crate::state::AppState;
-use crate::{listing, notifications, silences, triage, Config};
+use crate::{listing, notifications, settings, silences, triage, Config};
 
 pub struct Application {
     listener: TcpListener,
@@ -52,7 +52,12 @@ impl Application {
         };
         let listener =
             TcpListener::bind(config.bind).await.with_context(|| format!("Failed to bind {}", config.bind))?;
-        let state = AppState { config: Arc::new(config), pool, metrics: wm };
+        let producer = config
+            .kafka
+            .producer_config(std::time::Duration::from_secs(10))
+            .create()
+            .context("Failed to create the settings producer")?;
+        let state = AppState { config: Arc::new(config), pool, metrics: wm, producer };
         let router = router(state.clone(), &metrics);
         Ok(Application { listener, router, state, outbound })
     }
@@ -138,6 +143,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(silences::create, silences::list))
         .routes(routes!(silences::get_one))
         .routes(routes!(silences::expire))
+        .routes(routes!(settings::publish, settings::list))
 }
 
 /// The OpenAPI document alone (tools and tests).

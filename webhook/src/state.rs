@@ -14,6 +14,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub pool: PgPool,
     pub metrics: WebhookMetrics,
+    /// Publishes rule settings (POST /settings) on SETTINGS_TOPIC.
+    pub producer: rdkafka::producer::FutureProducer,
 }
 
 impl AppState {

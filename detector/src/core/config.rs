@@ -24,6 +24,9 @@ pub struct CoreConfig {
     pub rate: RateConfig,
     pub amount: AmountConfig,
     pub volume: VolumeConfig,
+    /// Settings changed at run time, by event-time minute (`detector-settings`).
+    #[serde(default)]
+    pub settings: super::settings::Settings,
 }
 
 impl Default for CoreConfig {
@@ -36,6 +39,7 @@ impl Default for CoreConfig {
             rate: RateConfig::default(),
             amount: AmountConfig::default(),
             volume: VolumeConfig::default(),
+            settings: Default::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod merge;
 pub mod partition;
 pub mod rate;
 pub mod series;
+pub mod settings;
 pub mod stats;
 pub mod volume;
 

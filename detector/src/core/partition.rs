@@ -267,7 +267,9 @@ impl PartitionState {
         }
         self.idle = false;
 
-        let (anomalies, scores) = self.amounts.judge(tx, &cfg.amount);
+        // Settings changed at run time apply by the transaction's event time (core::settings).
+        let overridden = cfg.settings.amount_for(&cfg.amount, tx);
+        let (anomalies, scores) = self.amounts.judge(tx, overridden.as_ref().unwrap_or(&cfg.amount));
         step.outputs.extend(anomalies.into_iter().map(Stage1Output::Anomaly));
         step.amount_scores = scores;
 

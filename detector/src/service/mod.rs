@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod outputs;
+pub mod settings;
 pub mod stage;
 pub mod stages;
 
@@ -102,6 +103,7 @@ impl Application {
             &s.minutes_topic,
             &s.anomalies_topic,
             &s.verdicts_topic,
+            &s.settings_topic,
             &s.merge_checkpoint_topic,
             &s.dead_letter_topic,
         ] {
@@ -125,6 +127,12 @@ impl Application {
         }
         let s = self.config.service.clone();
         let core = Arc::new(self.config.core.clone());
+        // Every settings record in force before the first transaction (service::settings).
+        let shared = settings::SharedConfig::new(self.config.core.clone());
+        let settings_consumer = {
+            let (kafka, topic, shared) = (s.kafka.clone(), s.settings_topic.clone(), shared.clone());
+            tokio::task::spawn_blocking(move || settings::load(&kafka, &topic, &shared)).await??
+        };
         let topics = OutputTopics {
             partials: s.partials_topic.clone(),
             minutes: s.minutes_topic.clone(),
@@ -136,10 +144,17 @@ impl Application {
             || -> anyhow::Result<FutureProducer> { Ok(s.kafka.producer_config(s.delivery_timeout).create()?) };
 
         let stop = shutdown.child_token();
+        {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("settings".into())
+                .spawn(move || settings::follow(settings_consumer, shared, stop))
+                .context("Failed to start the settings thread")?;
+        }
         let mut stage1 = {
             let (p, kafka, topics, stop) = (producer()?, s.kafka.clone(), topics.clone(), stop.clone());
             let store = CheckpointStore::new(&kafka, &s.checkpoint_topic, p.clone())?;
-            let stage = PartitionStage::new(core.clone(), self.codec.clone(), self.dm.clone());
+            let stage = PartitionStage::new(shared.clone(), self.codec.clone(), self.dm.clone());
             let settings = StageSettings {
                 input_topic: s.transactions_topic.clone(),
                 group: s.consumer_group.clone(),

@@ -7,6 +7,7 @@ use vigil_schemas::{Codec, MinutePartial, Transaction, TransactionVerdict, Verdi
 
 use super::metrics::{DeadLetterLabels, DetectorMetrics, VerdictLabels};
 use super::outputs::{Origin, Outputs};
+use super::settings::SharedConfig;
 use super::stage::Stage;
 use crate::core::merge::is_from_the_future;
 use crate::core::{CoreConfig, MergeState, PartitionState, Refusal, Stage1Output, Stage2Output, Step, Verdict};
@@ -14,7 +15,8 @@ use crate::error::Result;
 
 /// Stage 1: transactions in, partials, late bookings and amount anomalies out.
 pub struct PartitionStage {
-    cfg: Arc<CoreConfig>,
+    /// The core's configuration, its run-time settings included (replaced as they change).
+    cfg: SharedConfig,
     codec: Arc<Codec>,
     metrics: DetectorMetrics,
     /// The per-verdict counters, looked up once rather than per event.
@@ -22,7 +24,7 @@ pub struct PartitionStage {
 }
 
 impl PartitionStage {
-    pub fn new(cfg: Arc<CoreConfig>, codec: Arc<Codec>, metrics: DetectorMetrics) -> Self {
+    pub fn new(cfg: SharedConfig, codec: Arc<Codec>, metrics: DetectorMetrics) -> Self {
         let verdicts = ["counted", "late", "duplicate", "refused_future", "refused_old", "undecodable"]
             .into_iter()
             .map(|v| (v, metrics.events.get_or_create(&VerdictLabels { verdict: v }).clone()))
@@ -79,7 +81,7 @@ impl Stage for PartitionStage {
         let record_ts = timestamp.unwrap_or(tx.received_at);
         let now = chrono::Utc::now().timestamp_millis();
         self.metrics.processing_latency.observe(((now - record_ts).max(0) as f64) / 1000.0);
-        let step = state.process(&tx, record_ts, &self.cfg);
+        let step = state.process(&tx, record_ts, &self.cfg.current());
         if let Some(reply_to) = msg.reply_to {
             out.verdict(&verdict_of(&tx, reply_to, &step))?;
         }
@@ -112,7 +114,7 @@ impl Stage for PartitionStage {
     }
 
     fn on_idle(&self, state: &mut PartitionState, now_ms: i64, out: &mut Outputs) -> Result<()> {
-        let outputs = state.go_idle(now_ms, &self.cfg);
+        let outputs = state.go_idle(now_ms, &self.cfg.current());
         if state.is_idle() && !outputs.is_empty() {
             tracing::debug!(partition = state.partition, "Partition idle: its open windows are closed.");
         } else if !outputs.is_empty() {

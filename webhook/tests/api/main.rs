@@ -13,5 +13,6 @@ mod listing;
 mod ops;
 mod outbound;
 mod schemathesis;
+mod settings;
 mod silences;
 mod triage;

@@ -68,6 +68,8 @@ async fn the_openapi_document_describes_every_route_body_and_error() {
         ("/grafana/alerts", "get"),
         ("/alerts/{id}/triage", "get"),
         ("/alerts/{id}/triage", "post"),
+        ("/settings", "get"),
+        ("/settings", "post"),
         ("/silences", "get"),
         ("/silences", "post"),
         ("/silences/{id}", "get"),
