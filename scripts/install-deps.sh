@@ -35,6 +35,12 @@ command -v psql >/dev/null || apt_install postgresql-client
 for tool in cc make pkg-config; do
   command -v "$tool" >/dev/null || apt_install build-essential pkg-config
 done
+# ... with OpenSSL, for TLS and SASL/SCRAM to managed Kafka (rdkafka's `ssl` feature): its headers.
+pkg-config --exists openssl 2>/dev/null || apt_install libssl-dev
+# The Kafka TLS tests make their certificates with openssl and put stunnel (mutual TLS) in front
+# of a broker.
+command -v openssl >/dev/null || apt_install openssl
+command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || apt_install stunnel4
 
 # The broker: nisshi needs rustc 1.96, newer than the project's toolchain. Debian ships it as
 # rustc-web/cargo-web (in /usr/bin); rustup's toolchain (first on PATH) stays the project's own,

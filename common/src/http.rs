@@ -66,12 +66,7 @@ impl Dependency {
                     let client = client?;
                     tokio::task::spawn_blocking(move || {
                         let md = rdkafka::consumer::Consumer::fetch_metadata(&*client, Some(&topic), CHECK_TIMEOUT)
-                            .map_err(|e| {
-                                format!(
-                                    "broker unreachable: {}",
-                                    crate::kafka::explain(&e, rdkafka::consumer::Consumer::context(&*client))
-                                )
-                            })?;
+                            .map_err(|e| format!("broker unreachable: {}", crate::kafka::explain(&e, &client)))?;
                         match md.topics().iter().find(|t| t.name() == &*topic) {
                             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
                             _ => Err(format!("topic {topic} unknown to the broker")),

@@ -136,9 +136,15 @@ impl KafkaArgs {
     }
 }
 
-/// A failed request's error with the cause librdkafka reported before it, if any.
-pub fn explain(error: &KafkaError, context: &DiagnosingContext) -> String {
-    match context.last_error() {
+/// A failed request's error with the cause librdkafka reported before it, if any. librdkafka
+/// queues its logs and errors for the client's poll: they are served here first.
+pub fn explain(error: &KafkaError, client: &BaseConsumer<DiagnosingContext>) -> String {
+    for _ in 0..100 {
+        if client.poll(Duration::ZERO).is_none() {
+            break;
+        }
+    }
+    match client.context().last_error() {
         Some(cause) => format!("{error} (last broker error: {cause})"),
         None => error.to_string(),
     }
@@ -280,7 +286,7 @@ impl KafkaConfig {
     /// verification, SASL authentication, connection refused) beside the request's own.
     pub fn check_reachable(&self, timeout: Duration) -> Result<(), String> {
         let client = self.diagnosing_client().map_err(|e| format!("cannot create a Kafka client: {e}"))?;
-        client.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| explain(&e, client.context()))
+        client.fetch_metadata(None, timeout).map(|_| ()).map_err(|e| explain(&e, &client))
     }
 
     /// Creates each topic with its partition count; existing topics are left alone.

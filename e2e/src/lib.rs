@@ -172,3 +172,15 @@ impl Pipeline {
         self.sink.stop().await.unwrap();
     }
 }
+
+/// The detector from its whole command line (its broker and security settings included), for
+/// tests that run it against a broker of their own; the error if it does not build.
+pub async fn try_start_detector_from(args: Vec<String>) -> anyhow::Result<Running> {
+    let parsed = vigil_detector::Args::try_parse_from(args)?;
+    let config = vigil_detector::Config::from_args(&parsed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = vigil_detector::Application::build(config).await?;
+    let port = app.port();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone()));
+    Ok(Running::new(port, stop, task))
+}

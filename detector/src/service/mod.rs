@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,10 +82,12 @@ impl Application {
     /// Checks that the topics exist and the checkpoint topic has enough partitions.
     fn check_topics(&self) -> anyhow::Result<()> {
         let s = &self.config.service;
-        let probe: BaseConsumer = s.kafka.client_config().create()?;
+        // Its context keeps librdkafka's last error: a refused TLS handshake or SASL login is named.
+        let probe = s.kafka.diagnosing_client()?;
         let count = |topic: &str| -> anyhow::Result<usize> {
             let md = probe
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(|e| anyhow::anyhow!(vigil_common::kafka::explain(&e, &probe)))
                 .with_context(|| format!("Failed to read metadata of {topic}"))?;
             let t = md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty());
             t.map(|t| t.partitions().len()).with_context(|| format!("Topic {topic} does not exist"))
