@@ -306,6 +306,10 @@ async fn a_broker_certificate_from_another_ca_is_refused_and_the_service_says_wh
     let flags = kafka_flags(&broker, &other.ca, &pki, None);
     let err = kafka_config(&flags).check_reachable(Duration::from_secs(5)).unwrap_err();
     assert!(err.contains("certificate verify failed"), "{err}");
+    // The broker check behind the detector's, sink's and webhook's /health says the same.
+    let dependency = vigil_common::http::Dependency::broker(&kafka_config(&flags), "any-topic");
+    let err = (dependency.check)().await.unwrap_err();
+    assert!(err.contains("broker unreachable") && err.contains("certificate verify failed"), "{err}");
 
     // The detector binary configured with the wrong CA: its log names the TLS failure and it
     // never becomes ready.
