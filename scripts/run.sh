@@ -171,11 +171,15 @@ done
 
 PROM_URL=""
 if [ "${VIGIL_OBSERVABILITY:-1}" = 0 ]; then
-  :
-elif port_open 9090; then
-  log "Port 9090 is taken; not starting Prometheus."
+  log "VIGIL_OBSERVABILITY=0: no Prometheus or Alertmanager; nothing scrapes the services."
 elif "$ROOT/scripts/observability.sh" start "$STATE"; then
-  PROM_URL="http://127.0.0.1:9090 (Alertmanager http://127.0.0.1:9093)"
+  # Its own ports (9090 and 9093, or the next free ones when Debian's services hold them).
+  cat "$STATE/observability.env" >>"$RUN_ENV"
+  PROMETHEUS_URL=""; ALERTMANAGER_URL=""
+  source "$STATE/observability.env"
+  PROM_URL="$PROMETHEUS_URL${ALERTMANAGER_URL:+ (Alertmanager $ALERTMANAGER_URL)}"
+else
+  log "Prometheus did not start (see $LOGS/prometheus.log): the services run unscraped."
 fi
 
 cat <<INFO
