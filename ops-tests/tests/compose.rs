@@ -469,12 +469,14 @@ enum Payload {
     Checkpoint,
     /// Copies of refused messages as they came, for operators; no service reads them.
     DeadLetter,
+    /// JSON (rule settings the webhook publishes for the detector); no schema, no registry.
+    Json,
 }
 
 /// Who writes and who reads each topic, by the variable that names it in each service's config.
 /// Checked against the binaries' `--help` below, so a service that starts reading or writing
 /// another topic must be added here.
-const FLOWS: [(&str, &[&str], &[&str], Payload); 8] = [
+const FLOWS: [(&str, &[&str], &[&str], Payload); 9] = [
     ("TRANSACTIONS_TOPIC", &["producer"], &["detector", "sink"], Payload::Avro),
     ("PARTIALS_TOPIC", &["detector"], &["detector"], Payload::Avro),
     ("MINUTES_TOPIC", &["detector"], &["sink"], Payload::Avro),
@@ -484,6 +486,7 @@ const FLOWS: [(&str, &[&str], &[&str], Payload); 8] = [
     ("CHECKPOINT_TOPIC", &["detector"], &["detector"], Payload::Checkpoint),
     ("MERGE_CHECKPOINT_TOPIC", &["detector"], &["detector"], Payload::Checkpoint),
     ("DEAD_LETTER_TOPIC", &["detector", "sink"], &[], Payload::DeadLetter),
+    ("SETTINGS_TOPIC", &["webhook"], &["detector"], Payload::Json),
 ];
 
 /// Each service's effective environment: its binary's defaults, overridden by `env`.

@@ -121,7 +121,8 @@ fn with(tools: &[&str], extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-const BUILD_TOOLS: [&str; 4] = ["cc", "make", "pkg-config", "curl"];
+/// The C toolchain (librdkafka's build), curl, and what the Kafka TLS tests use.
+const BUILD_TOOLS: [&str; 6] = ["cc", "make", "pkg-config", "curl", "openssl", "stunnel4"];
 
 #[test]
 fn as_a_non_root_user_install_deps_needs_no_sudo_when_nothing_is_missing() {
@@ -139,14 +140,15 @@ fn as_a_non_root_user_install_deps_needs_no_sudo_when_nothing_is_missing() {
 fn as_a_non_root_user_install_deps_installs_a_missing_package_with_sudo_apt_get_and_says_so() {
     let sb = Sandbox::new("1.90.0");
     let sudo_log = sb.with_sudo();
-    // pkg-config is missing.
+    // pkg-config is missing (and so OpenSSL's headers cannot be found through it).
     let out = sb.install_deps(&with(&["pkg-config"], &BUILD_TOOLS));
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("Installing build-essential pkg-config with sudo apt-get (not root"), "{t}");
+    let apt = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends";
     assert_eq!(
         std::fs::read_to_string(&sudo_log).unwrap(),
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends build-essential pkg-config\n"
+        format!("{apt} build-essential pkg-config\n{apt} libssl-dev\n")
     );
 
     // Without sudo: it stops and says what to do.
