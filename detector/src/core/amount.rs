@@ -12,14 +12,13 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap as HashMap;
-
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 use vigil_schemas::{Anomaly, AnomalyDimension, AnomalyRule, AnomalyState, Severity, Transaction};
 
 use super::config::AmountConfig;
 use super::format::{money, utc};
+use super::keyed::{sorted, KeyedMap as HashMap, Sorted};
 use super::stats::RunningStats;
 
 /// Sufficient statistics per time bucket, oldest first.
@@ -82,13 +81,17 @@ pub enum BaselineKey<'a> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct CategoryBaselines {
     all: BucketedStats,
+    #[serde(serialize_with = "sorted")]
     merchants: HashMap<String, BucketedStats>,
 }
 
 /// Every amount baseline of one partition: currency -> category -> baselines. Nested maps are
-/// looked up with the transaction's own strings, so a known key allocates nothing.
+/// looked up with the transaction's own strings, so a known key allocates nothing. Every key is
+/// client input, so the maps are [`HashMap`](super::keyed::KeyedMap)s with a per-process seed,
+/// serialised in key order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AmountBaselines {
+    #[serde(serialize_with = "sorted_by_currency")]
     by_currency: HashMap<String, HashMap<String, CategoryBaselines>>,
     /// Highest bucket seen; eviction runs when it advances.
     max_bucket: Option<i64>,
@@ -204,6 +207,15 @@ impl AmountBaselines {
         }
         self.by_currency.retain(|_, cats| !cats.is_empty());
     }
+}
+
+fn sorted_by_currency<S: Serializer>(
+    m: &HashMap<String, HashMap<String, CategoryBaselines>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        m.iter().map(|(currency, cats)| (currency, Sorted(cats))).collect::<std::collections::BTreeMap<_, _>>(),
+    )
 }
 
 fn tier(z: f64, cfg: &AmountConfig) -> Option<Severity> {

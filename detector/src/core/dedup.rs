@@ -3,14 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashSet;
-
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Ids seen, indexed by the second of event time they were seen at, for eviction.
+use super::keyed::KeyedSet;
+
+/// Ids seen, indexed by the second of event time they were seen at, for eviction. The ids come
+/// from clients (a UUID's 128 bits are the key itself), so the set is a [`KeyedSet`]; checkpoints
+/// hold only `by_second`, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Dedup {
-    seen: FxHashSet<u128>,
+    seen: KeyedSet<u128>,
     by_second: BTreeMap<i64, Vec<u128>>,
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod counts;
 pub mod dedup;
 mod format;
+pub mod keyed;
 pub mod legacy;
 pub mod merge;
 pub mod partition;
