@@ -807,6 +807,43 @@ async fn seed_received_alerts(pool: &PgPool, plan: &Plan) {
     }
 }
 
+/// A maintenance window of the dark merchant covering its outage (so its volume_drop is
+/// silenced), and an expired silence of another merchant, as the webhook's POST /silences writes
+/// them.
+async fn seed_silences(pool: &PgPool, plan: &Plan) {
+    let (merchant, start, len) = DARK_MERCHANT;
+    let first = plan.end - Duration::minutes(start);
+    for (id, merchant, from, to, expired) in [
+        (
+            "6f1c2a7e-5100-4000-8000-000000000001",
+            merchant,
+            first - Duration::minutes(5),
+            first + Duration::minutes(len + 10),
+            false,
+        ),
+        (
+            "6f1c2a7e-5100-4000-8000-000000000002",
+            "m-3",
+            plan.end - Duration::minutes(90),
+            plan.end - Duration::minutes(60),
+            true,
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO silences (id, merchant_id, starts_at, ends_at, comment, created_by, expired_at, expired_by)
+             VALUES ($1::uuid, $2, $3, $4, 'planned maintenance', 'ops', CASE WHEN $5 THEN $4 END, CASE WHEN $5 THEN 'ops' END)",
+        )
+        .bind(id)
+        .bind(merchant)
+        .bind(from)
+        .bind(to)
+        .bind(expired)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,42 +889,5 @@ mod tests {
             let (lo, hi) = expected_range(i);
             assert!(lo > 0.0 && lo <= total && total <= hi, "minute {i}: {total} outside [{lo}, {hi}]");
         }
-    }
-}
-
-/// A maintenance window of the dark merchant covering its outage (so its volume_drop is
-/// silenced), and an expired silence of another merchant, as the webhook's POST /silences writes
-/// them.
-async fn seed_silences(pool: &PgPool, plan: &Plan) {
-    let (merchant, start, len) = DARK_MERCHANT;
-    let first = plan.end - Duration::minutes(start);
-    for (id, merchant, from, to, expired) in [
-        (
-            "6f1c2a7e-5100-4000-8000-000000000001",
-            merchant,
-            first - Duration::minutes(5),
-            first + Duration::minutes(len + 10),
-            false,
-        ),
-        (
-            "6f1c2a7e-5100-4000-8000-000000000002",
-            "m-3",
-            plan.end - Duration::minutes(90),
-            plan.end - Duration::minutes(60),
-            true,
-        ),
-    ] {
-        sqlx::query(
-            "INSERT INTO silences (id, merchant_id, starts_at, ends_at, comment, created_by, expired_at, expired_by)
-             VALUES ($1::uuid, $2, $3, $4, 'planned maintenance', 'ops', CASE WHEN $5 THEN $4 END, CASE WHEN $5 THEN 'ops' END)",
-        )
-        .bind(id)
-        .bind(merchant)
-        .bind(from)
-        .bind(to)
-        .bind(expired)
-        .execute(pool)
-        .await
-        .unwrap();
     }
 }

@@ -22,11 +22,11 @@ use vigil_common::problem::{FieldError, Problem};
 use vigil_common::Secret;
 use vigil_schemas::{Transaction, TransactionVerdict};
 
-use crate::verdicts::Verdicts;
 use crate::idempotency::{Digest, IdempotencyStore, NotFinal, SCOPE_BATCH, SCOPE_TRANSACTION};
 use crate::metrics::ProducerMetrics;
 use crate::publisher::Publisher;
 use crate::validation::{self, check_idempotency_key, id_from_key};
+use crate::verdicts::Verdicts;
 use crate::{Config, Error};
 
 pub const JSON: &str = "application/json";
@@ -282,12 +282,18 @@ async fn publish_asking(state: &AppState, tx: Transaction, wait: Duration) -> Re
 fn verdict_wait(state: &AppState, headers: &HeaderMap, default: Duration) -> Result<Duration, Problem> {
     let mut wait = default;
     for value in headers.get_all("prefer") {
-        let bad = || unprocessable(vec![FieldError { field: "Prefer".into(), message: "wait must be a number of seconds, e.g. Prefer: wait=2".into() }]);
+        let bad = || {
+            unprocessable(vec![FieldError {
+                field: "Prefer".into(),
+                message: "wait must be a number of seconds, e.g. Prefer: wait=2".into(),
+            }])
+        };
         let s = value.to_str().map_err(|_| bad())?;
         for pref in s.split(',') {
             let mut kv = pref.split(';').next().unwrap_or_default().splitn(2, '=');
             if kv.next().map(str::trim).is_some_and(|k| k.eq_ignore_ascii_case("wait")) {
-                let secs: f64 = kv.next().map(|v| v.trim().trim_matches('"')).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                let secs: f64 =
+                    kv.next().map(|v| v.trim().trim_matches('"')).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
                 if !secs.is_finite() || secs < 0.0 {
                     return Err(bad());
                 }

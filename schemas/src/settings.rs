@@ -88,7 +88,9 @@ impl RuleSettings {
             out.push(("effective_from", "must be a whole minute".to_owned()));
         }
         let a = &self.amount;
-        for (name, z) in [("amount.z_medium", a.z_medium), ("amount.z_high", a.z_high), ("amount.z_critical", a.z_critical)] {
+        for (name, z) in
+            [("amount.z_medium", a.z_medium), ("amount.z_high", a.z_high), ("amount.z_critical", a.z_critical)]
+        {
             if z.is_some_and(|z| !(1.0..=20.0).contains(&z)) {
                 out.push((name, "between 1 and 20".to_owned()));
             }
@@ -136,7 +138,12 @@ mod tests {
         let bad = RuleSettings {
             scope: "shop:x".into(),
             effective_from: 1_765_713_600_001,
-            amount: AmountOverrides { z_high: Some(3.0), z_critical: Some(2.0), min_samples: Some(1), ..Default::default() },
+            amount: AmountOverrides {
+                z_high: Some(3.0),
+                z_critical: Some(2.0),
+                min_samples: Some(1),
+                ..Default::default()
+            },
             actor: String::new(),
             comment: String::new(),
         };

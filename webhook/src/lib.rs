@@ -16,9 +16,9 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod outbound;
-pub mod startup;
 pub mod settings;
 pub mod silences;
+pub mod startup;
 pub mod state;
 pub mod triage;
 
