@@ -21,6 +21,7 @@ pub mod silences;
 pub mod startup;
 pub mod state;
 pub mod triage;
+pub mod validation;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};

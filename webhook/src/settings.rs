@@ -63,12 +63,10 @@ pub struct SettingsList {
 }
 
 fn invalid(errors: Vec<FieldError>) -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-settings", "Invalid settings").with_errors(errors)
+    crate::validation::unprocessable("invalid-settings", "Invalid settings", errors)
 }
 
-fn err(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError { field: field.into(), message: message.into() }
-}
+use crate::validation::field as err;
 
 /// The earliest minute a record published at `now` may take effect from.
 pub fn earliest(now: DateTime<Utc>, lead: Duration) -> i64 {
@@ -79,12 +77,8 @@ pub fn earliest(now: DateTime<Utc>, lead: Duration) -> i64 {
 /// Checks a body into a record by `actor` at wall-clock `now`, naming every bad field.
 pub fn parse(value: &Value, actor: &str, now: DateTime<Utc>, lead: Duration) -> Result<RuleSettings, Problem> {
     let Some(obj) = value.as_object() else { return Err(invalid(vec![err("body", "must be a JSON object")])) };
-    let mut errors = Vec::new();
-    for k in obj.keys() {
-        if !["scope", "effective_from", "amount", "comment"].contains(&k.as_str()) {
-            errors.push(err(k, "unknown field"));
-        }
-    }
+    let mut errors =
+        crate::validation::unknown_keys(obj.keys(), &["scope", "effective_from", "amount", "comment"], "field");
     let scope = obj.get("scope").and_then(Value::as_str).unwrap_or_default().to_owned();
     let min_from = earliest(now, lead);
     let effective_from = match obj.get("effective_from") {
@@ -162,8 +156,7 @@ pub async fn publish(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let actor = state.authorize_triage(&headers)?;
-    vigil_common::body::require_media_type(&headers, &["application/json"])?;
-    let value = vigil_common::body::parse_json(&body)?;
+    let value = crate::validation::json_body(&headers, &body)?;
     let record = parse(&value, &actor, Utc::now(), state.config.settings_lead)?;
     let json = serde_json::to_value(&record).map_err(crate::Error::Json)?;
     let db = &state.metrics.db;
@@ -224,12 +217,7 @@ pub async fn list(
     Query(params): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<SettingsList>, ApiError> {
     state.authorize_read(&headers)?;
-    let mut errors = Vec::new();
-    for k in params.keys() {
-        if k != "scope" {
-            errors.push(err(k, "unknown parameter"));
-        }
-    }
+    let mut errors = crate::validation::unknown_keys(params.keys(), &["scope"], "parameter");
     if let Some(s) = params.get("scope") {
         if vigil_schemas::settings::Scope::parse(s).is_none() {
             errors.push(err("scope", "global, category:<category> or merchant:<merchant_id>"));

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
@@ -110,12 +110,10 @@ pub struct ReceivedAlertPage {
 }
 
 fn invalid(errors: Vec<FieldError>) -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", "Invalid query parameters").with_errors(errors)
+    crate::validation::unprocessable("invalid-query", "Invalid query parameters", errors)
 }
 
-pub(crate) fn err(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError { field: field.to_owned(), message: message.into() }
-}
+pub(crate) use crate::validation::field as err;
 
 /// The parameters by name, refusing unknown and repeated ones.
 fn collect(

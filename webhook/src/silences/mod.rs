@@ -77,18 +77,15 @@ pub struct SilenceRequest {
     comment: String,
 }
 
-fn err(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError { field: field.into(), message: message.into() }
-}
+use crate::validation::field as err;
 
 fn invalid(errors: Vec<FieldError>) -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-silence", "Invalid silence").with_errors(errors)
+    crate::validation::unprocessable("invalid-silence", "Invalid silence", errors)
 }
 
 /// Checks a body into a [`NewSilence`] at wall-clock `now`, naming every bad field.
 pub fn parse(value: &Value, now: DateTime<Utc>) -> Result<NewSilence, Problem> {
     let Some(obj) = value.as_object() else { return Err(invalid(vec![err("body", "must be a JSON object")])) };
-    let mut errors = Vec::new();
     const FIELDS: [&str; 9] = [
         "rule",
         "dimension",
@@ -100,11 +97,7 @@ pub fn parse(value: &Value, now: DateTime<Utc>) -> Result<NewSilence, Problem> {
         "ends_at",
         "comment",
     ];
-    for k in obj.keys() {
-        if !FIELDS.contains(&k.as_str()) {
-            errors.push(err(k, "unknown field"));
-        }
-    }
+    let mut errors = crate::validation::unknown_keys(obj.keys(), &FIELDS, "field");
     let text = |name: &str, max: usize, errors: &mut Vec<FieldError>| -> Option<String> {
         match obj.get(name) {
             None | Some(Value::Null) => None,
@@ -237,8 +230,7 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let actor = state.authorize_triage(&headers)?;
-    vigil_common::body::require_media_type(&headers, &["application/json"])?;
-    let value = vigil_common::body::parse_json(&body)?;
+    let value = crate::validation::json_body(&headers, &body)?;
     let new = parse(&value, Utc::now())?;
     let silence = store::create(&state.pool, &state.metrics.db, &new, &actor).await?;
     tracing::info!(silence = %silence.id, actor = %actor, "Silence created.");
@@ -280,12 +272,7 @@ pub async fn list(
 ) -> Result<Json<SilenceList>, ApiError> {
     state.authorize_read(&headers)?;
     let params = query.map(|q| q.0).unwrap_or_default();
-    let mut errors = Vec::new();
-    for k in params.keys() {
-        if k != "state" {
-            errors.push(err(k, "unknown parameter"));
-        }
-    }
+    let mut errors = crate::validation::unknown_keys(params.keys(), &["state"], "parameter");
     let states = params.get("state").map(|raw| {
         raw.split(',')
             .map(str::trim)
@@ -300,9 +287,7 @@ pub async fn list(
             .collect::<Vec<_>>()
     });
     if !errors.is_empty() {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", "Invalid query parameters")
-            .with_errors(errors)
-            .into());
+        return Err(crate::validation::unprocessable("invalid-query", "Invalid query parameters", errors).into());
     }
     let items = store::list(&state.pool, &state.metrics.db, states.as_deref(), 500).await?;
     Ok(Json(SilenceList { items }))

@@ -178,12 +178,10 @@ pub struct TriageView {
 }
 
 fn invalid(errors: Vec<FieldError>) -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-triage", "Invalid triage action").with_errors(errors)
+    crate::validation::unprocessable("invalid-triage", "Invalid triage action", errors)
 }
 
-fn field(name: &str, message: impl Into<String>) -> FieldError {
-    FieldError { field: name.into(), message: message.into() }
-}
+use crate::validation::field;
 
 fn name_ok(s: &str) -> bool {
     !s.is_empty()
@@ -256,7 +254,8 @@ pub fn parse(req: TriageRequest) -> Result<Action, Problem> {
 /// The body as a request, with every unknown field and every field of the wrong type named.
 fn request(value: Value) -> Result<(TriageRequest, Vec<FieldError>), Problem> {
     let Value::Object(obj) = value else { return Err(invalid(vec![field("body", "must be a JSON object")])) };
-    let mut errors = Vec::new();
+    let mut errors =
+        crate::validation::unknown_keys(obj.keys(), &["action", "assignee", "disposition", "note"], "field");
     let text = |name: &str, errors: &mut Vec<FieldError>| match obj.get(name) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -265,11 +264,7 @@ fn request(value: Value) -> Result<(TriageRequest, Vec<FieldError>), Problem> {
             None
         }
     };
-    for k in obj.keys() {
-        if !["action", "assignee", "disposition", "note"].contains(&k.as_str()) {
-            errors.push(field(k, "unknown field"));
-        }
-    }
+
     let action = text("action", &mut errors);
     let req = TriageRequest {
         action: action.clone().unwrap_or_default(),
@@ -354,8 +349,7 @@ pub async fn post_triage(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let actor = state.authorize_triage(&headers)?;
-    vigil_common::body::require_media_type(&headers, &["application/json"])?;
-    let value = vigil_common::body::parse_json(&body)?;
+    let value = crate::validation::json_body(&headers, &body)?;
     let (req, mut errors) = request(value)?;
     let action = match parse(req) {
         Ok(a) if errors.is_empty() => a,
